@@ -1,0 +1,37 @@
+"""One settings object, read from environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Every field maps to the upper-case environment variable of its name."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    db_path: Path = Field(Path("data/recsys.db"), description="DuckDB store file")
+    model_dir: Path = Field(Path("artifacts/current"), description="Artifact directory served")
+    log_level: str = Field("INFO", description="Python logging level")
+    max_recommendations: int = Field(100, ge=1, le=10_000, description="Upper bound for k")
+    faiss_index: IndexKind = Field("auto", description="Index kind built at training time")
+    exact_search_max_items: int = Field(
+        200_000, ge=0, description="auto: exact search up to this many items, HNSW above"
+    )
+    faiss_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
+    faiss_ef_search: int = Field(128, ge=1, description="HNSW candidate list size per query")
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Data layer: the embedded store, ingestion, id mapping, interaction matrices, demo data."""

@@ -1,0 +1,312 @@
+"""Validated, atomic ingestion of event logs and item catalogs into the store.
+
+Every file is staged inside DuckDB (never as Python rows), checked with SQL, and only when every
+file passes are the rows written, in one transaction. Events are a set: a row identical to one
+already stored (same user, item, time, quantity and type) is the same event and is skipped, so
+ingesting a file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from recsys_lite.data.store import ITEM_FIELDS, Store, run_with_progress
+from recsys_lite.errors import DataValidationError
+
+EVENT_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".jsonl", ".ndjson", ".json", ".jsonl.gz")
+ITEM_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+DEFAULT_EVENT_TYPE = "purchase"
+MAX_ROWS_SHOWN = 5
+
+# Numbers above these magnitudes are milliseconds / microseconds since the epoch, not seconds
+# (1e11 seconds is the year 5138; 1e11 ms is 1973).
+_TS_SQL = """
+    CASE
+        WHEN TRY_CAST(ts AS DOUBLE) IS NOT NULL THEN CAST(floor(
+            CASE
+                WHEN abs(TRY_CAST(ts AS DOUBLE)) >= 1e14 THEN TRY_CAST(ts AS DOUBLE) / 1e6
+                WHEN abs(TRY_CAST(ts AS DOUBLE)) >= 1e11 THEN TRY_CAST(ts AS DOUBLE) / 1e3
+                ELSE TRY_CAST(ts AS DOUBLE)
+            END) AS BIGINT)
+        ELSE CAST(floor(epoch(TRY_CAST(ts AS TIMESTAMPTZ))) AS BIGINT)
+    END
+"""
+
+
+@dataclass(frozen=True)
+class Check:
+    column: str
+    failing: str  # SQL condition true for bad rows
+    reason: str
+
+
+EVENT_CHECKS = (
+    Check("user_id", "user_id IS NULL OR trim(user_id) = ''", "empty id"),
+    Check("item_id", "item_id IS NULL OR trim(item_id) = ''", "empty id"),
+    Check("ts", "ts IS NULL OR trim(ts) = ''", "missing timestamp"),
+    Check("ts", f"trim(ts) <> '' AND ({_TS_SQL}) IS NULL", "unparseable timestamp"),
+    Check("qty", "qty IS NULL OR trim(qty) = ''", "missing quantity"),
+    Check(
+        "qty",
+        "trim(qty) <> '' AND (TRY_CAST(qty AS DOUBLE) IS NULL"
+        " OR TRY_CAST(qty AS DOUBLE) <> floor(TRY_CAST(qty AS DOUBLE))"
+        " OR abs(TRY_CAST(qty AS DOUBLE)) > 2147483647)",
+        "not an integer",
+    ),
+    Check("qty", "TRY_CAST(qty AS DOUBLE) < 0", "negative quantity"),
+)
+
+ITEM_CHECKS = (
+    Check("item_id", "item_id IS NULL OR trim(item_id) = ''", "empty id"),
+    Check(
+        "price",
+        "price IS NOT NULL AND trim(price) <> '' AND TRY_CAST(price AS DOUBLE) IS NULL",
+        "not a number",
+    ),
+    Check("price", "TRY_CAST(price AS DOUBLE) < 0", "negative price"),
+)
+
+
+@dataclass
+class IngestReport:
+    files: list[str] = field(default_factory=list)
+    events_read: int = 0
+    events_added: int = 0
+    items_upserted: int = 0
+
+    @property
+    def duplicates_skipped(self) -> int:
+        return self.events_read - self.events_added
+
+
+@dataclass
+class _Problem:
+    file: str
+    column: str
+    reason: str
+    rows: list[int]
+    values: list[Any]
+    total: int
+
+    def line(self) -> str:
+        rows = ", ".join(str(r) for r in self.rows)
+        more = f" and {self.total - len(self.rows)} more" if self.total > len(self.rows) else ""
+        noun = "row" if self.total == 1 else "rows"
+        shown = [v for v in self.values if v not in (None, "")]
+        values = f" {', '.join(repr(v) for v in shown)}" if shown else ""
+        return f"{self.file}: {noun} {rows}{more}, column {self.column}: {self.reason}{values}"
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "column": self.column,
+            "reason": self.reason,
+            "rows": self.rows,
+            "values": self.values,
+            "count": self.total,
+        }
+
+
+def discover_files(path: Path, suffixes: tuple[str, ...], kind: str) -> list[Path]:
+    """A file, or the files of a folder with a supported suffix, in name order."""
+    if not path.exists():
+        raise DataValidationError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _has_suffix(p, suffixes))
+        if not files:
+            raise DataValidationError(
+                f"{path}: folder holds no {kind} files ({', '.join(suffixes)})"
+            )
+        return files
+    if not _has_suffix(path, suffixes):
+        raise DataValidationError(
+            f"{path}: unsupported {kind} file type (expected {', '.join(suffixes)})"
+        )
+    return [path]
+
+
+def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
+    return path.name.lower().endswith(suffixes)
+
+
+def _reader_sql(path: Path) -> str:
+    literal = "'" + str(path).replace("'", "''") + "'"
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return f"read_parquet({literal})"
+    if name.endswith((".csv", ".csv.gz")):
+        return f"read_csv({literal}, all_varchar = true, header = true)"
+    return f"read_json({literal}, format = 'newline_delimited')"
+
+
+def _stage_file(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    table: str,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+    show_progress: bool,
+) -> list[str]:
+    """Copy one file into a VARCHAR staging table with a 1-based ``row`` column.
+
+    Returns the canonical optional columns the file lacks. Raises on unreadable files or
+    missing required columns.
+    """
+    raw = f"{table}_raw"
+
+    def load() -> None:
+        con.execute(f"CREATE TEMP TABLE {raw} AS SELECT * FROM {_reader_sql(path)}")
+
+    try:
+        run_with_progress(con, load, f"reading {path.name}", show=show_progress)
+    except duckdb.Error as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise DataValidationError(f"{path}: cannot be read: {first_line}") from exc
+
+    present = {
+        str(r[0]).strip().lower(): str(r[0]) for r in con.execute(f"DESCRIBE {raw}").fetchall()
+    }
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise DataValidationError(
+            f"{path}: missing column(s) {', '.join(missing)}"
+            f" (found: {', '.join(sorted(present.values())) or 'none'})",
+            details=[{"file": str(path), "column": c, "reason": "missing column"} for c in missing],
+        )
+    selects = ["rowid + 1 AS row"]
+    absent = []
+    for column in (*required, *optional):
+        if column in present:
+            quoted = '"' + present[column].replace('"', '""') + '"'
+            selects.append(f"CAST({quoted} AS VARCHAR) AS {column}")
+        else:
+            absent.append(column)
+            selects.append(f"CAST(NULL AS VARCHAR) AS {column}")
+    con.execute(f"CREATE TEMP TABLE {table} AS SELECT {', '.join(selects)} FROM {raw}")
+    con.execute(f"DROP TABLE {raw}")
+    return absent
+
+
+def _find_problems(
+    con: duckdb.DuckDBPyConnection, table: str, file: str, checks: tuple[Check, ...]
+) -> list[_Problem]:
+    problems = []
+    for check in checks:
+        count, rows, values = con.execute(
+            f"SELECT count(*), list(row ORDER BY row)[1:{MAX_ROWS_SHOWN}],"
+            f" list({check.column} ORDER BY row)[1:{MAX_ROWS_SHOWN}]"
+            f" FROM {table} WHERE {check.failing}"
+        ).fetchone() or (0, [], [])
+        if count:
+            problems.append(_Problem(file, check.column, check.reason, rows, values, count))
+    return problems
+
+
+def _duplicate_item_problems(
+    con: duckdb.DuckDBPyConnection, table: str, file: str
+) -> list[_Problem]:
+    rows = con.execute(
+        f"SELECT trim(item_id), list(row ORDER BY row) FROM {table}"
+        f" WHERE trim(item_id) <> '' GROUP BY trim(item_id) HAVING count(*) > 1"
+        f" ORDER BY min(row) LIMIT {MAX_ROWS_SHOWN}"
+    ).fetchall()
+    return [
+        _Problem(
+            file, "item_id", "duplicate id", dup_rows[:MAX_ROWS_SHOWN], [item_id], len(dup_rows)
+        )
+        for item_id, dup_rows in rows
+    ]
+
+
+def ingest(
+    store: Store,
+    events: Path | None = None,
+    items: Path | None = None,
+    *,
+    show_progress: bool = True,
+) -> IngestReport:
+    """Validate every input file, then write all of them in one transaction or none at all."""
+    if events is None and items is None:
+        raise DataValidationError("nothing to ingest: give events, items or both")
+    event_files = discover_files(events, EVENT_SUFFIXES, "event") if events else []
+    item_files = discover_files(items, ITEM_SUFFIXES, "item") if items else []
+    report = IngestReport(files=[str(p) for p in (*event_files, *item_files)])
+
+    with store.connect() as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _ingest_in_transaction(con, event_files, item_files, report, show_progress)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return report
+
+
+def _ingest_in_transaction(
+    con: duckdb.DuckDBPyConnection,
+    event_files: list[Path],
+    item_files: list[Path],
+    report: IngestReport,
+    show_progress: bool,
+) -> None:
+    problems: list[_Problem] = []
+    event_tables = []
+    for n, path in enumerate(event_files):
+        table = f"stage_events_{n}"
+        absent = _stage_file(
+            con, path, table, ("user_id", "item_id", "ts"), ("qty", "event_type"), show_progress
+        )
+        if "qty" in absent:  # a log without quantities counts each event once
+            con.execute(f"UPDATE {table} SET qty = '1'")
+        problems += _find_problems(con, table, str(path), EVENT_CHECKS)
+        event_tables.append(table)
+    item_tables = []
+    for n, path in enumerate(item_files):
+        table = f"stage_items_{n}"
+        _stage_file(con, path, table, ("item_id",), ITEM_FIELDS, show_progress)
+        problems += _find_problems(con, table, str(path), ITEM_CHECKS)
+        problems += _duplicate_item_problems(con, table, str(path))
+        item_tables.append(table)
+    if problems:
+        raise DataValidationError(
+            "\n".join(p.line() for p in problems), details=[p.detail() for p in problems]
+        )
+
+    if event_tables:
+        union = " UNION ALL ".join(
+            f"SELECT trim(user_id) AS user_id, trim(item_id) AS item_id, {_TS_SQL} AS ts,"
+            f" CAST(TRY_CAST(qty AS DOUBLE) AS INTEGER) AS qty,"
+            f" coalesce(nullif(lower(trim(event_type)), ''), '{DEFAULT_EVENT_TYPE}') AS event_type"
+            f" FROM {t}"
+            for t in event_tables
+        )
+        con.execute(f"CREATE TEMP TABLE staged_events AS {union}")
+        (report.events_read,) = con.execute("SELECT count(*) FROM staged_events").fetchone() or (0,)
+
+        def insert() -> int:
+            before = _count(con, "events")
+            con.execute(
+                "INSERT INTO events SELECT DISTINCT s.* FROM staged_events s WHERE NOT EXISTS ("
+                " SELECT 1 FROM events e WHERE e.user_id = s.user_id AND e.item_id = s.item_id"
+                " AND e.ts = s.ts AND e.qty = s.qty AND e.event_type = s.event_type)"
+            )
+            return _count(con, "events") - before
+
+        report.events_added = run_with_progress(con, insert, "writing events", show=show_progress)
+    for table in item_tables:
+        con.execute(
+            "INSERT OR REPLACE INTO items SELECT trim(item_id), nullif(trim(category), ''),"
+            " nullif(trim(brand), ''), TRY_CAST(price AS DOUBLE), nullif(trim(img_url), ''),"
+            f" nullif(trim(title), ''), nullif(trim(description), '') FROM {table}"
+        )
+        report.items_upserted += _count(con, table)
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0

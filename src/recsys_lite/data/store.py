@@ -1,0 +1,148 @@
+"""The embedded DuckDB store: schema, connections and the reads every other layer needs."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+import pyarrow as pa
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        user_id VARCHAR NOT NULL,
+        item_id VARCHAR NOT NULL,
+        ts BIGINT NOT NULL,
+        qty INTEGER NOT NULL,
+        event_type VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS items (
+        item_id VARCHAR PRIMARY KEY,
+        category VARCHAR,
+        brand VARCHAR,
+        price DOUBLE,
+        img_url VARCHAR,
+        title VARCHAR,
+        description VARCHAR
+    )
+    """,
+)
+
+ITEM_FIELDS = ("category", "brand", "price", "img_url", "title", "description")
+
+T = TypeVar("T")
+
+
+class Store:
+    """A DuckDB file holding ``events`` and ``items``.
+
+    Connections are opened per unit of work and closed after it: DuckDB lets only one process
+    hold a file for writing, so a long-lived connection would lock out the CLI and the worker.
+    """
+
+    def __init__(self, path: Path | str, *, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.threads = threads
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if read_only and not self.path.exists():
+            from recsys_lite.errors import EmptyDataError
+
+            raise EmptyDataError(f"{self.path}: no store here yet; run `recsys-lite ingest` first")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.path), read_only=read_only)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            if self.threads:
+                con.execute(f"SET threads = {int(self.threads)}")
+            if not read_only:
+                for statement in SCHEMA:
+                    con.execute(statement)
+            yield con
+        finally:
+            con.close()
+
+    def read_events(self) -> pa.Table:
+        """All events as an Arrow table, ordered by time (columnar: no per-row Python objects)."""
+        with self.connect(read_only=True) as con:
+            return con.sql(
+                "SELECT user_id, item_id, ts, qty, event_type FROM events ORDER BY ts, user_id"
+            ).to_arrow_table()
+
+    def read_items(self) -> pa.Table:
+        with self.connect(read_only=True) as con:
+            return con.sql(
+                "SELECT item_id, category, brand, price, img_url, title, description FROM items"
+            ).to_arrow_table()
+
+    def counts(self) -> dict[str, int]:
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT (SELECT count(*) FROM events),"
+                " (SELECT count(DISTINCT user_id) FROM events),"
+                " (SELECT count(DISTINCT item_id) FROM events), (SELECT count(*) FROM items)"
+            ).fetchone()
+        assert row is not None
+        return dict(
+            zip(("events", "users", "items_with_events", "catalog_items"), row, strict=True)
+        )
+
+    def fingerprint(self) -> str:
+        """A content hash of the events, cheap enough to compute on every training run."""
+        with self.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT count(*), min(ts), max(ts),"
+                " bit_xor(hash(user_id, item_id, ts, qty, event_type)) FROM events"
+            ).fetchone()
+        return hashlib.sha256(repr(row).encode()).hexdigest()[:16]
+
+
+def run_with_progress(
+    con: duckdb.DuckDBPyConnection,
+    work: Callable[[], T],
+    description: str,
+    *,
+    show: bool = True,
+) -> T:
+    """Run ``work`` (one long DuckDB statement) while a bar follows DuckDB's own progress."""
+    if not show:
+        return work()
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=100)
+        thread.start()
+        while thread.is_alive():
+            percent = con.query_progress()
+            if percent >= 0:
+                progress.update(task, completed=percent)
+            time.sleep(0.1)
+        thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]

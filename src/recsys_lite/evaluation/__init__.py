@@ -1,0 +1,1 @@
+"""Offline evaluation: time-aware splits and full-ranking metrics."""

@@ -1,0 +1,167 @@
+"""Self-contained model artifacts: written atomically, verified when loaded.
+
+Layout of an artifact directory::
+
+    manifest.json   model type, params, versions, data fingerprint, checksums of the files
+    metrics.json    offline evaluation of the recipe (see evaluation.evaluate)
+    model.npz       every array of the model, id maps included (loaded without pickle)
+    user.faiss      user→item index, item.faiss item→item index (embedding models only)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys_lite import __version__
+from recsys_lite.config import Settings, get_settings
+from recsys_lite.errors import ArtifactError, InvalidInputError
+from recsys_lite.models.base import Recommender, create_model
+from recsys_lite.models.index import VectorIndex
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+ARRAYS = "model.npz"
+USER_INDEX = "user.faiss"
+ITEM_INDEX = "item.faiss"
+TRACKED_LIBRARIES = ("numpy", "scipy", "implicit", "faiss-cpu", "duckdb", "pyarrow")
+
+
+@dataclass
+class Artifact:
+    model: Recommender
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+    path: Path
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"recsys-lite": __version__}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_artifact(
+    model: Recommender,
+    output: Path,
+    *,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write into a temporary sibling directory, then rename it into place.
+
+    A reader never sees a half-written artifact: it finds either the old directory or the new.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        np.savez(staging / ARRAYS, **model.state())  # type: ignore[arg-type]
+        indexes = {}
+        for filename, index in ((USER_INDEX, model.user_index), (ITEM_INDEX, model.item_index)):
+            if index is not None:
+                index.save(staging / filename)
+                indexes[filename] = index.kind
+        (staging / METRICS).write_text(json.dumps(metrics or {}, indent=2))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model_type": model.name,
+            "params": model.params.model_dump(mode="json"),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "libraries": library_versions(),
+            "n_users": len(model.user_map),
+            "n_items": len(model.item_map),
+            "indexes": indexes,
+            **(extra or {}),
+        }
+        manifest["checksums"] = {
+            p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.name != MANIFEST
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        _replace_directory(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def _replace_directory(new: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(new, target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    retired.rmdir()
+    os.replace(target, retired)
+    os.replace(new, target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(
+            f"{path}: not a model artifact (no {MANIFEST}); run `recsys-lite train`"
+        )
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{manifest_path}: corrupt manifest ({exc})") from exc
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: artifact format {version!r} is not supported by recsys-lite {__version__}"
+            f" (expects {FORMAT_VERSION}); retrain the model"
+        )
+    return manifest
+
+
+def load_artifact(path: Path, settings: Settings | None = None) -> Artifact:
+    settings = settings or get_settings()
+    path = Path(path)
+    manifest = read_manifest(path)
+    for name, expected in manifest.get("checksums", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise ArtifactError(f"{path}: artifact is incomplete, {name} is missing")
+        if _sha256(file) != expected:
+            raise ArtifactError(f"{path}: artifact is corrupt, {name} does not match its checksum")
+    try:
+        model = create_model(manifest["model_type"], manifest.get("params"))
+    except (KeyError, InvalidInputError) as exc:
+        raise ArtifactError(f"{path}: incompatible artifact: {exc}") from exc
+    try:
+        with np.load(path / ARRAYS, allow_pickle=False) as arrays:
+            model.load_state({key: arrays[key] for key in arrays.files})
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{path}: cannot load model arrays: {exc}") from exc
+    kinds = manifest.get("indexes", {})
+    if USER_INDEX in kinds:
+        model.user_index = VectorIndex.load(path / USER_INDEX, kinds[USER_INDEX], settings)
+    if ITEM_INDEX in kinds:
+        model.item_index = VectorIndex.load(path / ITEM_INDEX, kinds[ITEM_INDEX], settings)
+    metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
+    return Artifact(model=model, manifest=manifest, metrics=metrics, path=path)

@@ -1,0 +1,302 @@
+"""The one model interface and registry.
+
+Public methods take and return external ids; subclasses implement ``_fit`` and ``score_users``
+on internal indices. Every model keeps its training interactions (to exclude what a user already
+has) and item popularity (the fallback for users it has never seen).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recsys_lite.data.idmap import IdMap
+from recsys_lite.data.interactions import Interactions, Weighting, build_interactions
+from recsys_lite.errors import EmptyDataError, InvalidInputError, NotFittedError
+from recsys_lite.models.index import VectorIndex
+
+NEG_INF = np.float32(-np.inf)
+
+
+class ModelParams(BaseModel):
+    """Base of every model's hyperparameters; unknown keys are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weighting: Weighting = Field(default_factory=Weighting)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Items best first, as internal indices with their scores."""
+
+    items: np.ndarray
+    scores: np.ndarray
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k best scores of each row, best first; -inf entries never win."""
+    scores = np.atleast_2d(scores)
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _finite_top(scores: np.ndarray, k: int) -> Ranked:
+    best = top_k(scores, k)[0]
+    best_scores = scores[best]
+    keep = np.isfinite(best_scores)
+    return Ranked(best[keep], best_scores[keep])
+
+
+class Recommender(ABC):
+    name: ClassVar[str]
+    params_type: ClassVar[type[ModelParams]] = ModelParams
+
+    def __init__(self, params: ModelParams | dict[str, Any] | None = None) -> None:
+        self.params = parse_params(self.params_type, params)
+        self.user_map = IdMap(np.array([], dtype=str))
+        self.item_map = IdMap(np.array([], dtype=str))
+        self.user_items = sp.csr_matrix((0, 0), dtype=np.float32)
+        self.item_popularity = np.zeros(0, dtype=np.float32)
+        self.user_index: VectorIndex | None = None
+        self.item_index: VectorIndex | None = None
+        self.threads = 0
+
+    # ----- training ---------------------------------------------------------------------------
+
+    def fit(self, events: pa.Table, *, show_progress: bool = False) -> Self:
+        if events.num_rows == 0:
+            raise EmptyDataError("no events to train on")
+        interactions = build_interactions(events, self.params.weighting)
+        self.user_map, self.item_map = interactions.user_map, interactions.item_map
+        self.user_items = interactions.matrix
+        self.item_popularity = np.asarray(
+            (interactions.matrix > 0).sum(axis=0), dtype=np.float32
+        ).ravel()
+        self._fit(interactions, events, show_progress)
+        return self
+
+    @abstractmethod
+    def _fit(self, interactions: Interactions, events: pa.Table, show_progress: bool) -> None: ...
+
+    @property
+    def fitted(self) -> bool:
+        return len(self.item_map) > 0
+
+    # ----- scoring (internal indices) -----------------------------------------------------------
+
+    @abstractmethod
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        """Dense float32 scores of every item for each user row: the full ranking."""
+
+    def item_vectors(self) -> np.ndarray | None:
+        """Item embeddings whose inner product with ``user_vectors`` is the score, if any."""
+        return None
+
+    def user_vectors(self, users: np.ndarray) -> np.ndarray | None:
+        return None
+
+    def similarity_vectors(self) -> np.ndarray | None:
+        """Unit-length item vectors for item-to-item cosine similarity, if the model has them."""
+        vectors = self.item_vectors()
+        if vectors is None:
+            return None
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+    def build_indexes(self, kind: str = "auto") -> None:
+        """Faiss indexes for user→item and item→item retrieval (embedding models only)."""
+        vectors, unit = self.item_vectors(), self.similarity_vectors()
+        self.user_index = VectorIndex.build(vectors, kind) if vectors is not None else None  # type: ignore[arg-type]
+        self.item_index = VectorIndex.build(unit, kind) if unit is not None else None  # type: ignore[arg-type]
+
+    # ----- public API (external ids) ------------------------------------------------------------
+
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"{self.name} model is not trained")
+
+    def knows_user(self, user_id: str) -> bool:
+        return user_id in self.user_map
+
+    def seen_items(self, user: int) -> np.ndarray:
+        start, end = self.user_items.indptr[user], self.user_items.indptr[user + 1]
+        return np.asarray(self.user_items.indices[start:end])
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        item_mask: np.ndarray | None = None,
+        use_index: bool = True,
+    ) -> Ranked:
+        """The user's k best items. ``item_mask`` (bool per item) restricts what may be shown."""
+        self._require_fitted()
+        user = self.user_map.index(user_id, "user")
+        excluded = self.seen_items(user) if exclude_seen else np.zeros(0, dtype=np.int64)
+        if use_index and self.user_index is not None:
+            found = self._search(self.user_index, user, k, excluded, item_mask)
+            if found is not None:
+                return found
+        scores = self.score_users(np.array([user]))[0]
+        return _finite_top(_blocked(scores, excluded, item_mask), k)
+
+    def popular(self, k: int = 10, *, item_mask: np.ndarray | None = None) -> Ranked:
+        self._require_fitted()
+        return _finite_top(_blocked(self.item_popularity.copy(), None, item_mask), k)
+
+    def similar_items(
+        self,
+        item_id: str,
+        k: int = 10,
+        *,
+        item_mask: np.ndarray | None = None,
+        use_index: bool = True,
+    ) -> Ranked | None:
+        """Most similar items by cosine of item vectors; None for models without item vectors."""
+        self._require_fitted()
+        item = self.item_map.index(item_id, "item")
+        unit = self.similarity_vectors()
+        if unit is None:
+            return None
+        excluded = np.array([item])
+        if use_index and self.item_index is not None:
+            found = self._search_vectors(self.item_index, unit, unit[item], k, excluded, item_mask)
+            if found is not None:
+                return found
+        return _finite_top(_blocked(unit @ unit[item], excluded, item_mask), k)
+
+    def _search(
+        self,
+        index: VectorIndex,
+        user: int,
+        k: int,
+        excluded: np.ndarray,
+        item_mask: np.ndarray | None,
+    ) -> Ranked | None:
+        vectors = self.item_vectors()
+        query = self.user_vectors(np.array([user]))
+        if vectors is None or query is None:
+            return None
+        return self._search_vectors(index, vectors, query[0], k, excluded, item_mask)
+
+    @staticmethod
+    def _search_vectors(
+        index: VectorIndex,
+        vectors: np.ndarray,
+        query: np.ndarray,
+        k: int,
+        excluded: np.ndarray,
+        item_mask: np.ndarray | None,
+    ) -> Ranked | None:
+        """Approximate candidates re-scored exactly, so scores equal the exact path's.
+
+        Returns None when filtering left fewer than k candidates: the caller then searches
+        exactly rather than answer short.
+        """
+        want = k + len(excluded) + (4 * k if item_mask is not None else 0)
+        candidates = index.search(query, want)[0]
+        candidates = candidates[candidates >= 0]
+        if len(excluded):
+            candidates = candidates[~np.isin(candidates, excluded)]
+        if item_mask is not None:
+            candidates = candidates[item_mask[candidates]]
+        if len(candidates) < min(k, len(vectors) - len(excluded)):
+            return None
+        scores = vectors[candidates] @ query
+        order = np.argsort(-scores, kind="stable")[:k]
+        return Ranked(candidates[order], scores[order].astype(np.float32))
+
+    # ----- persistence -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that, with the params, fully restore the model (saved without pickle)."""
+        self._require_fitted()
+        return {
+            "user_ids": self.user_map.ids,
+            "item_ids": self.item_map.ids,
+            "ui_indptr": self.user_items.indptr,
+            "ui_indices": self.user_items.indices,
+            "ui_data": self.user_items.data,
+            "item_popularity": self.item_popularity,
+            **self._model_state(),
+        }
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_map = IdMap(arrays["user_ids"])
+        self.item_map = IdMap(arrays["item_ids"])
+        self.user_items = sp.csr_matrix(
+            (arrays["ui_data"], arrays["ui_indices"], arrays["ui_indptr"]),
+            shape=(len(self.user_map), len(self.item_map)),
+        )
+        self.item_popularity = arrays["item_popularity"]
+        self._load_model_state(arrays)
+
+    @abstractmethod
+    def _model_state(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+def _blocked(
+    scores: np.ndarray, excluded: np.ndarray | None, item_mask: np.ndarray | None
+) -> np.ndarray:
+    if excluded is not None and len(excluded):
+        scores[excluded] = NEG_INF
+    if item_mask is not None:
+        scores[~item_mask] = NEG_INF
+    return scores
+
+
+P = TypeVar("P", bound=ModelParams)
+
+
+def parse_params(params_type: type[P], params: ModelParams | dict[str, Any] | None) -> P:
+    if isinstance(params, params_type):
+        return params
+    raw = params.model_dump() if isinstance(params, ModelParams) else (params or {})
+    try:
+        return params_type.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInputError(f"invalid parameters for this model: {problems}") from exc
+
+
+MODEL_REGISTRY: dict[str, type[Recommender]] = {}
+
+R = TypeVar("R", bound=type[Recommender])
+
+
+def register(name: str) -> Callable[[R], R]:
+    def decorate(cls: R) -> R:
+        cls.name = name
+        MODEL_REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def create_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
+    """The one way to turn a model name and its params into a model."""
+    try:
+        cls = MODEL_REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(MODEL_REGISTRY))
+        raise InvalidInputError(f"unknown model {name!r}; known models: {known}") from None
+    return cls(params)

@@ -1,0 +1,98 @@
+"""Maximum-inner-product retrieval over item vectors, exact or through a Faiss index.
+
+Which index for which catalog size: exact search over 100k x 64 float32 vectors costs about
+2 ms here, so ``auto`` keeps exact search (Faiss ``IndexFlatIP``, recall 1.0) up to
+``EXACT_SEARCH_MAX_ITEMS`` and switches to HNSW above it. IVF over raw inner products recalls
+badly (0.26 at nprobe 10 on ALS factors), so approximate indexes are built on the
+inner-product-to-L2 transform: each item vector gains one coordinate ``sqrt(M² - |v|²)`` so that
+its L2 nearest neighbours are its largest inner products (Bachrach et al., RecSys 2014).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from recsys_lite.config import IndexKind, Settings, get_settings
+
+BuiltKind = Literal["flat", "hnsw", "ivf"]
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+
+
+def choose_kind(n_items: int, settings: Settings) -> BuiltKind:
+    if settings.faiss_index != "auto":
+        return settings.faiss_index
+    return "flat" if n_items <= settings.exact_search_max_items else "hnsw"
+
+
+class VectorIndex:
+    """A Faiss index whose ids are item indices and whose search maximises the inner product."""
+
+    def __init__(self, index: Any, kind: BuiltKind) -> None:
+        self.index = index
+        self.kind = kind
+
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, kind: IndexKind = "auto", settings: Settings | None = None
+    ) -> VectorIndex:
+        settings = settings or get_settings()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = vectors.shape
+        built: BuiltKind = choose_kind(n, settings) if kind == "auto" else kind
+        index: Any
+        if built == "flat":
+            index = faiss.IndexFlatIP(dim)
+            index.add(vectors)
+            return cls(index, built)
+        augmented = _augment_items(vectors)
+        if built == "hnsw":
+            index = faiss.IndexHNSWFlat(dim + 1, HNSW_M)
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        else:
+            n_lists = max(1, min(4096, int(4 * np.sqrt(n))))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim + 1), dim + 1, n_lists)
+            index.train(augmented)
+        index.add(augmented)
+        result = cls(index, built)
+        result.configure(settings)
+        return result
+
+    def configure(self, settings: Settings) -> None:
+        """Apply query-time knobs (they are not part of the saved index)."""
+        if self.kind == "hnsw":
+            self.index.hnsw.efSearch = settings.faiss_ef_search
+        elif self.kind == "ivf":
+            self.index.nprobe = settings.faiss_nprobe
+
+    @property
+    def exact(self) -> bool:
+        return self.kind == "flat"
+
+    def search(self, queries: np.ndarray, n: int) -> np.ndarray:
+        """Candidate item indices, best first; -1 pads where the index found fewer."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if not self.exact:
+            queries = np.hstack([queries, np.zeros((len(queries), 1), dtype=np.float32)])
+        n = min(n, self.index.ntotal)
+        _, ids = self.index.search(queries, n)
+        return np.asarray(ids)
+
+    def save(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, kind: BuiltKind, settings: Settings | None = None) -> VectorIndex:
+        result = cls(faiss.read_index(str(path)), kind)
+        result.configure(settings or get_settings())
+        return result
+
+
+def _augment_items(vectors: np.ndarray) -> np.ndarray:
+    norms_sq = np.einsum("ij,ij->i", vectors, vectors)
+    extra = np.sqrt(np.maximum(norms_sq.max() - norms_sq, 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.hstack([vectors, extra[:, None]]))

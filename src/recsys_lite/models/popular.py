@@ -1,0 +1,51 @@
+"""Popularity: all-time, or trending over a recent window. The baseline every model must beat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from recsys_lite.data.interactions import SECONDS_PER_DAY, Interactions, event_weights
+from recsys_lite.models.base import ModelParams, Recommender, register
+
+
+class PopularParams(ModelParams):
+    window_days: float | None = Field(
+        None, gt=0, description="count only the last N days before the newest event (trending)"
+    )
+    distinct_users: bool = Field(
+        True, description="count each user once per item rather than summing event weights"
+    )
+
+
+@register("popular")
+class PopularModel(Recommender):
+    params_type = PopularParams
+    params: PopularParams
+
+    def _fit(self, interactions: Interactions, events: pa.Table, show_progress: bool) -> None:
+        items = self.item_map.to_index(events.column("item_id"))
+        ts = events.column("ts").to_numpy()
+        recent = np.ones(len(ts), dtype=bool)
+        if self.params.window_days is not None:
+            recent = ts >= ts.max() - self.params.window_days * SECONDS_PER_DAY
+        if self.params.distinct_users:
+            users = self.user_map.to_index(events.column("user_id"))
+            pairs = np.unique(users[recent].astype(np.int64) * len(self.item_map) + items[recent])
+            counts = np.bincount(pairs % len(self.item_map), minlength=len(self.item_map))
+        else:
+            weights = event_weights(events, self.params.weighting)
+            counts = np.bincount(items[recent], weights[recent], minlength=len(self.item_map))
+        # Ties (and items outside a trending window) are broken by all-time popularity.
+        tie_break = self.item_popularity / (self.item_popularity.max() + 1.0)
+        self.scores = (counts + tie_break).astype(np.float32)
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        return np.tile(self.scores, (len(users), 1))
+
+    def _model_state(self) -> dict[str, np.ndarray]:
+        return {"scores": self.scores}
+
+    def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.scores = arrays["scores"]

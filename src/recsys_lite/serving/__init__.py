@@ -1,0 +1,1 @@
+"""HTTP serving: FastAPI app over a loaded artifact and the item catalog."""

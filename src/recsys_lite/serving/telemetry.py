@@ -1,0 +1,79 @@
+"""Prometheus metrics and the ASGI middleware that records them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Telemetry:
+    def __init__(self, endpoints: set[str]) -> None:
+        self.registry = CollectorRegistry()
+        self.endpoints = endpoints
+        self.requests = Counter(
+            "recsys_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "recsys_request_latency_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.served = Counter(
+            "recsys_recommendations_served",
+            "Items returned in recommendation lists",
+            ["endpoint", "source"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "recsys_fallbacks",
+            "Answers given by the popular fallback",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "recsys_errors", "Error answers", ["endpoint", "error"], registry=self.registry
+        )
+        self.model_info = Gauge(
+            "recsys_model_info",
+            "The served model",
+            ["model_type", "created_at"],
+            registry=self.registry,
+        )
+
+    def endpoint_label(self, path: str) -> str:
+        # unknown paths share one label so a scan cannot blow up the series count
+        return path if path in self.endpoints else "other"
+
+
+class TelemetryMiddleware:
+    """Pure ASGI (no per-request task or body buffering, unlike BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = self.telemetry.endpoint_label(scope["path"])
+            self.telemetry.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.telemetry.requests.labels(endpoint, str(status["code"])).inc()
