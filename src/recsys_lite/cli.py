@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from recsys_lite.config import get_settings
@@ -32,7 +33,7 @@ def _db(db: Path | None) -> Path:
 
 
 def _fail(exc: RecsysError) -> None:
-    console.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+    console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2 if isinstance(exc, InvalidInputError) else 1)
 
 

@@ -237,9 +237,12 @@ def ingest(
     report = IngestReport(files=[str(p) for p in (*event_files, *item_files)])
 
     with store.connect() as con:
+        # Staging happens outside the transaction: temp tables are private to this connection,
+        # and rowids (our row numbers) are only dense for committed rows.
+        event_tables, item_tables = _stage_and_validate(con, event_files, item_files, show_progress)
         con.execute("BEGIN TRANSACTION")
         try:
-            _ingest_in_transaction(con, event_files, item_files, report, show_progress)
+            _write(con, event_tables, item_tables, report, show_progress)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -247,13 +250,12 @@ def ingest(
     return report
 
 
-def _ingest_in_transaction(
+def _stage_and_validate(
     con: duckdb.DuckDBPyConnection,
     event_files: list[Path],
     item_files: list[Path],
-    report: IngestReport,
     show_progress: bool,
-) -> None:
+) -> tuple[list[str], list[str]]:
     problems: list[_Problem] = []
     event_tables = []
     for n, path in enumerate(event_files):
@@ -276,7 +278,16 @@ def _ingest_in_transaction(
         raise DataValidationError(
             "\n".join(p.line() for p in problems), details=[p.detail() for p in problems]
         )
+    return event_tables, item_tables
 
+
+def _write(
+    con: duckdb.DuckDBPyConnection,
+    event_tables: list[str],
+    item_tables: list[str],
+    report: IngestReport,
+    show_progress: bool,
+) -> None:
     if event_tables:
         union = " UNION ALL ".join(
             f"SELECT trim(user_id) AS user_id, trim(item_id) AS item_id, {_TS_SQL} AS ts,"

@@ -107,13 +107,24 @@ def build_interactions(
 
 
 def _reweight(matrix: sp.csr_matrix, weighting: Weighting) -> sp.csr_matrix:
-    # implicit's helpers treat rows as documents and columns as terms: pass items x users so the
-    # inverse frequency discounts very active users, as in its own examples.
-    from implicit.nearest_neighbours import bm25_weight, tfidf_weight
+    """BM25 / TF-IDF with users as documents and items as terms.
 
-    item_users = matrix.T.tocoo()
-    if weighting.scheme == "bm25":
-        weighted = bm25_weight(item_users, K1=weighting.bm25_k1, B=weighting.bm25_b)
-    else:
-        weighted = tfidf_weight(item_users)
-    return sp.csr_matrix(weighted.T, dtype=np.float32)
+    The inverse document frequency discounts items everybody touches, so a shopper's rarer
+    choices say more about them; BM25 also saturates repeated interactions and normalises by
+    how active the user is. The idf is ``log(1 + N / df)``, which stays positive.
+    """
+    matrix = matrix.tocsr(copy=True)
+    n_users = matrix.shape[0]
+    document_frequency = np.bincount(matrix.indices, minlength=matrix.shape[1])
+    idf = np.log1p(n_users / np.maximum(document_frequency, 1)).astype(np.float32)
+    if weighting.scheme == "tfidf":
+        matrix.data = matrix.data * idf[matrix.indices]
+        return matrix
+    row_totals = np.asarray(matrix.sum(axis=1)).ravel()
+    length_norm = row_totals / max(float(row_totals.mean()), 1e-12)
+    rows = np.repeat(np.arange(n_users), np.diff(matrix.indptr))
+    k1, b = weighting.bm25_k1, weighting.bm25_b
+    tf = matrix.data
+    saturation = tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * length_norm[rows]))
+    matrix.data = (saturation * idf[matrix.indices]).astype(np.float32)
+    return matrix

@@ -2,10 +2,11 @@
 
 Which index for which catalog size: exact search over 100k x 64 float32 vectors costs about
 2 ms here, so ``auto`` keeps exact search (Faiss ``IndexFlatIP``, recall 1.0) up to
-``EXACT_SEARCH_MAX_ITEMS`` and switches to HNSW above it. IVF over raw inner products recalls
-badly (0.26 at nprobe 10 on ALS factors), so approximate indexes are built on the
-inner-product-to-L2 transform: each item vector gains one coordinate ``sqrt(M² - |v|²)`` so that
-its L2 nearest neighbours are its largest inner products (Bachrach et al., RecSys 2014).
+``EXACT_SEARCH_MAX_ITEMS`` and switches to HNSW above it (bench/index_recall.py measures the
+recall of each choice). HNSW searches the inner product directly. IVF over raw inner products
+recalls badly (the coarse quantiser assigns by L2), so the IVF option is built on the
+inner-product-to-L2 transform: each item vector gains one coordinate ``sqrt(M^2 - |v|^2)`` so
+that its L2 nearest neighbours are its largest inner products (Bachrach et al., RecSys 2014).
 """
 
 from __future__ import annotations
@@ -49,15 +50,16 @@ class VectorIndex:
             index = faiss.IndexFlatIP(dim)
             index.add(vectors)
             return cls(index, built)
-        augmented = _augment_items(vectors)
         if built == "hnsw":
-            index = faiss.IndexHNSWFlat(dim + 1, HNSW_M)
+            index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            index.add(vectors)
         else:
+            augmented = _augment_items(vectors)
             n_lists = max(1, min(4096, int(4 * np.sqrt(n))))
             index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim + 1), dim + 1, n_lists)
             index.train(augmented)
-        index.add(augmented)
+            index.add(augmented)
         result = cls(index, built)
         result.configure(settings)
         return result
@@ -76,7 +78,7 @@ class VectorIndex:
     def search(self, queries: np.ndarray, n: int) -> np.ndarray:
         """Candidate item indices, best first; -1 pads where the index found fewer."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if not self.exact:
+        if self.kind == "ivf":  # queries get a zero in the transform's extra coordinate
             queries = np.hstack([queries, np.zeros((len(queries), 1), dtype=np.float32)])
         n = min(n, self.index.ntotal)
         _, ids = self.index.search(queries, n)

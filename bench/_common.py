@@ -1,0 +1,181 @@
+"""What every benchmark shares: where scratch data and results go, and how results are written.
+
+The scripts import this module by its bare name: ``python bench/NAME.py`` puts bench/ first on
+the import path, so no package or install step is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from recsys_lite.models.artifact import library_versions
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / "work"  # git-ignored scratch space
+RESULTS = BENCH / "results"
+
+console = Console()
+
+
+def machine() -> dict[str, Any]:
+    """Enough context to tell whether two result files are comparable."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "libraries": library_versions(),
+    }
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    document = {
+        "benchmark": name,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **payload,
+    }
+    path.write_text(json.dumps(document, indent=2, default=_jsonable) + "\n")
+    console.print(f"results written to {path.relative_to(ROOT)}")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    # numpy scalars and paths turn up in result dicts; json refuses both
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+@dataclass
+class Stopwatch:
+    seconds: float = 0.0
+
+
+@contextmanager
+def timed() -> Iterator[Stopwatch]:
+    watch = Stopwatch()
+    started = time.perf_counter()
+    try:
+        yield watch
+    finally:
+        watch.seconds = time.perf_counter() - started
+
+
+def percentiles_ms(samples_seconds: Sequence[float] | np.ndarray) -> dict[str, float]:
+    values = np.asarray(samples_seconds, dtype=np.float64) * 1000.0
+    if values.size == 0:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "mean": 0.0}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {
+        "p50": round(float(p50), 3),
+        "p95": round(float(p95), 3),
+        "p99": round(float(p99), 3),
+        "mean": round(float(values.mean()), 3),
+    }
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """A rich table whose first column is left-aligned and the rest right-aligned (numbers)."""
+    # a title never wider than the table would wrap into a ragged block above narrow tables
+    result = Table(title=title, min_width=len(title) + 4)
+    for n, column in enumerate(columns):
+        result.add_column(column, justify="left" if n == 0 else "right")
+    for row in rows:
+        result.add_row(*(_cell(value) for value in row))
+    return result
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN: nothing measured
+            return "-"
+        # metrics live below 1 and want four decimals; seconds and rates above 1 want two
+        return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def verdict(ok: bool) -> str:
+    return "[green]met[/]" if ok else "[red]missed[/]"
+
+
+# ----- the 100k-item catalog shared by index_recall and serving_load -----------------------------
+
+CATALOG_SPEC: dict[str, int] = {
+    "n_users": 100_000,
+    "n_items": 100_000,
+    "n_events": 1_500_000,
+    "seed": 7,
+    "factors": 64,
+}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    folder: Path
+    db: Path
+    artifact: Path
+    build_seconds: float  # 0 when an earlier run's files were reused
+
+
+def prepare_catalog(*, rebuild: bool = False) -> Catalog:
+    """Synthetic 100k-item shop, its store and an ALS artifact, built once and then reused.
+
+    Generating, ingesting and fitting take most of a minute; the benchmarks that use this only
+    measure what happens after, so an earlier run's files are reused when the spec still matches.
+    """
+    from recsys_lite.data import demo
+    from recsys_lite.data.ingest import ingest
+    from recsys_lite.data.store import Store
+    from recsys_lite.training import train
+
+    folder = WORK / "catalog100k"
+    db, artifact, spec_file = folder / "store.db", folder / "artifact", folder / "spec.json"
+    spec = json.dumps(CATALOG_SPEC, sort_keys=True)
+    built = spec_file.is_file() and spec_file.read_text() == spec
+    if not rebuild and built and (artifact / "manifest.json").is_file() and db.is_file():
+        return Catalog(folder, db, artifact, 0.0)
+
+    console.print("building the 100k-item catalog, its store and an ALS artifact (once)...")
+    started = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_file.unlink(missing_ok=True)  # written last: a half-built folder is never reused
+    db.unlink(missing_ok=True)
+    shop = demo.generate(
+        CATALOG_SPEC["n_users"],
+        CATALOG_SPEC["n_items"],
+        CATALOG_SPEC["n_events"],
+        CATALOG_SPEC["seed"],
+    )
+    events_path, items_path = demo.write(shop, folder / "data")
+    store = Store(db)
+    ingest(store, events_path, items_path, show_progress=False)
+    train(
+        store,
+        "als",
+        artifact,
+        params={"factors": CATALOG_SPEC["factors"]},
+        test_size=0,
+        show_progress=False,
+    )
+    spec_file.write_text(spec)
+    return Catalog(folder, db, artifact, time.perf_counter() - started)

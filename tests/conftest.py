@@ -1,0 +1,93 @@
+"""Shared fixtures: a small real demo shop in a real DuckDB file, a trained artifact, a server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from recsys_lite.data import demo
+from recsys_lite.data.ingest import ingest
+from recsys_lite.data.store import Store
+from recsys_lite.training import train
+
+SMALL_SHOP = {"n_users": 600, "n_items": 400, "n_events": 20_000, "seed": 7}
+
+
+@pytest.fixture(scope="session")
+def shop_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("shop")
+    return demo.write(demo.generate(**SMALL_SHOP), out)
+
+
+@pytest.fixture(scope="session")
+def shop_db(tmp_path_factory: pytest.TempPathFactory, shop_files: tuple[Path, Path]) -> Path:
+    path = tmp_path_factory.mktemp("db") / "recsys.db"
+    ingest(Store(path), *shop_files, show_progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def als_artifact(tmp_path_factory: pytest.TempPathFactory, shop_db: Path) -> Path:
+    out = tmp_path_factory.mktemp("artifacts") / "als"
+    train(Store(shop_db), "als", out, params={"iterations": 8}, show_progress=False)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(
+    als_artifact: Path, shop_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real ``recsys-lite serve`` process on a loopback port."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recsys_lite.cli",
+            "serve",
+            "--model-dir",
+            str(als_artifact),
+            "--db",
+            str(shop_db),
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start; see {log.name}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

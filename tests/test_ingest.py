@@ -1,0 +1,180 @@
+"""Ingestion: every kind of bad input is refused with file, row, column and reason, and
+nothing is written; good input of each format lands once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_lite.data.ingest import ingest
+from recsys_lite.data.store import Store
+from recsys_lite.errors import DataValidationError
+
+HEADER = "user_id,item_id,ts,qty,event_type\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def events_in(db: Path) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT * FROM events ORDER BY ts, user_id, item_id").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "shop.db")
+
+
+def test_csv_events_land_with_normalised_timestamps(tmp_path: Path, store: Store) -> None:
+    csv = write(
+        tmp_path / "events.csv",
+        HEADER
+        + "u1,i1,1700000000,2,purchase\n"
+        + "u1,i2,1700000000123,1,VIEW\n"  # epoch milliseconds
+        + "u2,i1,2023-11-14T22:13:20Z,1,\n",  # ISO string, empty type → purchase
+    )
+    report = ingest(store, csv, show_progress=False)
+    assert report.events_added == 3
+    assert events_in(store.path) == [
+        ("u1", "i1", 1_700_000_000, 2, "purchase"),
+        ("u1", "i2", 1_700_000_000, 1, "view"),
+        ("u2", "i1", 1_700_000_000, 1, "purchase"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ("u1,i1,1700000000,-2,purchase", "events.csv: row 2, column qty: negative quantity '-2'"),
+        ("u1,i1,1700000000,abc,purchase", "events.csv: row 2, column qty: not an integer 'abc'"),
+        ("u1,i1,1700000000,1.5,purchase", "events.csv: row 2, column qty: not an integer '1.5'"),
+        (",i1,1700000000,1,purchase", "events.csv: row 2, column user_id: empty id"),
+        ("u1,  ,1700000000,1,purchase", "events.csv: row 2, column item_id: empty id"),
+        ("u1,i1,yesterday,1,purchase", "events.csv: row 2, column ts: unparseable timestamp"),
+        ("u1,i1,,1,purchase", "events.csv: row 2, column ts: missing timestamp"),
+    ],
+)
+def test_bad_event_rows_are_named(tmp_path: Path, store: Store, row: str, expected: str) -> None:
+    csv = write(tmp_path / "events.csv", HEADER + "u0,i0,1700000000,1,view\n" + row + "\n")
+    with pytest.raises(DataValidationError) as caught:
+        ingest(store, csv, show_progress=False)
+    assert expected in str(caught.value)
+    assert not store.path.exists() or events_in(store.path) == []
+
+
+def test_many_bad_rows_are_summarised(tmp_path: Path, store: Store) -> None:
+    rows = "".join(f"u{n},i{n},1700000000,-{n},view\n" for n in range(1, 9))
+    csv = write(tmp_path / "events.csv", HEADER + rows)
+    with pytest.raises(DataValidationError) as caught:
+        ingest(store, csv, show_progress=False)
+    message = str(caught.value)
+    assert "rows 1, 2, 3, 4, 5 and 3 more, column qty: negative quantity" in message
+    assert caught.value.details[0]["count"] == 8
+
+
+def test_missing_column_is_named(tmp_path: Path, store: Store) -> None:
+    csv = write(tmp_path / "events.csv", "user_id,item_id,qty\nu1,i1,1\n")
+    with pytest.raises(DataValidationError, match=r"events.csv: missing column\(s\) ts"):
+        ingest(store, csv, show_progress=False)
+
+
+def test_a_bad_file_writes_nothing_at_all(tmp_path: Path, store: Store) -> None:
+    good = write(tmp_path / "good.csv", HEADER + "u1,i1,1700000000,1,view\n")
+    ingest(store, good, show_progress=False)
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    write(folder / "a.csv", HEADER + "u2,i2,1700000001,1,view\n")
+    write(folder / "b.csv", HEADER + "u3,i3,1700000002,-1,view\n")
+    items = write(tmp_path / "items.csv", "item_id,title\ni9,Nine\n")
+    with pytest.raises(DataValidationError, match=r"b\.csv: row 1, column qty"):
+        ingest(store, folder, items, show_progress=False)
+    assert events_in(store.path) == [("u1", "i1", 1_700_000_000, 1, "view")]
+    con = duckdb.connect(str(store.path), read_only=True)
+    assert con.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    con.close()
+
+
+def test_ingesting_the_same_file_twice_adds_nothing(tmp_path: Path, store: Store) -> None:
+    csv = write(
+        tmp_path / "events.csv",
+        HEADER + "u1,i1,1700000000,1,view\nu1,i2,1700000100,1,purchase\n",
+    )
+    first = ingest(store, csv, show_progress=False)
+    second = ingest(store, csv, show_progress=False)
+    assert (first.events_added, second.events_added) == (2, 0)
+    assert second.duplicates_skipped == 2
+    assert len(events_in(store.path)) == 2
+
+
+def test_parquet_jsonl_and_folder_inputs(tmp_path: Path, store: Store) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", "u2"],
+                "item_id": ["i1", "i2"],
+                "ts": pa.array([1_700_000_000, 1_700_000_050], pa.int64()),
+                "qty": pa.array([1, 3], pa.int32()),
+            }
+        ),
+        folder / "part-1.parquet",
+    )
+    lines = [
+        {
+            "user_id": "u3",
+            "item_id": "i1",
+            "ts": "2023-11-14 22:20:00",
+            "qty": 1,
+            "event_type": "click",
+        },
+    ]
+    (folder / "part-2.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (folder / "notes.txt").write_text("ignored")
+    report = ingest(store, folder, show_progress=False)
+    assert report.events_added == 3
+    assert ("u3", "i1", 1_700_000_400, 1, "click") in events_in(store.path)
+    assert ("u2", "i2", 1_700_000_050, 3, "purchase") in events_in(store.path)
+
+
+def test_items_are_validated_and_upserted(tmp_path: Path, store: Store) -> None:
+    bad = write(tmp_path / "items.csv", "item_id,price,title\ni1,12.5,A\ni1,3,B\ni2,-1,C\n")
+    with pytest.raises(DataValidationError) as caught:
+        ingest(store, items=bad, show_progress=False)
+    message = str(caught.value)
+    assert "items.csv: row 3, column price: negative price '-1'" in message
+    assert "items.csv: rows 1, 2, column item_id: duplicate id 'i1'" in message
+
+    ingest(
+        store,
+        items=write(tmp_path / "v1.csv", "item_id,price,title\ni1,10,Old\n"),
+        show_progress=False,
+    )
+    ingest(
+        store,
+        items=write(tmp_path / "v2.csv", "item_id,price,title\ni1,12,New\n"),
+        show_progress=False,
+    )
+    items = store.read_items().to_pylist()
+    assert [(i["item_id"], i["price"], i["title"]) for i in items] == [("i1", 12.0, "New")]
+
+
+def test_unsupported_and_unreadable_files(tmp_path: Path, store: Store) -> None:
+    with pytest.raises(DataValidationError, match="unsupported event file type"):
+        ingest(store, write(tmp_path / "events.xlsx", "x"), show_progress=False)
+    with pytest.raises(DataValidationError, match="no such file"):
+        ingest(store, tmp_path / "absent.csv", show_progress=False)
+    broken = write(tmp_path / "broken.jsonl", '{"user_id": "u1", "item_id": \n')
+    with pytest.raises(DataValidationError, match=r"broken\.jsonl: cannot be read"):
+        ingest(store, broken, show_progress=False)

@@ -1,0 +1,113 @@
+"""The contract every registered model keeps, run against each of them on a real demo shop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from recsys_lite.data.store import Store
+from recsys_lite.errors import InvalidInputError, NotFoundError
+from recsys_lite.models import MODEL_REGISTRY, Recommender, create_model
+from recsys_lite.models.artifact import load_artifact, save_artifact
+from recsys_lite.training import holdout_metrics
+
+FAST_PARAMS: dict[str, dict[str, object]] = {
+    "popular": {},
+    "als": {"iterations": 6, "factors": 32},
+    "bpr": {"iterations": 30, "factors": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def events(shop_db: Path) -> pa.Table:
+    return Store(shop_db).read_events()
+
+
+@pytest.fixture(scope="module", params=sorted(MODEL_REGISTRY))
+def fitted(request: pytest.FixtureRequest, events: pa.Table) -> Recommender:
+    name = request.param
+    return create_model(name, FAST_PARAMS.get(name, {})).fit(events)
+
+
+def test_every_registered_model_is_covered() -> None:
+    assert set(FAST_PARAMS) == set(MODEL_REGISTRY)
+
+
+def test_recommendations_exclude_what_the_user_has(fitted: Recommender) -> None:
+    user_id = fitted.user_map.ids[0]
+    seen = set(fitted.seen_items(0).tolist())
+    ranked = fitted.recommend(user_id, 10)
+    assert len(ranked.items) == 10
+    assert not seen & set(ranked.items.tolist())
+    assert np.all(np.diff(ranked.scores) <= 1e-6), "best first"
+    everything = fitted.recommend(user_id, len(fitted.item_map), exclude_seen=False)
+    assert seen <= set(everything.items.tolist())
+
+
+def test_item_mask_restricts_the_answer(fitted: Recommender) -> None:
+    allowed = np.zeros(len(fitted.item_map), dtype=bool)
+    allowed[::7] = True
+    ranked = fitted.recommend(fitted.user_map.ids[1], 5, item_mask=allowed)
+    assert len(ranked.items) == 5 and allowed[ranked.items].all()
+
+
+def test_unknown_ids_are_not_found(fitted: Recommender) -> None:
+    with pytest.raises(NotFoundError):
+        fitted.recommend("no-such-user", 5)
+    with pytest.raises(NotFoundError):
+        fitted.similar_items("no-such-item", 5)
+
+
+def test_similar_items_never_return_the_item_itself(fitted: Recommender) -> None:
+    item_id = fitted.item_map.ids[3]
+    similar = fitted.similar_items(item_id, 10)
+    if fitted.item_vectors() is None:
+        assert similar is None  # the API falls back to popular items
+        return
+    assert similar is not None and len(similar.items) == 10
+    assert 3 not in similar.items.tolist()
+
+
+def test_artifact_round_trip_gives_identical_answers(fitted: Recommender, tmp_path: Path) -> None:
+    fitted.build_indexes()
+    save_artifact(fitted, tmp_path / "model", metrics={"ok": 1})
+    loaded = load_artifact(tmp_path / "model").model
+    assert type(loaded) is type(fitted) and loaded.params == fitted.params
+    for user_id in fitted.user_map.ids[:5]:
+        before, after = fitted.recommend(user_id, 10), loaded.recommend(user_id, 10)
+        assert before.items.tolist() == after.items.tolist()
+        np.testing.assert_allclose(before.scores, after.scores, rtol=1e-6)
+
+
+def test_index_and_exact_paths_agree(fitted: Recommender) -> None:
+    fitted.build_indexes("flat")
+    for user_id in fitted.user_map.ids[:20]:
+        via_index = fitted.recommend(user_id, 10, use_index=True)
+        exact = fitted.recommend(user_id, 10, use_index=False)
+        np.testing.assert_allclose(via_index.scores, exact.scores, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_params_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="factorz"):
+        create_model("als", {"factorz": 10})
+    with pytest.raises(InvalidInputError, match="unknown model"):
+        create_model("nope")
+
+
+def test_trending_counts_only_the_recent_window(events: pa.Table) -> None:
+    newest = events.column("ts").to_numpy().max()
+    recent = events.filter(pa.compute.greater_equal(events.column("ts"), newest - 7 * 86_400))
+    trending = create_model("popular", {"window_days": 7}).fit(events)
+    top_recent = pa.compute.value_counts(recent.column("item_id")).to_pylist()
+    counts = {row["values"]: row["counts"] for row in top_recent}
+    best = trending.item_map.ids[trending.popular(1).items[0]]
+    assert counts[best] >= max(counts.values()) * 0.5  # distinct-user count vs raw events
+
+
+def test_als_beats_popularity_on_the_demo_shop(events: pa.Table) -> None:
+    als = holdout_metrics("als", {"iterations": 10}, events)["metrics"]["ndcg@10"]
+    popular = holdout_metrics("popular", None, events)["metrics"]["ndcg@10"]
+    assert als > popular * 1.2, (als, popular)
