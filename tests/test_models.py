@@ -90,6 +90,21 @@ def test_index_and_exact_paths_agree(fitted: Recommender) -> None:
         np.testing.assert_allclose(via_index.scores, exact.scores, rtol=1e-5, atol=1e-6)
 
 
+def test_folding_in_a_users_own_history_reproduces_their_ranking(fitted: Recommender) -> None:
+    """score_history is how new and updated users are served; on a trained user's history it
+    must agree with the trained ranking."""
+    counts = np.diff(fitted.history_indptr)
+    users = np.flatnonzero((counts >= 5) & (counts < 50))[:20]  # history = all their events
+    overlaps = []
+    for user in users:
+        user_id = fitted.user_map.ids[user]
+        trained = fitted.recommend(user_id, 10, use_index=False)
+        folded = fitted.recommend_history(fitted.history(user), 10, exclude=fitted.seen_items(user))
+        assert folded is not None
+        overlaps.append(len(set(trained.items) & set(folded.items)) / 10)
+    assert np.mean(overlaps) >= (0.6 if fitted.name == "bpr" else 0.8), overlaps
+
+
 def test_unknown_params_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="factorz"):
         create_model("als", {"factorz": 10})

@@ -28,17 +28,23 @@ class TrainResult:
 
 
 def _fit(
-    name: str, params: dict[str, Any] | None, events: pa.Table, settings: Settings, progress: bool
+    name: str,
+    params: dict[str, Any] | None,
+    events: pa.Table,
+    items: pa.Table | None,
+    settings: Settings,
+    progress: bool,
 ) -> Recommender:
     model = create_model(name, params)
     model.threads = settings.threads
-    return model.fit(events, show_progress=progress)
+    return model.fit(events, items, show_progress=progress)
 
 
 def holdout_metrics(
     name: str,
     params: dict[str, Any] | None,
     events: pa.Table,
+    items: pa.Table | None = None,
     *,
     split_method: SplitMethod = "temporal",
     test_size: float = 0.2,
@@ -50,7 +56,7 @@ def holdout_metrics(
     settings = settings or get_settings()
     split = make_split(events, split_method, test_size, last_n)
     started = time.perf_counter()
-    model = _fit(name, params, split.train, settings, show_progress)
+    model = _fit(name, params, split.train, items, settings, show_progress)
     fit_seconds = time.perf_counter() - started
     metrics = evaluate_model(model, split.test, show_progress=show_progress)
     metrics["split"] = split.description
@@ -79,6 +85,7 @@ def train(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     events = store.read_events()
+    items = store.read_items()
     fingerprint = store.fingerprint()
     timings["read"] = time.perf_counter() - clock
     if events.num_rows == 0:
@@ -92,6 +99,7 @@ def train(
             name,
             params,
             events,
+            items,
             split_method=split_method,
             test_size=test_size,
             last_n=last_n,
@@ -101,7 +109,7 @@ def train(
         timings["holdout"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    model = _fit(name, params, events, settings, show_progress)
+    model = _fit(name, params, events, items, settings, show_progress)
     timings["fit"] = time.perf_counter() - clock
     clock = time.perf_counter()
     model.build_indexes(settings.faiss_index)
@@ -136,6 +144,7 @@ def evaluate_artifact(
     settings = settings or get_settings()
     artifact = load_artifact(model_dir, settings)
     events = store.read_events()
+    items = store.read_items()
     trained_until = artifact.manifest.get("trained_until_ts")
     if trained_until is not None:
         newer = events.filter(pc.greater(events.column("ts"), trained_until))
@@ -148,6 +157,7 @@ def evaluate_artifact(
         artifact.manifest["model_type"],
         artifact.manifest.get("params"),
         events,
+        items,
         split_method=split.get("method", "temporal"),
         test_size=split.get("test_size", 0.2),
         last_n=split.get("n", 1),

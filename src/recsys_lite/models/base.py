@@ -14,15 +14,53 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recsys_lite.data.idmap import IdMap
-from recsys_lite.data.interactions import Interactions, Weighting, build_interactions
+from recsys_lite.data.interactions import (
+    Interactions,
+    Weighting,
+    build_interactions,
+    event_weights,
+)
 from recsys_lite.errors import EmptyDataError, InvalidInputError, NotFittedError
 from recsys_lite.models.index import VectorIndex
 
 NEG_INF = np.float32(-np.inf)
+HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
+
+
+@dataclass(frozen=True)
+class History:
+    """A user's recent events, oldest first, as internal item indices."""
+
+    items: np.ndarray
+    weights: np.ndarray
+    ts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What ``_fit`` receives: the matrix plus per-event indices and the aligned catalog."""
+
+    interactions: Interactions
+    events: pa.Table  # time-ordered
+    event_users: np.ndarray  # internal user index of each event
+    event_items: np.ndarray  # internal item index of each event
+    event_weights: np.ndarray  # weight of each event under the model's weighting
+    catalog: pa.Table | None  # row i describes item i (nulls where the catalog is silent)
+
+
+def align_catalog(items: pa.Table, item_map: IdMap) -> pa.Table:
+    """Catalog rows reordered to item indices; items missing from the catalog get nulls."""
+    positions = pc.index_in(pa.array(item_map.ids), value_set=items.column("item_id"))
+    aligned = items.take(positions)
+    return aligned.set_column(0, "item_id", pa.array(item_map.ids))
 
 
 class ModelParams(BaseModel):
@@ -62,6 +100,9 @@ def _finite_top(scores: np.ndarray, k: int) -> Ranked:
 class Recommender(ABC):
     name: ClassVar[str]
     params_type: ClassVar[type[ModelParams]] = ModelParams
+    # Models that can describe items from catalog features alone put catalog items without
+    # events into their item map, so those items can be recommended from day one.
+    include_catalog_items: ClassVar[bool] = False
 
     def __init__(self, params: ModelParams | dict[str, Any] | None = None) -> None:
         self.params = parse_params(self.params_type, params)
@@ -69,26 +110,67 @@ class Recommender(ABC):
         self.item_map = IdMap(np.array([], dtype=str))
         self.user_items = sp.csr_matrix((0, 0), dtype=np.float32)
         self.item_popularity = np.zeros(0, dtype=np.float32)
+        self.history_indptr = np.zeros(1, dtype=np.int64)
+        self.history_items = np.zeros(0, dtype=np.int64)
+        self.history_weights = np.zeros(0, dtype=np.float32)
+        self.history_ts = np.zeros(0, dtype=np.int64)
         self.user_index: VectorIndex | None = None
         self.item_index: VectorIndex | None = None
         self.threads = 0
 
     # ----- training ---------------------------------------------------------------------------
 
-    def fit(self, events: pa.Table, *, show_progress: bool = False) -> Self:
+    def fit(
+        self, events: pa.Table, items: pa.Table | None = None, *, show_progress: bool = False
+    ) -> Self:
+        """Train on events (any order); ``items`` is the catalog, used by feature-aware models."""
         if events.num_rows == 0:
             raise EmptyDataError("no events to train on")
-        interactions = build_interactions(events, self.params.weighting)
+        events = events.take(pc.sort_indices(events, [("ts", "ascending")]))
+        item_map = IdMap.from_values(events.column("item_id"))
+        if self.include_catalog_items and items is not None and items.num_rows:
+            item_map = item_map.add(items.column("item_id").to_pylist())
+        interactions = build_interactions(events, self.params.weighting, item_map=item_map)
         self.user_map, self.item_map = interactions.user_map, interactions.item_map
         self.user_items = interactions.matrix
         self.item_popularity = np.asarray(
             (interactions.matrix > 0).sum(axis=0), dtype=np.float32
         ).ravel()
-        self._fit(interactions, events, show_progress)
+        data = TrainingData(
+            interactions=interactions,
+            events=events,
+            event_users=self.user_map.to_index(events.column("user_id")),
+            event_items=self.item_map.to_index(events.column("item_id")),
+            event_weights=event_weights(events, self.params.weighting),
+            catalog=align_catalog(items, self.item_map) if items is not None else None,
+        )
+        self._keep_histories(data)
+        self._fit(data, show_progress)
         return self
 
+    def _keep_histories(self, data: TrainingData) -> None:
+        """The last HISTORY_LENGTH events of each user, oldest first (events are time-ordered)."""
+        order = np.argsort(data.event_users, kind="stable")
+        users = data.event_users[order]
+        counts = np.bincount(users, minlength=len(self.user_map))
+        ends = np.cumsum(counts)
+        from_end = ends[users] - np.arange(len(users))  # 1 for each user's newest event
+        keep = order[from_end <= HISTORY_LENGTH]
+        self.history_indptr = np.concatenate([[0], np.cumsum(np.minimum(counts, HISTORY_LENGTH))])
+        self.history_items = data.event_items[keep]
+        self.history_weights = data.event_weights[keep]
+        self.history_ts = data.events.column("ts").to_numpy()[keep]
+
+    def history(self, user: int) -> History:
+        start, end = self.history_indptr[user], self.history_indptr[user + 1]
+        return History(
+            self.history_items[start:end],
+            self.history_weights[start:end],
+            self.history_ts[start:end],
+        )
+
     @abstractmethod
-    def _fit(self, interactions: Interactions, events: pa.Table, show_progress: bool) -> None: ...
+    def _fit(self, data: TrainingData, show_progress: bool) -> None: ...
 
     @property
     def fitted(self) -> bool:
@@ -99,6 +181,14 @@ class Recommender(ABC):
     @abstractmethod
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """Dense float32 scores of every item for each user row: the full ranking."""
+
+    def score_history(self, history: History) -> np.ndarray | None:
+        """Scores of every item for a user described only by recent events (fold-in).
+
+        This is how users the model was not trained on, or whose history changed since, get
+        personal recommendations. None when the model cannot do it (the caller falls back).
+        """
+        return None
 
     def item_vectors(self) -> np.ndarray | None:
         """Item embeddings whose inner product with ``user_vectors`` is the score, if any."""
@@ -153,6 +243,21 @@ class Recommender(ABC):
                 return found
         scores = self.score_users(np.array([user]))[0]
         return _finite_top(_blocked(scores, excluded, item_mask), k)
+
+    def recommend_history(
+        self,
+        history: History,
+        k: int = 10,
+        *,
+        exclude: np.ndarray | None = None,
+        item_mask: np.ndarray | None = None,
+    ) -> Ranked | None:
+        """Top k for a user described by ``history``; None if the model cannot fold users in."""
+        self._require_fitted()
+        scores = self.score_history(history)
+        if scores is None:
+            return None
+        return _finite_top(_blocked(np.array(scores, dtype=np.float32), exclude, item_mask), k)
 
     def popular(self, k: int = 10, *, item_mask: np.ndarray | None = None) -> Ranked:
         self._require_fitted()
@@ -232,6 +337,10 @@ class Recommender(ABC):
             "ui_indices": self.user_items.indices,
             "ui_data": self.user_items.data,
             "item_popularity": self.item_popularity,
+            "history_indptr": self.history_indptr,
+            "history_items": self.history_items,
+            "history_weights": self.history_weights,
+            "history_ts": self.history_ts,
             **self._model_state(),
         }
 
@@ -243,6 +352,10 @@ class Recommender(ABC):
             shape=(len(self.user_map), len(self.item_map)),
         )
         self.item_popularity = arrays["item_popularity"]
+        self.history_indptr = arrays["history_indptr"]
+        self.history_items = arrays["history_items"]
+        self.history_weights = arrays["history_weights"]
+        self.history_ts = arrays["history_ts"]
         self._load_model_state(arrays)
 
     @abstractmethod

@@ -6,12 +6,10 @@ from abc import abstractmethod
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from recsys_lite.data.interactions import Interactions
-from recsys_lite.models.base import ModelParams, Recommender, register
+from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
 
 
 class ALSParams(ModelParams):
@@ -36,12 +34,12 @@ class FactorModel(Recommender):
     user_factors: np.ndarray
     item_factors: np.ndarray
 
-    def _fit(self, interactions: Interactions, events: pa.Table, show_progress: bool) -> None:
+    def _fit(self, data: TrainingData, show_progress: bool) -> None:
         # implicit has its own thread pool; BLAS threads underneath it only contend with it
         # (faiss ships an OpenMP OpenBLAS that ignores OPENBLAS_NUM_THREADS, hence the limit).
         with threadpool_limits(limits=1, user_api="blas"):
             model = self._make_implicit_model()
-            model.fit(interactions.matrix, show_progress=show_progress)
+            model.fit(data.interactions.matrix, show_progress=show_progress)
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
 
@@ -66,10 +64,37 @@ class FactorModel(Recommender):
         self.item_factors = arrays["item_factors"]
 
 
+def _aggregate(history: History) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct items of a history and the summed weight of each, like a matrix row."""
+    items, inverse = np.unique(history.items, return_inverse=True)
+    return items, np.bincount(inverse, weights=history.weights).astype(np.float32)
+
+
 @register("als")
 class ALSModel(FactorModel):
     params_type = ALSParams
     params: ALSParams
+    _gram: np.ndarray | None = None
+
+    def score_history(self, history: History) -> np.ndarray | None:
+        """Fold the user in: the least-squares user factor ALS itself would compute.
+
+        Same objective as implicit's ``recalculate_user``: confidence c = alpha * weight,
+        A = Y'Y + sum (c - 1) y y' + lambda I, b = sum c y, u = A^-1 b.
+        """
+        if not len(history):
+            return None
+        items, weights = _aggregate(history)
+        factors = self.item_factors
+        if self._gram is None:
+            self._gram = factors.T @ factors
+        confidence = self.params.alpha * weights
+        observed = factors[items]
+        a = self._gram + (observed.T * (confidence - 1.0)) @ observed
+        a += self.params.regularization * np.eye(factors.shape[1], dtype=np.float32)
+        user = np.linalg.solve(a, observed.T @ confidence)
+        scores: np.ndarray = factors @ user.astype(np.float32)
+        return scores
 
     def _make_implicit_model(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares
@@ -89,6 +114,20 @@ class ALSModel(FactorModel):
 class BPRModel(FactorModel):
     params_type = BPRParams
     params: BPRParams
+
+    def score_history(self, history: History) -> np.ndarray | None:
+        """BPR has no closed-form fold-in: use the weighted mean of the history's item factors.
+
+        implicit keeps the item bias in the last column and a constant 1 in the users' last
+        column, so the folded-in user gets that 1 too.
+        """
+        if not len(history):
+            return None
+        items, weights = _aggregate(history)
+        user = (self.item_factors[items] * weights[:, None]).sum(axis=0) / weights.sum()
+        user[-1] = 1.0
+        scores: np.ndarray = self.item_factors @ user
+        return scores
 
     def _make_implicit_model(self) -> Any:
         from implicit.cpu.bpr import BayesianPersonalizedRanking

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 from pydantic import Field
 
-from recsys_lite.data.interactions import SECONDS_PER_DAY, Interactions, event_weights
-from recsys_lite.models.base import ModelParams, Recommender, register
+from recsys_lite.data.interactions import SECONDS_PER_DAY
+from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
 
 
 class PopularParams(ModelParams):
@@ -24,18 +23,18 @@ class PopularModel(Recommender):
     params_type = PopularParams
     params: PopularParams
 
-    def _fit(self, interactions: Interactions, events: pa.Table, show_progress: bool) -> None:
-        items = self.item_map.to_index(events.column("item_id"))
-        ts = events.column("ts").to_numpy()
+    def _fit(self, data: TrainingData, show_progress: bool) -> None:
+        items = data.event_items
+        ts = data.events.column("ts").to_numpy()
         recent = np.ones(len(ts), dtype=bool)
         if self.params.window_days is not None:
             recent = ts >= ts.max() - self.params.window_days * SECONDS_PER_DAY
         if self.params.distinct_users:
-            users = self.user_map.to_index(events.column("user_id"))
+            users = data.event_users
             pairs = np.unique(users[recent].astype(np.int64) * len(self.item_map) + items[recent])
             counts = np.bincount(pairs % len(self.item_map), minlength=len(self.item_map))
         else:
-            weights = event_weights(events, self.params.weighting)
+            weights = data.event_weights
             counts = np.bincount(items[recent], weights[recent], minlength=len(self.item_map))
         # Ties (and items outside a trending window) are broken by all-time popularity.
         tie_break = self.item_popularity / (self.item_popularity.max() + 1.0)
@@ -43,6 +42,9 @@ class PopularModel(Recommender):
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         return np.tile(self.scores, (len(users), 1))
+
+    def score_history(self, history: History) -> np.ndarray:
+        return np.array(self.scores, copy=True)
 
     def _model_state(self) -> dict[str, np.ndarray]:
         return {"scores": self.scores}
