@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,14 @@ import pytest
 
 from recsys_lite.data.store import Store
 from recsys_lite.errors import InvalidInputError, NotFoundError
-from recsys_lite.models import MODEL_REGISTRY, Recommender, create_model
+from recsys_lite.models import MODEL_MODULES, Recommender, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
 from recsys_lite.training import holdout_metrics
 
+# Small, quick settings per model for these tests: tests/fast_params/<model>.json
 FAST_PARAMS: dict[str, dict[str, object]] = {
-    "popular": {},
-    "als": {"iterations": 6, "factors": 32},
-    "bpr": {"iterations": 30, "factors": 32},
+    path.stem: json.loads(path.read_text())
+    for path in (Path(__file__).parent / "fast_params").glob("*.json")
 }
 
 
@@ -26,14 +27,19 @@ def events(shop_db: Path) -> pa.Table:
     return Store(shop_db).read_events()
 
 
-@pytest.fixture(scope="module", params=sorted(MODEL_REGISTRY))
-def fitted(request: pytest.FixtureRequest, events: pa.Table) -> Recommender:
+@pytest.fixture(scope="module")
+def items(shop_db: Path) -> pa.Table:
+    return Store(shop_db).read_items()
+
+
+@pytest.fixture(scope="module", params=sorted(FAST_PARAMS))
+def fitted(request: pytest.FixtureRequest, events: pa.Table, items: pa.Table) -> Recommender:
     name = request.param
-    return create_model(name, FAST_PARAMS.get(name, {})).fit(events)
+    return create_model(name, FAST_PARAMS[name]).fit(events, items)
 
 
-def test_every_registered_model_is_covered() -> None:
-    assert set(FAST_PARAMS) == set(MODEL_REGISTRY)
+def test_every_model_is_covered() -> None:
+    assert set(FAST_PARAMS) == set(MODEL_MODULES)
 
 
 def test_recommendations_exclude_what_the_user_has(fitted: Recommender) -> None:

@@ -7,6 +7,7 @@ has) and item popularity (the fallback for users it has never seen).
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -393,6 +394,19 @@ def parse_params(params_type: type[P], params: ModelParams | dict[str, Any] | No
 
 MODEL_REGISTRY: dict[str, type[Recommender]] = {}
 
+# Where each model lives. Modules are imported on first use, so serving an ALS model never
+# pays for importing torch or gensim.
+MODEL_MODULES = {
+    "popular": "recsys_lite.models.popular",
+    "als": "recsys_lite.models.implicit_mf",
+    "bpr": "recsys_lite.models.implicit_mf",
+    "ease": "recsys_lite.models.ease",
+    "item2vec": "recsys_lite.models.item2vec",
+    "lightfm": "recsys_lite.models.lightfm_hybrid",
+    "gru4rec": "recsys_lite.models.gru4rec",
+    "two_tower": "recsys_lite.models.two_tower",
+}
+
 R = TypeVar("R", bound=type[Recommender])
 
 
@@ -405,11 +419,15 @@ def register(name: str) -> Callable[[R], R]:
     return decorate
 
 
-def create_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
+def model_class(name: str) -> type[Recommender]:
+    if name not in MODEL_MODULES:
+        known = ", ".join(sorted(MODEL_MODULES))
+        raise InvalidInputError(f"unknown model {name!r}; known models: {known}")
+    if name not in MODEL_REGISTRY:
+        importlib.import_module(MODEL_MODULES[name])
+    return MODEL_REGISTRY[name]
+
+
+def create_model(name: str, params: ModelParams | dict[str, Any] | None = None) -> Recommender:
     """The one way to turn a model name and its params into a model."""
-    try:
-        cls = MODEL_REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(MODEL_REGISTRY))
-        raise InvalidInputError(f"unknown model {name!r}; known models: {known}") from None
-    return cls(params)
+    return model_class(name)(params)
