@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -21,7 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-out = Console()
+# Piped output gets a fixed, wide layout instead of rich's 80-column default.
+out = Console() if sys.stdout.isatty() else Console(width=140)
 
 DbOption = Annotated[
     Optional[Path], typer.Option("--db", help="DuckDB store (default: $DB_PATH)")  # noqa: UP045
@@ -195,6 +197,85 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+@app.command()
+def optimize(
+    model: Annotated[str, typer.Argument(help="model to tune")],
+    output: Annotated[Path, typer.Option("--output", help="artifact directory")],
+    db: DbOption = None,
+    trials: int = typer.Option(20, min=1),
+    metric: str = typer.Option("ndcg@20", help="hr, ndcg, recall, map or coverage at k"),
+    timeout: Optional[float] = typer.Option(None, help="stop tuning after S seconds"),  # noqa: UP045
+    test_size: float = typer.Option(0.2, min=0.01, max=0.9),
+    study: Optional[Path] = typer.Option(None, help="study journal (default: beside output)"),  # noqa: UP045
+) -> None:
+    """Tune a model with Optuna on training data only, then train the best into an artifact."""
+    from recsys_lite.data.store import Store
+    from recsys_lite.tuning.search import optimize as run_optimize
+    from recsys_lite.tuning.search import parse_metric
+
+    try:
+        parse_metric(metric)
+        outcome, result = run_optimize(
+            Store(_db(db)),
+            model,
+            output,
+            metric=metric,
+            trials=trials,
+            timeout=timeout,
+            test_size=test_size,
+            study_path=study,
+            show_progress=console.is_terminal,
+        )
+    except RecsysError as exc:
+        _fail(exc)
+        return
+    out.print(f"best validation {metric}: {outcome.best_value:.4f} with {outcome.best_params}")
+    out.print(_metrics_table(f"{model} (best params) on the test split", result.metrics["metrics"]))
+    out.print(f"saved the tuned {model} to {output}; study in {outcome.study_path}")
+
+
+@app.command()
+def compare(
+    db: DbOption = None,
+    models: str = typer.Option("popular,als,bpr", help="comma-separated model names"),
+    tune_trials: int = typer.Option(0, min=0, help="tune each model first (0: defaults)"),
+    metric: str = typer.Option("ndcg@20", help="tuning metric"),
+    test_size: float = typer.Option(0.2, min=0.01, max=0.9),
+    output: Path = typer.Option(Path("artifacts/leaderboard"), help="folder for JSON and PNG"),
+) -> None:
+    """Train and evaluate several models on one split and print a leaderboard."""
+    from recsys_lite.data.store import Store
+    from recsys_lite.evaluation.leaderboard import compare as run_compare
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    try:
+        rows = run_compare(
+            Store(_db(db)),
+            names,
+            output,
+            test_size=test_size,
+            tune_trials=tune_trials,
+            metric=metric,
+            show_progress=console.is_terminal,
+        )
+    except RecsysError as exc:
+        _fail(exc)
+        return
+    table = Table(title="leaderboard (test window)")
+    columns = ("ndcg@10", "hr@10", "recall@10", "map@10", "ndcg@20", "coverage@10")
+    for column in ("model", *columns, "train s", "MB"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(
+            row["model"],
+            *(f"{row[c]:.4f}" for c in columns),
+            f"{row['train_seconds']:.1f}",
+            f"{row['model_mb']:.1f}",
+        )
+    out.print(table)
+    out.print(f"wrote {output / 'leaderboard.json'} and {output / 'leaderboard.png'}")
 
 
 @app.command()

@@ -75,6 +75,7 @@ def train(
     last_n: int = 1,
     settings: Settings | None = None,
     show_progress: bool = True,
+    extra_files: dict[str, str] | None = None,
 ) -> TrainResult:
     """Evaluate the recipe on a holdout (unless test_size is 0), then fit on all events and save.
 
@@ -126,6 +127,7 @@ def train(
             "trained_until_ts": trained_until,
             "evaluation": metrics.get("split"),
         },
+        extra_files=extra_files,
     )
     timings["save"] = time.perf_counter() - clock
     return TrainResult(output, model, metrics, {k: round(v, 3) for k, v in timings.items()})

@@ -71,6 +71,7 @@ def save_artifact(
     *,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write into a temporary sibling directory, then rename it into place.
 
@@ -87,6 +88,8 @@ def save_artifact(
                 index.save(staging / filename)
                 indexes[filename] = index.kind
         (staging / METRICS).write_text(json.dumps(metrics or {}, indent=2))
+        for filename, text in (extra_files or {}).items():
+            (staging / filename).write_text(text)
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_type": model.name,

@@ -118,6 +118,13 @@ class Recommender(ABC):
         self.user_index: VectorIndex | None = None
         self.item_index: VectorIndex | None = None
         self.threads = 0
+        # Called by iterative models after each epoch, with the model usable for scoring; the
+        # tuner evaluates there and may raise optuna.TrialPruned to stop a hopeless trial.
+        self.epoch_callback: Callable[[int], None] | None = None
+
+    def end_epoch(self, epoch: int) -> None:
+        if self.epoch_callback is not None:
+            self.epoch_callback(epoch)
 
     # ----- training ---------------------------------------------------------------------------
 

@@ -33,15 +33,27 @@ class FactorModel(Recommender):
 
     user_factors: np.ndarray
     item_factors: np.ndarray
+    _gram: np.ndarray | None = None  # Y'Y for fold-in, cached until the factors change
 
     def _fit(self, data: TrainingData, show_progress: bool) -> None:
         # implicit has its own thread pool; BLAS threads underneath it only contend with it
         # (faiss ships an OpenMP OpenBLAS that ignores OPENBLAS_NUM_THREADS, hence the limit).
         with threadpool_limits(limits=1, user_api="blas"):
             model = self._make_implicit_model()
-            model.fit(data.interactions.matrix, show_progress=show_progress)
+
+            # ALS reports (iteration, seconds, loss), BPR (iteration, seconds, correct, skipped)
+            def after_iteration(iteration: int, *_: Any) -> None:
+                self._take_factors(model)
+                self.end_epoch(iteration)
+
+            callback = after_iteration if self.epoch_callback is not None else None
+            model.fit(data.interactions.matrix, show_progress=show_progress, callback=callback)
+        self._take_factors(model)
+
+    def _take_factors(self, model: Any) -> None:
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        self._gram = None
 
     @abstractmethod
     def _make_implicit_model(self) -> Any: ...
@@ -62,6 +74,7 @@ class FactorModel(Recommender):
     def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = arrays["user_factors"]
         self.item_factors = arrays["item_factors"]
+        self._gram = None
 
 
 def _aggregate(history: History) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +87,6 @@ def _aggregate(history: History) -> tuple[np.ndarray, np.ndarray]:
 class ALSModel(FactorModel):
     params_type = ALSParams
     params: ALSParams
-    _gram: np.ndarray | None = None
 
     def score_history(self, history: History) -> np.ndarray | None:
         """Fold the user in: the least-squares user factor ALS itself would compute.

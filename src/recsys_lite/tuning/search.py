@@ -1,0 +1,249 @@
+"""Tuning any registered model with Optuna TPE.
+
+Honesty rules: the test split (the last ``test_size`` of time) is cut first and never seen
+while tuning; trials train on the older part of the remaining data and are scored on a
+validation window cut from its end, exactly as the test split is cut from the whole. The study
+lives in a journal file keyed by model, metric and data fingerprint, so rerunning the same
+command resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pyarrow as pa
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from rich.progress import Progress
+
+from recsys_lite.config import Settings, get_settings
+from recsys_lite.data.store import Store
+from recsys_lite.errors import EmptyDataError, InvalidInputError
+from recsys_lite.evaluation.evaluate import evaluate_model
+from recsys_lite.evaluation.split import temporal_split
+from recsys_lite.models import create_model, model_class
+from recsys_lite.training import TrainResult, train
+
+SPACES = Path(__file__).parent / "spaces"
+METRIC_NAMES = ("hr", "ndcg", "recall", "map", "coverage")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: dict[str, dict[str, Any]]
+    report_every: int | None  # None: the model is not iterative, no pruning
+
+    @classmethod
+    def for_model(cls, name: str) -> SearchSpace:
+        model_class(name)  # unknown names fail with the registry's message
+        path = SPACES / f"{name}.toml"
+        if not path.is_file():
+            raise InvalidInputError(f"model {name!r} has no search space ({path.name})")
+        spec = tomllib.loads(path.read_text())
+        tuning = spec.pop("tuning", {})
+        return cls(params=spec, report_every=tuning.get("report_every"))
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Draw one configuration; dotted names ("weighting.qty") become nested dicts."""
+        flat: dict[str, Any] = {}
+        for name, spec in self.params.items():
+            kind = spec["type"]
+            if kind == "int":
+                flat[name] = trial.suggest_int(
+                    name, spec["low"], spec["high"], log=spec.get("log", False)
+                )
+            elif kind == "float":
+                flat[name] = trial.suggest_float(
+                    name, spec["low"], spec["high"], log=spec.get("log", False)
+                )
+            else:
+                flat[name] = trial.suggest_categorical(name, spec["choices"])
+        return nest(flat)
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    # a trending window of 0 days means "all time" in the search space
+    if nested.get("window_days") == 0:
+        nested["window_days"] = None
+    return nested
+
+
+def parse_metric(metric: str) -> tuple[str, int]:
+    name, _, k = metric.lower().partition("@")
+    if name not in METRIC_NAMES or not k.isdigit() or int(k) < 1:
+        raise InvalidInputError(
+            f"metric must look like ndcg@20 (one of {', '.join(METRIC_NAMES)} at some k),"
+            f" got {metric!r}"
+        )
+    return name, int(k)
+
+
+@dataclass
+class TuningOutcome:
+    best_params: dict[str, Any]
+    best_value: float
+    study: optuna.Study
+    study_path: Path
+
+
+def tune(
+    name: str,
+    events: pa.Table,
+    items: pa.Table | None,
+    *,
+    metric: str = "ndcg@20",
+    trials: int = 20,
+    timeout: float | None = None,
+    test_size: float = 0.2,
+    validation_size: float = 0.2,
+    study_path: Path,
+    study_name: str | None = None,
+    seed: int = 42,
+    settings: Settings | None = None,
+    show_progress: bool = True,
+) -> TuningOutcome:
+    settings = settings or get_settings()
+    space = SearchSpace.for_model(name)
+    _, k = parse_metric(metric)
+    development = temporal_split(events, test_size).train  # the test period is cut off here
+    split = temporal_split(development, validation_size)
+
+    def score(model: Any) -> float:
+        result = evaluate_model(model, split.test, ks=(k,))
+        return float(result["metrics"][metric.lower()])
+
+    def objective(trial: optuna.Trial) -> float:
+        model = create_model(name, space.sample(trial))
+        model.threads = settings.threads
+        if space.report_every:
+            every = space.report_every
+
+            def report(epoch: int) -> None:
+                if (epoch + 1) % every:
+                    return
+                trial.report(score(model), epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            model.epoch_callback = report
+        model.fit(split.train, items)
+        value = score(model)
+        return value if math.isfinite(value) else 0.0
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_path.parent.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=study_name or f"{name}:{metric}",
+        storage=JournalStorage(JournalFileBackend(str(study_path))),
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
+    )
+    with Progress(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task(f"tuning {name}", total=trials)
+
+        def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            best = study.best_value if study.best_trial else float("nan")
+            progress.update(task, advance=1, description=f"tuning {name} (best {best:.4f})")
+
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[advance])
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise EmptyDataError("no tuning trial completed; raise --trials or --timeout")
+    best = study.best_trial
+    return TuningOutcome(
+        best_params=nest(dict(best.params)),
+        best_value=float(best.value or 0.0),
+        study=study,
+        study_path=study_path,
+    )
+
+
+def study_summary(outcome: TuningOutcome, metric: str) -> dict[str, Any]:
+    return {
+        "metric": metric,
+        "best_value": outcome.best_value,
+        "best_params": outcome.best_params,
+        "study_file": str(outcome.study_path),
+        "study_name": outcome.study.study_name,
+        "trials": [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": t.params,
+                "seconds": t.duration.total_seconds() if t.duration else None,
+            }
+            for t in outcome.study.trials
+        ],
+    }
+
+
+def optimize(
+    store: Store,
+    name: str,
+    output: Path,
+    *,
+    metric: str = "ndcg@20",
+    trials: int = 20,
+    timeout: float | None = None,
+    test_size: float = 0.2,
+    study_path: Path | None = None,
+    settings: Settings | None = None,
+    show_progress: bool = True,
+) -> tuple[TuningOutcome, TrainResult]:
+    """Tune, then train the best configuration into a servable artifact.
+
+    The artifact's metrics are the best configuration evaluated once on the test split, which
+    no trial has seen; tuning.json beside them holds the best params and the study summary.
+    """
+    if not 0 < test_size < 1:
+        raise InvalidInputError("optimize needs a test split: --test-size between 0 and 1")
+    events, items = store.read_events(), store.read_items()
+    if events.num_rows == 0:
+        raise EmptyDataError(f"{store.path}: the store holds no events; ingest some first")
+    started = time.perf_counter()
+    study_path = study_path or output.parent / f"{output.name}.study.jsonl"
+    outcome = tune(
+        name,
+        events,
+        items,
+        metric=metric,
+        trials=trials,
+        timeout=timeout,
+        test_size=test_size,
+        study_path=study_path,
+        study_name=f"{name}:{metric}:{store.fingerprint()}",
+        settings=settings,
+        show_progress=show_progress,
+    )
+    summary = study_summary(outcome, metric)
+    summary["tuning_seconds"] = round(time.perf_counter() - started, 3)
+    result = train(
+        store,
+        name,
+        output,
+        params=outcome.best_params,
+        test_size=test_size,
+        settings=settings,
+        show_progress=show_progress,
+        extra_files={"tuning.json": json.dumps(summary, indent=2)},
+    )
+    logging.getLogger(__name__).info("tuned %s: %s", name, outcome.best_params)
+    return outcome, result

@@ -1,0 +1,76 @@
+"""Tuning never sees the test period, resumes from its journal, and leaves a servable model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from recsys_lite.data.store import Store
+from recsys_lite.errors import InvalidInputError
+from recsys_lite.evaluation.leaderboard import compare
+from recsys_lite.evaluation.split import temporal_split
+from recsys_lite.models.artifact import load_artifact
+from recsys_lite.models.base import Recommender
+from recsys_lite.tuning.search import optimize, parse_metric, tune
+
+
+def test_trials_train_and_validate_before_the_test_period(
+    shop_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = Store(shop_db).read_events()
+    cutoff = temporal_split(events, 0.2).description["cutoff_ts"]
+    seen_max_ts: list[int] = []
+    original_fit = Recommender.fit
+
+    def spying_fit(self: Recommender, train: pa.Table, *args: Any, **kwargs: Any) -> Recommender:
+        seen_max_ts.append(pa.compute.max(train.column("ts")).as_py())
+        return original_fit(self, train, *args, **kwargs)
+
+    monkeypatch.setattr(Recommender, "fit", spying_fit)
+    outcome = tune(
+        "als", events, None, trials=3, study_path=tmp_path / "s.jsonl", show_progress=False
+    )
+    assert len(seen_max_ts) == 3 and max(seen_max_ts) < cutoff
+    assert set(outcome.best_params) >= {"factors", "regularization", "alpha", "weighting"}
+
+
+def test_a_study_resumes_from_its_file(shop_db: Path, tmp_path: Path) -> None:
+    events = Store(shop_db).read_events()
+    journal = tmp_path / "study.jsonl"
+    tune("popular", events, None, trials=2, study_path=journal, show_progress=False)
+    again = tune("popular", events, None, trials=2, study_path=journal, show_progress=False)
+    assert len(again.study.trials) == 4
+
+
+def test_optimize_writes_a_servable_tuned_artifact(shop_db: Path, tmp_path: Path) -> None:
+    outcome, _ = optimize(
+        Store(shop_db), "bpr", tmp_path / "tuned", trials=2, show_progress=False
+    )
+    artifact = load_artifact(tmp_path / "tuned")
+    assert artifact.model.params.model_dump()["factors"] == outcome.best_params["factors"]
+    tuning = json.loads((tmp_path / "tuned" / "tuning.json").read_text())
+    assert tuning["best_params"] == outcome.best_params and len(tuning["trials"]) == 2
+    assert 0 <= artifact.metrics["metrics"]["ndcg@20"] <= 1  # evaluated once on the test split
+    assert "tuning.json" in artifact.manifest["checksums"]
+
+
+def test_metric_names_are_checked() -> None:
+    assert parse_metric("NDCG@20") == ("ndcg", 20)
+    for bad in ("ndcg", "ndcg@0", "auc@10", "recall@ten"):
+        with pytest.raises(InvalidInputError):
+            parse_metric(bad)
+
+
+def test_compare_writes_a_leaderboard(shop_db: Path, tmp_path: Path) -> None:
+    rows = compare(Store(shop_db), ["popular", "als"], tmp_path, show_progress=False)
+    assert [r["model"] for r in rows] == sorted(
+        ["popular", "als"], key=lambda m: -next(r["ndcg@10"] for r in rows if r["model"] == m)
+    )
+    assert all(r["train_seconds"] >= 0 and r["model_mb"] > 0 for r in rows)
+    saved = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert saved["rows"] == rows
+    assert (tmp_path / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
