@@ -278,6 +278,35 @@ def compare(
     out.print(f"wrote {output / 'leaderboard.json'} and {output / 'leaderboard.png'}")
 
 
+@app.command("stream-ingest")
+def stream_ingest(
+    watch: Annotated[Path, typer.Option("--watch", help="folder to pick up files from")],
+    db: DbOption = None,
+    interval: float = typer.Option(1.0, min=0.05, help="seconds between scans"),
+    settle_seconds: float = typer.Option(
+        1.0, min=0.0, help="leave files modified more recently than this alone"
+    ),
+    once: bool = typer.Option(False, "--once", help="ingest what is there, then exit"),
+) -> None:
+    """Ingest new Parquet/CSV/JSONL files from a folder, each exactly once (items*.csv: catalog)."""
+    import logging
+
+    from recsys_lite.data.store import Store
+    from recsys_lite.online.inbox import Inbox
+    from recsys_lite.online.inbox import watch as run_watch
+
+    logging.basicConfig(level=get_settings().log_level.upper(), format="%(asctime)s %(message)s")
+    try:
+        run_watch(
+            Store(_db(db)), Inbox(watch), interval=interval, settle_seconds=settle_seconds,
+            once=once,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        return
+    except RecsysError as exc:
+        _fail(exc)
+
+
 @app.command()
 def info(db: DbOption = None) -> None:
     """What the store holds."""

@@ -54,6 +54,13 @@ class NotFittedError(RecsysError):
     code = "not_fitted"
 
 
+class StoreBusyError(RecsysError):
+    """Another process held the store for longer than the lock timeout."""
+
+    status_code = 503
+    code = "store_busy"
+
+
 class EmptyDataError(RecsysError):
     """There is nothing to train or evaluate on."""
 

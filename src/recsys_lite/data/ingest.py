@@ -16,6 +16,7 @@ import duckdb
 
 from recsys_lite.data.store import ITEM_FIELDS, Store, run_with_progress
 from recsys_lite.errors import DataValidationError
+from recsys_lite.files import file_sha256
 
 EVENT_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".jsonl", ".ndjson", ".json", ".jsonl.gz")
 ITEM_SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -74,6 +75,7 @@ ITEM_CHECKS = (
 @dataclass
 class IngestReport:
     files: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)  # ingested before (same content)
     events_read: int = 0
     events_added: int = 0
     items_upserted: int = 0
@@ -228,21 +230,42 @@ def ingest(
     items: Path | None = None,
     *,
     show_progress: bool = True,
+    skip_ingested: bool = False,
 ) -> IngestReport:
-    """Validate every input file, then write all of them in one transaction or none at all."""
+    """Validate every input file, then write all of them in one transaction or none at all.
+
+    Each file's content hash is recorded in the same transaction. With ``skip_ingested``,
+    files whose content was ingested before are skipped without being read (the watcher).
+    """
     if events is None and items is None:
         raise DataValidationError("nothing to ingest: give events, items or both")
     event_files = discover_files(events, EVENT_SUFFIXES, "event") if events else []
     item_files = discover_files(items, ITEM_SUFFIXES, "item") if items else []
-    report = IngestReport(files=[str(p) for p in (*event_files, *item_files)])
+    report = IngestReport()
+    hashes = {path: file_sha256(path) for path in (*event_files, *item_files)}
 
     with store.connect() as con:
+        if skip_ingested:
+            known = _known_hashes(con, list(hashes.values()))
+            report.skipped_files = [str(p) for p, h in hashes.items() if h in known]
+            event_files = [p for p in event_files if hashes[p] not in known]
+            item_files = [p for p in item_files if hashes[p] not in known]
+        report.files = [str(p) for p in (*event_files, *item_files)]
+        if not report.files:
+            return report
         # Staging happens outside the transaction: temp tables are private to this connection,
         # and rowids (our row numbers) are only dense for committed rows.
         event_tables, item_tables = _stage_and_validate(con, event_files, item_files, show_progress)
         con.execute("BEGIN TRANSACTION")
         try:
             _write(con, event_tables, item_tables, report, show_progress)
+            staged = zip([*event_files, *item_files], [*event_tables, *item_tables], strict=True)
+            for path, table in staged:
+                con.execute(
+                    "INSERT OR IGNORE INTO ingested_files (sha256, name, rows)"
+                    f" SELECT ?, ?, count(*) FROM {table}",
+                    [hashes[path], path.name],
+                )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -316,6 +339,15 @@ def _write(
             f" nullif(trim(title), ''), nullif(trim(description), '') FROM {table}"
         )
         report.items_upserted += _count(con, table)
+
+
+def _known_hashes(con: duckdb.DuckDBPyConnection, hashes: list[str]) -> set[str]:
+    if not hashes:
+        return set()
+    rows = con.execute(
+        "SELECT sha256 FROM ingested_files WHERE sha256 IN (SELECT unnest(?))", [hashes]
+    ).fetchall()
+    return {r[0] for r in rows}
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:

@@ -24,6 +24,16 @@ SCHEMA = (
         event_type VARCHAR NOT NULL
     )
     """,
+    # Files already ingested (by content hash), written in the same transaction as their rows:
+    # the watcher skips them, so a file is ingested exactly once even across crashes.
+    """
+    CREATE TABLE IF NOT EXISTS ingested_files (
+        sha256 VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        rows BIGINT NOT NULL,
+        ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    )
+    """,
     """
     CREATE TABLE IF NOT EXISTS items (
         item_id VARCHAR PRIMARY KEY,
@@ -49,9 +59,12 @@ class Store:
     hold a file for writing, so a long-lived connection would lock out the CLI and the worker.
     """
 
-    def __init__(self, path: Path | str, *, threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path | str, *, threads: int | None = None, lock_timeout: float = 30.0
+    ) -> None:
         self.path = Path(path)
         self.threads = threads
+        self.lock_timeout = lock_timeout
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -61,7 +74,7 @@ class Store:
             raise EmptyDataError(f"{self.path}: no store here yet; run `recsys-lite ingest` first")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.path), read_only=read_only)
+        con = self._open(read_only)
         try:
             con.execute("SET TimeZone = 'UTC'")
             if self.threads:
@@ -72,6 +85,25 @@ class Store:
             yield con
         finally:
             con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, waiting while another process (server, worker, CLI) holds it.
+
+        DuckDB lets one process at a time write a file, so every process opens it for one unit
+        of work and closes it after; a busy file is retried, not reported as an error.
+        """
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.01
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    from recsys_lite.errors import StoreBusyError
+
+                    raise StoreBusyError(f"{self.path}: {str(exc).splitlines()[0]}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     def read_events(self) -> pa.Table:
         """All events as an Arrow table, ordered by time (columnar: no per-row Python objects)."""

@@ -10,7 +10,6 @@ Layout of an artifact directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ import numpy as np
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.errors import ArtifactError, InvalidInputError
+from recsys_lite.files import file_sha256
 from recsys_lite.models.base import Recommender, create_model
 from recsys_lite.models.index import VectorIndex
 
@@ -55,14 +55,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_artifact(
@@ -102,7 +94,7 @@ def save_artifact(
             **(extra or {}),
         }
         manifest["checksums"] = {
-            p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.name != MANIFEST
+            p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.name != MANIFEST
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _replace_directory(staging, output)
@@ -150,7 +142,7 @@ def load_artifact(path: Path, settings: Settings | None = None) -> Artifact:
         file = path / name
         if not file.is_file():
             raise ArtifactError(f"{path}: artifact is incomplete, {name} is missing")
-        if _sha256(file) != expected:
+        if file_sha256(file) != expected:
             raise ArtifactError(f"{path}: artifact is corrupt, {name} does not match its checksum")
     try:
         model = create_model(manifest["model_type"], manifest.get("params"))

@@ -1,0 +1,1 @@
+"""Online updates: the event inbox, the event bus, per-process online state and the worker."""

@@ -1,0 +1,175 @@
+"""A folder of event files: what the API writes before it answers, and what gets ingested.
+
+Writers create a file under a dot-name and rename it into place, so a reader never sees half a
+file; the rename is fsynced, so an acknowledged event survives a crash. ``drain`` ingests each
+file in its own transaction together with the file's content hash, then moves it to
+``processed/``: a crash at any point either leaves the file to be ingested again (its rows were
+not committed) or leaves a hash that marks it done, so every file lands exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys_lite.data.ingest import EVENT_SUFFIXES, ingest
+from recsys_lite.data.store import Store
+from recsys_lite.errors import DataValidationError, StoreBusyError
+from recsys_lite.files import fsync_directory
+
+log = logging.getLogger(__name__)
+PROCESSED = "processed"
+REJECTED = "rejected"
+ITEMS_PREFIX = "items"  # files named items*.csv / items*.parquet are catalog updates
+_sequence = itertools.count()
+
+
+def spool_name(prefix: str) -> str:
+    """Names sort by creation time across processes: tailing readers use them as a cursor."""
+    return f"{prefix}{time.time_ns():020d}-{os.getpid()}-{next(_sequence):06d}.parquet"
+
+
+@dataclass
+class Inbox:
+    folder: Path
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, table: pa.Table, *, items: bool = False) -> Path:
+        """Durably add one batch; returns its final path."""
+        name = spool_name(f"{ITEMS_PREFIX}-" if items else "events-")
+        temporary = self.folder / f".{name}.tmp"
+        pq.write_table(table, temporary)
+        with temporary.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        final = self.folder / name
+        os.replace(temporary, final)
+        fsync_directory(self.folder)
+        return final
+
+    def ready_files(self, settle_seconds: float = 0.0) -> list[Path]:
+        """Complete files waiting to be ingested, oldest name first.
+
+        Files from other producers may still be growing: ``settle_seconds`` leaves alone any
+        file modified more recently than that.
+        """
+        now = time.time()
+        files = []
+        for path in self.folder.iterdir():
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            if not path.name.lower().endswith(EVENT_SUFFIXES):
+                continue
+            if settle_seconds and now - path.stat().st_mtime < settle_seconds:
+                continue
+            files.append(path)
+        return sorted(files, key=lambda p: p.name)
+
+    def files_after(self, cursor: str) -> list[Path]:
+        """Spooled files (pending or processed) whose name sorts after ``cursor``."""
+        found = []
+        for folder in (self.folder, self.folder / PROCESSED):
+            if folder.is_dir():
+                found += [
+                    p
+                    for p in folder.glob("*.parquet")
+                    if not p.name.startswith(".") and p.name.split("-", 1)[-1] > cursor
+                ]
+        return sorted(found, key=lambda p: p.name.split("-", 1)[-1])
+
+
+@dataclass
+class DrainReport:
+    files: list[str] = field(default_factory=list)
+    events_added: int = 0
+    items_upserted: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def drain(
+    store: Store, inbox: Inbox, *, settle_seconds: float = 0.0, keep_processed: float = 3600.0
+) -> DrainReport:
+    """Ingest every ready file of the inbox exactly once."""
+    report = DrainReport()
+    processed = inbox.folder / PROCESSED
+    processed.mkdir(exist_ok=True)
+    for path in inbox.ready_files(settle_seconds):
+        is_items = path.name.lower().startswith(ITEMS_PREFIX)
+        try:
+            result = ingest(
+                store,
+                None if is_items else path,
+                path if is_items else None,
+                show_progress=False,
+                skip_ingested=True,
+            )
+        except DataValidationError as exc:
+            _reject(inbox, path, str(exc))
+            report.rejected.append(path.name)
+            continue
+        except FileNotFoundError:  # another drainer took it
+            continue
+        report.files.append(path.name)
+        report.events_added += result.events_added
+        report.items_upserted += result.items_upserted
+        with contextlib.suppress(FileNotFoundError):  # another drainer moved it
+            os.replace(path, processed / path.name)
+    _forget_old(processed, keep_processed)
+    return report
+
+
+def _reject(inbox: Inbox, path: Path, reason: str) -> None:
+    rejected = inbox.folder / REJECTED
+    rejected.mkdir(exist_ok=True)
+    log.error("rejected %s: %s", path.name, reason)
+    try:
+        shutil.move(str(path), rejected / path.name)
+        (rejected / f"{path.name}.error.txt").write_text(reason + "\n")
+    except FileNotFoundError:
+        pass
+
+
+def _forget_old(folder: Path, older_than: float) -> None:
+    cutoff = time.time() - older_than
+    for path in folder.iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+
+
+def watch(
+    store: Store,
+    inbox: Inbox,
+    *,
+    interval: float = 1.0,
+    settle_seconds: float = 1.0,
+    once: bool = False,
+) -> None:
+    """Drain the inbox now and then every ``interval`` seconds (until interrupted)."""
+    while True:
+        try:
+            report = drain(store, inbox, settle_seconds=settle_seconds)
+        except StoreBusyError as exc:  # the store was held too long: try again next round
+            log.warning("%s", exc)
+            report = DrainReport()
+        if report.files or report.rejected:
+            log.info(
+                "ingested %d file(s): %d events, %d items; %d rejected",
+                len(report.files), report.events_added, report.items_upserted,
+                len(report.rejected),
+            )  # fmt: skip
+        if once:
+            return
+        time.sleep(interval)
