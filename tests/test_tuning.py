@@ -47,9 +47,7 @@ def test_a_study_resumes_from_its_file(shop_db: Path, tmp_path: Path) -> None:
 
 
 def test_optimize_writes_a_servable_tuned_artifact(shop_db: Path, tmp_path: Path) -> None:
-    outcome, _ = optimize(
-        Store(shop_db), "bpr", tmp_path / "tuned", trials=2, show_progress=False
-    )
+    outcome, _ = optimize(Store(shop_db), "bpr", tmp_path / "tuned", trials=2, show_progress=False)
     artifact = load_artifact(tmp_path / "tuned")
     assert artifact.model.params.model_dump()["factors"] == outcome.best_params["factors"]
     tuning = json.loads((tmp_path / "tuned" / "tuning.json").read_text())

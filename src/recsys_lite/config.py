@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+BusKind = Literal["embedded", "redis", "kafka"]
 
 
 class Settings(BaseSettings):
@@ -29,6 +30,24 @@ class Settings(BaseSettings):
     faiss_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
     faiss_ef_search: int = Field(128, ge=1, description="HNSW candidate list size per query")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    inbox_dir: Path | None = Field(
+        None, description="where accepted events are spooled (default: inbox/ beside DB_PATH)"
+    )
+    event_bus: BusKind = Field("embedded", description="how replicas share events")
+    redis_url: str = Field("redis://127.0.0.1:6379/0")
+    kafka_bootstrap: str = Field("127.0.0.1:9092")
+    bus_topic: str = Field("recsys-events", description="Redis stream / Kafka topic name")
+    bus_poll_interval: float = Field(0.1, gt=0, description="seconds between bus polls")
+    inbox_drain_interval: float = Field(
+        2.0, ge=0, description="the API folds its inbox into the store this often (0: never)"
+    )
+    model_watch_interval: float = Field(
+        1.0, ge=0, description="seconds between checks for a new artifact (0: never)"
+    )
+
+    @property
+    def inbox(self) -> Path:
+        return self.inbox_dir or self.db_path.parent / "inbox"
 
 
 @lru_cache(maxsize=1)

@@ -8,11 +8,13 @@ ingesting a file twice changes nothing.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from recsys_lite.data.store import ITEM_FIELDS, Store, run_with_progress
 from recsys_lite.errors import DataValidationError
@@ -69,6 +71,14 @@ ITEM_CHECKS = (
         "not a number",
     ),
     Check("price", "TRY_CAST(price AS DOUBLE) < 0", "negative price"),
+)
+
+
+_NORMALIZED_ITEM_COLUMNS = (
+    "trim(item_id) AS item_id, nullif(trim(category), '') AS category,"
+    " nullif(trim(brand), '') AS brand, TRY_CAST(price AS DOUBLE) AS price,"
+    " nullif(trim(img_url), '') AS img_url, nullif(trim(title), '') AS title,"
+    " nullif(trim(description), '') AS description"
 )
 
 
@@ -169,15 +179,27 @@ def _stage_file(
         first_line = str(exc).strip().splitlines()[0]
         raise DataValidationError(f"{path}: cannot be read: {first_line}") from exc
 
+    return _shape_staging(con, raw, table, str(path), required, optional)
+
+
+def _shape_staging(
+    con: duckdb.DuckDBPyConnection,
+    raw: str,
+    table: str,
+    source: str,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+) -> list[str]:
+    """Raw loaded rows → the canonical VARCHAR columns plus a 1-based ``row`` number."""
     present = {
         str(r[0]).strip().lower(): str(r[0]) for r in con.execute(f"DESCRIBE {raw}").fetchall()
     }
     missing = [c for c in required if c not in present]
     if missing:
         raise DataValidationError(
-            f"{path}: missing column(s) {', '.join(missing)}"
+            f"{source}: missing column(s) {', '.join(missing)}"
             f" (found: {', '.join(sorted(present.values())) or 'none'})",
-            details=[{"file": str(path), "column": c, "reason": "missing column"} for c in missing],
+            details=[{"file": source, "column": c, "reason": "missing column"} for c in missing],
         )
     selects = ["rowid + 1 AS row"]
     absent = []
@@ -196,13 +218,19 @@ def _stage_file(
 def _find_problems(
     con: duckdb.DuckDBPyConnection, table: str, file: str, checks: tuple[Check, ...]
 ) -> list[_Problem]:
-    problems = []
+    """Every check in one scan of the staged rows."""
+    aggregates = []
     for check in checks:
-        count, rows, values = con.execute(
-            f"SELECT count(*), list(row ORDER BY row)[1:{MAX_ROWS_SHOWN}],"
-            f" list({check.column} ORDER BY row)[1:{MAX_ROWS_SHOWN}]"
-            f" FROM {table} WHERE {check.failing}"
-        ).fetchone() or (0, [], [])
+        condition = f"coalesce(({check.failing}), false)"
+        aggregates += [
+            f"count(*) FILTER (WHERE {condition})",
+            f"(list(row ORDER BY row) FILTER (WHERE {condition}))[1:{MAX_ROWS_SHOWN}]",
+            f"(list({check.column} ORDER BY row) FILTER (WHERE {condition}))[1:{MAX_ROWS_SHOWN}]",
+        ]
+    (found,) = con.execute(f"SELECT {', '.join(aggregates)} FROM {table}").fetchall()
+    problems = []
+    for n, check in enumerate(checks):
+        count, rows, values = found[3 * n : 3 * n + 3]
         if count:
             problems.append(_Problem(file, check.column, check.reason, rows, values, count))
     return problems
@@ -312,13 +340,7 @@ def _write(
     show_progress: bool,
 ) -> None:
     if event_tables:
-        union = " UNION ALL ".join(
-            f"SELECT trim(user_id) AS user_id, trim(item_id) AS item_id, {_TS_SQL} AS ts,"
-            f" CAST(TRY_CAST(qty AS DOUBLE) AS INTEGER) AS qty,"
-            f" coalesce(nullif(lower(trim(event_type)), ''), '{DEFAULT_EVENT_TYPE}') AS event_type"
-            f" FROM {t}"
-            for t in event_tables
-        )
+        union = " UNION ALL ".join(_normalized_events_sql(t) for t in event_tables)
         con.execute(f"CREATE TEMP TABLE staged_events AS {union}")
         (report.events_read,) = con.execute("SELECT count(*) FROM staged_events").fetchone() or (0,)
 
@@ -333,12 +355,74 @@ def _write(
 
         report.events_added = run_with_progress(con, insert, "writing events", show=show_progress)
     for table in item_tables:
-        con.execute(
-            "INSERT OR REPLACE INTO items SELECT trim(item_id), nullif(trim(category), ''),"
-            " nullif(trim(brand), ''), TRY_CAST(price AS DOUBLE), nullif(trim(img_url), ''),"
-            f" nullif(trim(title), ''), nullif(trim(description), '') FROM {table}"
-        )
+        con.execute(f"INSERT OR REPLACE INTO items SELECT {_NORMALIZED_ITEM_COLUMNS} FROM {table}")
         report.items_upserted += _count(con, table)
+
+
+def _normalized_events_sql(table: str) -> str:
+    return (
+        f"SELECT trim(user_id) AS user_id, trim(item_id) AS item_id, {_TS_SQL} AS ts,"
+        f" CAST(TRY_CAST(qty AS DOUBLE) AS INTEGER) AS qty,"
+        f" coalesce(nullif(lower(trim(event_type)), ''), '{DEFAULT_EVENT_TYPE}') AS event_type"
+        f" FROM {table}"
+    )
+
+
+@functools.cache
+def _memory_database() -> duckdb.DuckDBPyConnection:
+    # request-sized batches: handing them to a thread pool costs more than scanning them
+    return duckdb.connect(":memory:", config={"threads": 1})
+
+
+def validate_events(events: pa.Table, source: str = "request") -> pa.Table:
+    """Check and normalise events that arrive in memory (the API) exactly as files are checked.
+
+    Runs in an in-memory DuckDB, so it needs no access to the store; each call gets its own
+    cursor (a connection of its own, with private temp tables) on one shared database, because
+    opening a database costs far more than the checks.
+    """
+    con = _memory_database().cursor()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("incoming", events)
+        con.execute("CREATE TEMP TABLE stage_raw AS SELECT * FROM incoming")
+        absent = _shape_staging(
+            con, "stage_raw", "stage", source, ("user_id", "item_id", "ts"), ("qty", "event_type")
+        )
+        if "qty" in absent:
+            con.execute("UPDATE stage SET qty = '1'")
+        problems = _find_problems(con, "stage", source, EVENT_CHECKS)
+        if problems:
+            raise DataValidationError(
+                "\n".join(p.line() for p in problems), details=[p.detail() for p in problems]
+            )
+        normalized: pa.Table = con.sql(
+            _normalized_events_sql("stage") + " ORDER BY row"
+        ).to_arrow_table()
+        return normalized
+    finally:
+        con.close()
+
+
+def validate_items(items: pa.Table, source: str = "request") -> pa.Table:
+    """Catalog rows arriving in memory, checked like item files."""
+    con = _memory_database().cursor()
+    try:
+        con.register("incoming", items)
+        con.execute("CREATE TEMP TABLE stage_raw AS SELECT * FROM incoming")
+        _shape_staging(con, "stage_raw", "stage", source, ("item_id",), ITEM_FIELDS)
+        problems = _find_problems(con, "stage", source, ITEM_CHECKS)
+        problems += _duplicate_item_problems(con, "stage", source)
+        if problems:
+            raise DataValidationError(
+                "\n".join(p.line() for p in problems), details=[p.detail() for p in problems]
+            )
+        normalized: pa.Table = con.sql(
+            f"SELECT {_NORMALIZED_ITEM_COLUMNS} FROM stage ORDER BY row"
+        ).to_arrow_table()
+        return normalized
+    finally:
+        con.close()
 
 
 def _known_hashes(con: duckdb.DuckDBPyConnection, hashes: list[str]) -> set[str]:

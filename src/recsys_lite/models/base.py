@@ -104,6 +104,8 @@ class Recommender(ABC):
     # Models that can describe items from catalog features alone put catalog items without
     # events into their item map, so those items can be recommended from day one.
     include_catalog_items: ClassVar[bool] = False
+    # Whether add_items can grow the model (new items served before the next retrain).
+    supports_new_items: ClassVar[bool] = False
 
     def __init__(self, params: ModelParams | dict[str, Any] | None = None) -> None:
         self.params = parse_params(self.params_type, params)
@@ -219,6 +221,45 @@ class Recommender(ABC):
         self.user_index = VectorIndex.build(vectors, kind) if vectors is not None else None  # type: ignore[arg-type]
         self.item_index = VectorIndex.build(unit, kind) if unit is not None else None  # type: ignore[arg-type]
 
+    # ----- new items without retraining --------------------------------------------------------
+
+    def add_items(self, item_ids: list[str], vectors: np.ndarray | None = None) -> list[str]:
+        """Make catalog items recommendable before they have interactions.
+
+        ``vectors`` are content-based estimates in the model's item space (one row per id),
+        used by embedding models and added to the Faiss indexes. Returns the ids that were new.
+        """
+        self._require_fitted()
+        fresh = [item for item in dict.fromkeys(item_ids) if item not in self.item_map]
+        if not fresh or not self.supports_new_items:
+            return []
+        keep = [n for n, item in enumerate(item_ids) if item in set(fresh)]
+        new_vectors = None if vectors is None else np.asarray(vectors, np.float32)[keep]
+        self.item_map = self.item_map.add(fresh)
+        n_items = len(self.item_map)
+        self.user_items = sp.csr_matrix(
+            (self.user_items.data, self.user_items.indices, self.user_items.indptr),
+            shape=(self.user_items.shape[0], n_items),
+        )
+        self.item_popularity = np.concatenate(
+            [self.item_popularity, np.zeros(len(fresh), dtype=np.float32)]
+        )
+        self._add_items(len(fresh), new_vectors)
+        vectors_now, unit = self.item_vectors(), self.similarity_vectors()
+        if self.user_index is not None and vectors_now is not None:
+            self.user_index.add(vectors_now[-len(fresh) :])
+        if self.item_index is not None and unit is not None:
+            self.item_index.add(unit[-len(fresh) :])
+        return fresh
+
+    def _add_items(self, count: int, vectors: np.ndarray | None) -> None:
+        """Grow model-specific item arrays by ``count`` items (when supports_new_items)."""
+        raise NotImplementedError
+
+    def content_vectors(self, catalog_rows: pa.Table) -> np.ndarray | None:
+        """Item vectors from catalog features alone, for models that have them (hybrids)."""
+        return None
+
     # ----- public API (external ids) ------------------------------------------------------------
 
     def _require_fitted(self) -> None:
@@ -240,11 +281,15 @@ class Recommender(ABC):
         exclude_seen: bool = True,
         item_mask: np.ndarray | None = None,
         use_index: bool = True,
+        exclude: np.ndarray | None = None,
     ) -> Ranked:
-        """The user's k best items. ``item_mask`` (bool per item) restricts what may be shown."""
+        """The user's k best items. ``item_mask`` (bool per item) restricts what may be shown;
+        ``exclude`` adds items never to show (e.g. bought since training)."""
         self._require_fitted()
         user = self.user_map.index(user_id, "user")
         excluded = self.seen_items(user) if exclude_seen else np.zeros(0, dtype=np.int64)
+        if exclude is not None and len(exclude):
+            excluded = np.union1d(excluded, exclude)
         if use_index and self.user_index is not None:
             found = self._search(self.user_index, user, k, excluded, item_mask)
             if found is not None:
@@ -267,9 +312,18 @@ class Recommender(ABC):
             return None
         return _finite_top(_blocked(np.array(scores, dtype=np.float32), exclude, item_mask), k)
 
-    def popular(self, k: int = 10, *, item_mask: np.ndarray | None = None) -> Ranked:
+    def popular(
+        self,
+        k: int = 10,
+        *,
+        item_mask: np.ndarray | None = None,
+        popularity: np.ndarray | None = None,
+        exclude: np.ndarray | None = None,
+    ) -> Ranked:
+        """Most popular items (by ``popularity`` if given, e.g. with online counts added)."""
         self._require_fitted()
-        return _finite_top(_blocked(self.item_popularity.copy(), None, item_mask), k)
+        scores = np.array(self.item_popularity if popularity is None else popularity, copy=True)
+        return _finite_top(_blocked(scores.astype(np.float32), exclude, item_mask), k)
 
     def similar_items(
         self,

@@ -33,6 +33,7 @@ class FactorModel(Recommender):
 
     user_factors: np.ndarray
     item_factors: np.ndarray
+    supports_new_items = True
     _gram: np.ndarray | None = None  # Y'Y for fold-in, cached until the factors change
 
     def _fit(self, data: TrainingData, show_progress: bool) -> None:
@@ -67,6 +68,12 @@ class FactorModel(Recommender):
 
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
         return np.asarray(self.user_factors[users])
+
+    def _add_items(self, count: int, vectors: np.ndarray | None) -> None:
+        if vectors is None:  # no estimate: the item scores zero until it is retrained
+            vectors = np.zeros((count, self.item_factors.shape[1]), dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(np.vstack([self.item_factors, vectors]))
+        self._gram = None
 
     def _model_state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}

@@ -84,6 +84,15 @@ class VectorIndex:
         _, ids = self.index.search(queries, n)
         return np.asarray(ids)
 
+    def add(self, vectors: np.ndarray) -> None:
+        """Append items (ids continue from the current count)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.kind == "ivf":
+            # the transform's norm bound was fixed at build time; new items are placed as if
+            # at that bound, which keeps them findable until the next retrain rebuilds it
+            vectors = np.hstack([vectors, np.zeros((len(vectors), 1), dtype=np.float32)])
+        self.index.add(vectors)
+
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
 

@@ -22,6 +22,7 @@ class PopularParams(ModelParams):
 class PopularModel(Recommender):
     params_type = PopularParams
     params: PopularParams
+    supports_new_items = True
 
     def _fit(self, data: TrainingData, show_progress: bool) -> None:
         items = data.event_items
@@ -45,6 +46,9 @@ class PopularModel(Recommender):
 
     def score_history(self, history: History) -> np.ndarray:
         return np.array(self.scores, copy=True)
+
+    def _add_items(self, count: int, vectors: np.ndarray | None) -> None:
+        self.scores = np.concatenate([self.scores, np.zeros(count, dtype=np.float32)])
 
     def _model_state(self) -> dict[str, np.ndarray]:
         return {"scores": self.scores}

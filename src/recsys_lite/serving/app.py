@@ -1,17 +1,21 @@
-"""The FastAPI application.
+"""The FastAPI application: routes only; state and background work live in runtime.py.
 
-Handlers are ``async def``: scoring takes a millisecond or two of numpy, cheaper than a hop to
-the thread pool. Responses are built as plain dicts from the catalog's prepared payloads and
-returned as ``JSONResponse``, which skips FastAPI's per-item pydantic validation; the response
-models still document the contract in /docs.
+Read handlers are ``async def``: scoring takes a millisecond or two of numpy, cheaper than a
+hop to the thread pool. Responses are built as plain dicts from the catalog's prepared payloads
+and returned as ``JSONResponse``, which skips FastAPI's per-item pydantic validation; the
+response models still document the contract in /docs.
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the local Annotated aliases.
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import numpy as np
+import pyarrow as pa
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -19,57 +23,65 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
-from recsys_lite.data.store import Store
-from recsys_lite.errors import NotFoundError, RecsysError
-from recsys_lite.models.artifact import Artifact, load_artifact
-from recsys_lite.serving.catalog import Catalog
+from recsys_lite.errors import InvalidInputError, NotFoundError, RecsysError
+from recsys_lite.models.base import Ranked
+from recsys_lite.serving.runtime import Runtime, ServingState
 from recsys_lite.serving.schemas import (
+    MAX_BATCH,
+    AcceptedResponse,
     ErrorResponse,
+    EventIn,
+    EventsIn,
     HealthResponse,
+    ItemIn,
+    ItemsIn,
     RecommendResponse,
     SimilarItemsResponse,
 )
 from recsys_lite.serving.telemetry import Telemetry, TelemetryMiddleware
 
 log = logging.getLogger(__name__)
-ENDPOINTS = {"/recommend", "/similar-items", "/health", "/live", "/ready", "/metrics"}
+ENDPOINTS = {
+    "/recommend", "/similar-items", "/events", "/items", "/health", "/live", "/ready", "/metrics",
+}  # fmt: skip
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 503)
 }
 
 
-class ServingState:
-    """What a request reads: the artifact and the catalog aligned with its items."""
-
-    def __init__(self, artifact: Artifact, catalog: Catalog) -> None:
-        self.artifact = artifact
-        self.model = artifact.model
-        self.catalog = catalog
-
-    @classmethod
-    def load(cls, settings: Settings) -> "ServingState":
-        artifact = load_artifact(settings.model_dir, settings)
-        catalog = Catalog.from_store(artifact.model.item_map, Store(settings.db_path))
-        return cls(artifact, catalog)
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pa.Table:
+    """Request rows as text columns: validation (shared with file ingestion) parses them."""
+    return pa.table(
+        {
+            column: pa.array(
+                [None if (v := row.get(column)) is None else str(v) for row in rows], pa.string()
+            )
+            for column in columns
+        }
+    )
 
 
 def create_app(settings: Settings | None = None, state: ServingState | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper())
-    serving = state or ServingState.load(settings)
+    runtime = Runtime(settings, state)
     telemetry = Telemetry(ENDPOINTS)
-    telemetry.model_info.labels(
-        serving.model.name, serving.artifact.manifest.get("created_at", "")
-    ).set(1)
     started = time.monotonic()
     max_k = settings.max_recommendations
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        yield
+        await runtime.stop()
 
     app = FastAPI(
         title="RecSys-Lite",
         version=__version__,
         description="Recommendations from a model trained on this shop's own data.",
+        lifespan=lifespan,
     )
-    app.state.serving = serving
+    app.state.runtime = runtime
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
 
     @app.exception_handler(RecsysError)
@@ -103,12 +115,22 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     Category = Annotated[str | None, Query(max_length=256, description="only this category")]
     Brand = Annotated[str | None, Query(max_length=256, description="only this brand")]
 
+    def answer(
+        endpoint: str, key: str, value: str, source: str, state: ServingState, ranked: Ranked
+    ) -> JSONResponse:
+        telemetry.served.labels(endpoint, source).inc(len(ranked.items))
+        return JSONResponse(
+            {
+                key: value,
+                "source": source,
+                "recommendations": state.catalog.describe(ranked.items, ranked.scores),
+            }
+        )
+
     @app.get(
-        "/recommend",
-        response_model=RecommendResponse,
-        responses=ERROR_RESPONSES,
+        "/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES,
         summary="Top-k items for a user; unknown users get popular items",
-    )
+    )  # fmt: skip
     async def recommend(
         user_id: UserId,
         k: K = 10,
@@ -117,32 +139,36 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         category: Category = None,
         brand: Brand = None,
     ) -> JSONResponse:
-        state: ServingState = app.state.serving
+        state: ServingState = runtime.state
+        model, online = state.model, state.online
         mask = state.catalog.mask(category, brand)
-        if state.model.knows_user(user_id):
-            ranked = state.model.recommend(
-                user_id, k, exclude_seen=exclude_seen, item_mask=mask, use_index=use_faiss
+        ranked: Ranked | None = None
+        source = model.name
+        excluded = None
+        if online.has_events(user_id):
+            # events since training: fold the user in from stored + new history
+            history, excluded = online.history(user_id)
+            ranked = model.recommend_history(
+                history, k, exclude=excluded if exclude_seen else None, item_mask=mask
             )
-            source = state.model.name
-        else:
-            ranked = state.model.popular(k, item_mask=mask)
+        if ranked is None and model.knows_user(user_id):
+            ranked = model.recommend(
+                user_id, k, exclude_seen=exclude_seen, item_mask=mask, use_index=use_faiss,
+                exclude=excluded if exclude_seen else None,
+            )  # fmt: skip
+        if ranked is None:
+            ranked = model.popular(
+                k, item_mask=mask, popularity=online.popularity(),
+                exclude=excluded if exclude_seen else None,
+            )  # fmt: skip
             source = "popular"
             telemetry.fallbacks.labels("unknown_user").inc()
-        telemetry.served.labels("/recommend", source).inc(len(ranked.items))
-        return JSONResponse(
-            {
-                "user_id": user_id,
-                "source": source,
-                "recommendations": state.catalog.describe(ranked.items, ranked.scores),
-            }
-        )
+        return answer("/recommend", "user_id", user_id, source, state, ranked)
 
     @app.get(
-        "/similar-items",
-        response_model=SimilarItemsResponse,
-        responses=ERROR_RESPONSES,
+        "/similar-items", response_model=SimilarItemsResponse, responses=ERROR_RESPONSES,
         summary="Items most similar to an item",
-    )
+    )  # fmt: skip
     async def similar_items(
         item_id: ItemId,
         k: K = 10,
@@ -150,38 +176,63 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         category: Category = None,
         brand: Brand = None,
     ) -> JSONResponse:
-        state: ServingState = app.state.serving
-        if item_id not in state.model.item_map:
+        state: ServingState = runtime.state
+        model = state.model
+        if item_id not in model.item_map:
             raise NotFoundError(f"unknown item {item_id!r}")
         mask = state.catalog.mask(category, brand)
-        ranked = state.model.similar_items(item_id, k, item_mask=mask, use_index=use_faiss)
-        source = state.model.name
+        ranked = model.similar_items(item_id, k, item_mask=mask, use_index=use_faiss)
+        source = model.name
         if ranked is None:
-            item = state.model.item_map.index(item_id)
-            not_itself = np.ones(len(state.model.item_map), dtype=bool)
-            not_itself[item] = False
-            ranked = state.model.popular(
-                k, item_mask=not_itself if mask is None else mask & not_itself
-            )
+            ranked = model.popular(
+                k, item_mask=mask, popularity=state.online.popularity(),
+                exclude=np.array([model.item_map.index(item_id)]),
+            )  # fmt: skip
             source = "popular"
             telemetry.fallbacks.labels("no_item_vectors").inc()
-        telemetry.served.labels("/similar-items", source).inc(len(ranked.items))
-        return JSONResponse(
-            {
-                "item_id": item_id,
-                "source": source,
-                "recommendations": state.catalog.describe(ranked.items, ranked.scores),
-            }
+        return answer("/similar-items", "item_id", item_id, source, state, ranked)
+
+    @app.post(
+        "/events", response_model=AcceptedResponse, responses=ERROR_RESPONSES,
+        summary=f"Record one event or a batch of up to {MAX_BATCH:,}; acknowledged once durable",
+    )  # fmt: skip
+    async def post_events(body: EventIn | EventsIn) -> JSONResponse:
+        rows = [body] if isinstance(body, EventIn) else body.events
+        if len(rows) > MAX_BATCH:
+            raise InvalidInputError(f"at most {MAX_BATCH:,} events per request, got {len(rows):,}")
+        table = _table(
+            [row.model_dump() for row in rows], ("user_id", "item_id", "ts", "qty", "event_type")
         )
+        now = str(int(time.time()))
+        table = table.set_column(
+            2, "ts", pa.array([t if t is not None else now for t in table["ts"].to_pylist()])
+        )
+        batch_id, count = await asyncio.to_thread(runtime.accept_events, table)
+        return JSONResponse({"accepted": count, "batch_id": batch_id})
+
+    @app.post(
+        "/items", response_model=AcceptedResponse, responses=ERROR_RESPONSES,
+        summary="Add or update catalog items; new ones are recommendable at once",
+    )  # fmt: skip
+    async def post_items(body: ItemIn | ItemsIn) -> JSONResponse:
+        rows = [body] if isinstance(body, ItemIn) else body.items
+        if len(rows) > MAX_BATCH:
+            raise InvalidInputError(f"at most {MAX_BATCH:,} items per request, got {len(rows):,}")
+        table = _table(
+            [row.model_dump() for row in rows],
+            ("item_id", "category", "brand", "price", "img_url", "title", "description"),
+        )
+        batch_id, items = await asyncio.to_thread(runtime.accept_items, table)
+        added = runtime.state.add_items(items)
+        return JSONResponse({"accepted": items.num_rows, "batch_id": batch_id, "new": added})
 
     @app.get("/health", response_model=HealthResponse, summary="Status of the served model")
     async def health() -> JSONResponse:
-        state: ServingState = app.state.serving
         return JSONResponse(
             {
                 "status": "ok",
                 "version": __version__,
-                "model_type": state.model.name,
+                "model_type": runtime.state.model.name,
                 "uptime_seconds": round(time.monotonic() - started, 3),
             }
         )
@@ -192,12 +243,16 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
 
     @app.get("/ready", summary="Readiness probe: a model is loaded")
     async def ready() -> JSONResponse:
-        state: ServingState = app.state.serving
-        ok = state.model.fitted
+        ok = runtime.state.model.fitted
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics() -> PlainTextResponse:
+        state = runtime.state
+        telemetry.model_info.clear()
+        telemetry.model_info.labels(
+            state.model.name, state.artifact.manifest.get("created_at", "")
+        ).set(1)
         return PlainTextResponse(
             generate_latest(telemetry.registry).decode(), media_type=CONTENT_TYPE_LATEST
         )

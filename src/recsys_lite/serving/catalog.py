@@ -44,6 +44,26 @@ class Catalog:
             items = None
         return cls(item_map, items)
 
+    def field(self, name: str) -> np.ndarray:
+        return self._fields[name]
+
+    def upsert(self, rows: pa.Table, item_map: IdMap) -> None:
+        """New or changed catalog rows; new items must already be in ``item_map`` (appended)."""
+        by_id = {
+            row["item_id"]: row for row in rows.select(["item_id", *RESPONSE_FIELDS]).to_pylist()
+        }
+        for item_id in item_map.ids[len(self.payloads) :].tolist():
+            self.payloads.append(dict.fromkeys(RESPONSE_FIELDS, None) | {"item_id": item_id})
+        for item_id, row in by_id.items():
+            index = item_map.get(item_id)
+            if index is not None:
+                self.payloads[index] = row
+        self._fields = {
+            name: np.array([p.get(name) for p in self.payloads], dtype=object)
+            for name in ("category", "brand")
+        }
+        self._masks = {}
+
     def mask(self, category: str | None = None, brand: str | None = None) -> np.ndarray | None:
         """Items allowed by the filters (None when there is no filter)."""
         result: np.ndarray | None = None

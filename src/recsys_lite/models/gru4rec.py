@@ -1,0 +1,698 @@
+"""GRU4Rec: next-item prediction from the current session with a recurrent network.
+
+Hidasi, Karatzoglou, Baltrunas & Tikk, "Session-based Recommendations with Recurrent Neural
+Networks", ICLR 2016; Hidasi & Karatzoglou, "Recurrent Neural Networks with Top-k Gains for
+Session-based Recommendations", CIKM 2018. The training choices follow the authors' official
+PyTorch implementation (github.com/hidasib/GRU4Rec_PyTorch_Official):
+
+* a user's time-ordered events are cut into sessions at gaps of inactivity; sessions with at
+  least two events train, in order of their start time;
+* session-parallel mini-batches: ``batch_size`` sessions run side by side, one event each per
+  step; when a session runs out, the next one takes its slot and that slot's hidden state
+  restarts at zero. The hidden state entering a step is a constant (gradients flow back one
+  step only), which is what makes the method cheap;
+* items enter through the output embedding (``constrained_embedding``, the official default), a
+  separate embedding, or one-hot; the last layer's state is scored against the targets of the
+  other sessions in the batch plus ``n_sample`` negatives shared by the whole batch, drawn from
+  popularity ** ``sample_alpha``;
+* cross-entropy (optionally logQ-corrected) or BPR-max with score regularisation and an ELU
+  final activation;
+* Adagrad with momentum whose sparse form touches only the embedding rows a step used.
+
+Deviations, both small: a negative that happens to be the row's own target (likely in small
+catalogs, where 2048 samples cover most items) is masked out instead of competing with it,
+and the logQ correction uses the expected count of an item among a step's columns.
+
+Serving runs the network over the user's most recent session (the events after the last gap)
+and scores every item with the final state, so ``score_history`` is the main path: new users and
+users with new events are served from their recent events alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from rich.progress import Progress
+from torch import nn
+from torch.nn import functional as F
+
+from recsys_lite.errors import RecsysError
+from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+
+STATE_PREFIX = "gru4rec."
+SAMPLE_CACHE_FLOATS = 1_000_000  # negatives drawn per refill of the sample cache
+PROGRESS_EVERY = 50  # steps between progress-bar refreshes (a refresh costs as much as a step)
+
+
+class GRU4RecParams(ModelParams):
+    layers: list[int] = Field(
+        default_factory=lambda: [100], min_length=1, max_length=4, description="GRU layer sizes"
+    )
+    loss: Literal["cross-entropy", "bpr-max"] = "cross-entropy"
+    batch_size: int = Field(64, ge=1, le=4096, description="sessions trained side by side")
+    n_sample: int = Field(
+        2048, ge=0, le=100_000, description="extra negatives shared by a mini-batch"
+    )
+    sample_alpha: float = Field(
+        0.5, ge=0, le=1, description="negatives are drawn in proportion to popularity**alpha"
+    )
+    logq: float = Field(
+        0.0, ge=0, le=1, description="cross-entropy: weight of the sampling-bias correction"
+    )
+    bpreg: float = Field(1.0, ge=0, description="bpr-max: weight of the score regulariser")
+    elu_param: float = Field(
+        0.5, ge=0, description="bpr-max: ELU applied to the scores before the loss (0: none)"
+    )
+    embedding: int = Field(
+        0, ge=0, le=2048, description="size of a separate input embedding; 0: one-hot input"
+    )
+    constrained_embedding: bool = Field(
+        True, description="items enter through their output embedding (overrides `embedding`)"
+    )
+    dropout_embed: float = Field(0.0, ge=0, lt=1)
+    dropout_hidden: float = Field(0.0, ge=0, lt=1)
+    learning_rate: float = Field(0.05, gt=0, description="Adagrad learning rate")
+    momentum: float = Field(0.0, ge=0, lt=1, description="momentum on the Adagrad step")
+    epochs: int = Field(10, ge=1, le=1000)
+    session_gap_minutes: float | None = Field(
+        30.0, gt=0, description="inactivity that ends a session; null: a user's history is one"
+    )
+    drop_repeats: bool = Field(
+        True, description="collapse consecutive events on the same item (view, cart, buy…)"
+    )
+    mask_accidental_hits: bool = Field(
+        True, description="a sampled negative equal to the row's target does not count"
+    )
+    seed: int = 42
+
+    def gap_seconds(self) -> float:
+        return math.inf if self.session_gap_minutes is None else self.session_gap_minutes * 60.0
+
+
+class TrainingDivergedError(RecsysError):
+    code = "training_diverged"
+
+
+# ----- sessions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """Items of each session, sessions concatenated; session s is items[offsets[s]:offsets[s+1]]."""
+
+    items: np.ndarray
+    offsets: np.ndarray
+    start_ts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+def session_ids(groups: np.ndarray, ts: np.ndarray, gap_seconds: float) -> np.ndarray:
+    """Session number of each event; events come grouped (by user), each group time-ordered."""
+    if len(groups) == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.ones(len(groups), dtype=bool)
+    new[1:] = (groups[1:] != groups[:-1]) | (np.diff(ts.astype(np.float64)) >= gap_seconds)
+    return np.cumsum(new) - 1
+
+
+def _not_repeated(session: np.ndarray, items: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(items), dtype=bool)
+    keep[1:] = (items[1:] != items[:-1]) | (session[1:] != session[:-1])
+    return keep
+
+
+def split_sessions(
+    users: np.ndarray,
+    items: np.ndarray,
+    ts: np.ndarray,
+    gap_seconds: float,
+    *,
+    drop_repeats: bool = True,
+    min_length: int = 2,
+) -> Sessions:
+    """Cut time-ordered events into sessions of at least ``min_length`` events."""
+    order = np.argsort(users, kind="stable")  # stable: each user's events stay time-ordered
+    users, items, ts = users[order], items[order], ts[order]
+    session = session_ids(users, ts, gap_seconds)
+    if drop_repeats:
+        keep = _not_repeated(session, items)
+        session, items, ts = session[keep], items[keep], ts[keep]
+    lengths = np.bincount(session) if len(session) else np.zeros(0, dtype=np.int64)
+    long_enough = (lengths >= min_length)[session]
+    session, items, ts = session[long_enough], items[long_enough], ts[long_enough]
+    _, first, compact = np.unique(session, return_index=True, return_inverse=True)
+    by_start = np.argsort(ts[first], kind="stable")
+    # Sessions are laid out in order of their start, the order they enter the mini-batches.
+    rank = np.empty(len(by_start), dtype=np.int64)
+    rank[by_start] = np.arange(len(by_start))
+    positions = np.argsort(rank[compact], kind="stable")
+    lengths = np.bincount(compact, minlength=len(first))[by_start]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return Sessions(items[positions].astype(np.int64), offsets, ts[first][by_start])
+
+
+def last_sessions(
+    groups: np.ndarray, items: np.ndarray, ts: np.ndarray, gap_seconds: float, drop_repeats: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Items and group of the events in each group's most recent session, in time order.
+
+    ``groups`` holds contiguous runs (one per user), each time-ordered.
+    """
+    session = session_ids(groups, ts, gap_seconds)
+    if drop_repeats:
+        keep = _not_repeated(session, items)
+        session, items, groups = session[keep], items[keep], groups[keep]
+    if len(session) == 0:
+        return items, groups
+    last_of_group = np.ones(len(groups), dtype=bool)
+    last_of_group[:-1] = groups[1:] != groups[:-1]
+    newest = np.zeros(int(groups.max()) + 1, dtype=np.int64)
+    newest[groups[last_of_group]] = session[last_of_group]
+    recent = session == newest[groups]
+    return items[recent], groups[recent]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of session-parallel training.
+
+    ``inputs`` are positions (into ``Sessions.items``) of the event each active slot feeds in;
+    its target is the next position. ``keep`` lists the rows of the previous step's hidden
+    state whose slots are still active (None: all of them); ``reset`` marks slots whose session
+    begins at this step and whose hidden state therefore restarts from zero.
+    """
+
+    inputs: np.ndarray
+    reset: np.ndarray
+    keep: np.ndarray | None
+
+
+def session_parallel_steps(offsets: np.ndarray, batch_size: int) -> Iterator[Step]:
+    """Steps over sessions taken in order, ``batch_size`` at a time, each in its own slot.
+
+    When a slot's session has no next event left, the next unused session takes the slot;
+    once no session is left, the slot is dropped and the batch narrows.
+    """
+    n_sessions = len(offsets) - 1
+    width = min(batch_size, n_sessions)
+    cursor = offsets[:width].copy()
+    end = offsets[1 : width + 1].copy()
+    waiting = width
+    reset = np.ones(width, dtype=bool)
+    keep: np.ndarray | None = None
+    while len(cursor):
+        yield Step(cursor.copy(), reset, keep)
+        cursor += 1
+        finished = np.flatnonzero(cursor + 1 >= end)
+        reset = np.zeros(len(cursor), dtype=bool)
+        keep = None
+        if len(finished) == 0:
+            continue
+        refill = finished[: n_sessions - waiting]
+        taken = np.arange(waiting, waiting + len(refill))
+        waiting += len(refill)
+        cursor[refill], end[refill], reset[refill] = offsets[taken], offsets[taken + 1], True
+        if len(refill) < len(finished):
+            alive = np.ones(len(cursor), dtype=bool)
+            alive[finished[len(refill) :]] = False
+            keep = np.flatnonzero(alive)
+            cursor, end, reset = cursor[keep], end[keep], reset[keep]
+
+
+def carry_hidden(hidden: list[torch.Tensor], step: Step) -> list[torch.Tensor]:
+    """The state each slot starts a step with: dropped slots removed, new sessions at zero."""
+    keep = None if step.keep is None else torch.from_numpy(step.keep)
+    reset = torch.from_numpy(step.reset)[:, None]
+    carried = []
+    for h in hidden:
+        if keep is not None:
+            h = h[keep]
+        carried.append(h.masked_fill(reset, 0.0))
+    return carried
+
+
+# ----- network ---------------------------------------------------------------------------------
+
+
+def _init_uniform(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:
+    # The official initialisation: uniform in +-sqrt(6 / (fan_in + fan_out)), with each GRU
+    # gate counted as its own matrix rather than the three stacked together.
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+
+
+class _OneHotGRUCell(nn.Module):
+    """A GRU cell whose input is a one-hot item: its input projection is a row lookup."""
+
+    def __init__(self, n_items: int, hidden: int) -> None:
+        super().__init__()
+        self.input_weight = nn.Embedding(n_items, 3 * hidden, sparse=True)
+        self.hidden_weight = nn.Linear(hidden, 3 * hidden)
+        _init_uniform(self.input_weight.weight, n_items, hidden)
+        _init_uniform(self.hidden_weight.weight, hidden, hidden)
+        nn.init.zeros_(self.hidden_weight.bias)
+
+    def forward(self, items: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        in_reset, in_update, in_new = self.input_weight(items).chunk(3, dim=1)
+        h_reset, h_update, h_new = self.hidden_weight(h).chunk(3, dim=1)
+        reset = torch.sigmoid(in_reset + h_reset)
+        update = torch.sigmoid(in_update + h_update)
+        candidate = torch.tanh(in_new + reset * h_new)
+        return (1.0 - update) * candidate + update * h
+
+
+class GRU4RecNet(nn.Module):
+    def __init__(self, n_items: int, p: GRU4RecParams) -> None:
+        super().__init__()
+        layers = p.layers
+        self.item_out = nn.Embedding(n_items, layers[-1], sparse=True)
+        self.item_bias = nn.Embedding(n_items, 1, sparse=True)
+        self.item_in: nn.Embedding | None = None
+        self.one_hot: _OneHotGRUCell | None = None
+        if p.constrained_embedding:
+            n_input = layers[-1]
+        elif p.embedding:
+            self.item_in = nn.Embedding(n_items, p.embedding, sparse=True)
+            _init_uniform(self.item_in.weight, n_items, p.embedding)
+            n_input = p.embedding
+        else:
+            self.one_hot = _OneHotGRUCell(n_items, layers[0])
+            n_input, layers = layers[0], layers[1:]
+        cells = []
+        for size in layers:
+            cell = nn.GRUCell(n_input, size)
+            _init_uniform(cell.weight_ih, n_input, size)
+            _init_uniform(cell.weight_hh, size, size)
+            nn.init.zeros_(cell.bias_ih)
+            nn.init.zeros_(cell.bias_hh)
+            cells.append(cell)
+            n_input = size
+        self.cells = nn.ModuleList(cells)
+        self.drop_embed = nn.Dropout(p.dropout_embed)
+        self.drop_hidden = nn.Dropout(p.dropout_hidden)
+        _init_uniform(self.item_out.weight, n_items, p.layers[-1])
+        nn.init.zeros_(self.item_bias.weight)
+        self.sizes = list(p.layers)
+
+    def step(
+        self,
+        items: torch.Tensor,
+        hidden: list[torch.Tensor],
+        embedded: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One event per row: the output to score and the new hidden state of every layer.
+
+        ``embedded`` may carry the items' input embeddings when the caller already looked
+        them up (training shares one lookup of the output embedding for inputs and columns).
+        """
+        new: list[torch.Tensor] = []
+        if self.one_hot is not None:
+            x = self.one_hot(items, hidden[0])
+            new.append(x)
+            x = self.drop_hidden(x)
+        else:
+            if embedded is None:
+                embedded = self.item_in(items) if self.item_in is not None else self.item_out(items)
+            x = self.drop_embed(embedded)
+        for cell, h in zip(self.cells, hidden[len(new) :], strict=True):
+            state = cell(x, h)
+            new.append(state)
+            # The clean state is carried to the next event; only what is read from it drops.
+            x = self.drop_hidden(state)
+        return x, new
+
+    def zero_state(self, rows: int) -> list[torch.Tensor]:
+        return [torch.zeros(rows, size) for size in self.sizes]
+
+
+# ----- training --------------------------------------------------------------------------------
+
+
+class _NegativeSampler:
+    """Draws the shared negatives of each step from popularity ** alpha, a cache at a time."""
+
+    def __init__(
+        self, weights: np.ndarray, n_sample: int, rng: np.random.Generator, cache_floats: int
+    ) -> None:
+        cumulative = np.cumsum(weights, dtype=np.float64)
+        self.cdf = cumulative / cumulative[-1]
+        self.n_sample = n_sample
+        self.rng = rng
+        self.rows = max(1, cache_floats // max(n_sample, 1))
+        self.cache = torch.zeros(0, n_sample, dtype=torch.int64)
+        self.next_row = 0
+
+    def draw(self) -> torch.Tensor:
+        if self.next_row >= len(self.cache):
+            uniform = self.rng.random((self.rows, self.n_sample))
+            drawn = np.searchsorted(self.cdf, uniform, side="right")
+            self.cache = torch.from_numpy(np.minimum(drawn, len(self.cdf) - 1).astype(np.int64))
+            self.next_row = 0
+        row = self.cache[self.next_row]
+        self.next_row += 1
+        return row
+
+
+class _SparseAdagrad:
+    """Adagrad with momentum (as in the official GRU4Rec); sparse gradients update their rows.
+
+    Dense Adagrad would decay the step of every item row each step and touch the whole item
+    matrix; here a row's accumulator and velocity change only when the row is in the batch.
+    """
+
+    def __init__(self, params: list[nn.Parameter], lr: float, momentum: float) -> None:
+        self.params = params
+        self.lr = lr
+        self.momentum = momentum
+        self.eps = 1e-6
+        self.sums = [torch.zeros_like(p) for p in params]
+        self.velocity = [torch.zeros_like(p) for p in params] if momentum > 0 else []
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for n, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                grad = grad.coalesce()  # repeated rows must add up before the square
+                rows, values = grad.indices()[0], grad.values()
+                sums = self.sums[n][rows] + values * values
+                self.sums[n].index_copy_(0, rows, sums)
+                update = values / (sums + self.eps).sqrt_() * self.lr
+                if self.momentum > 0:
+                    update += self.velocity[n][rows] * self.momentum
+                    self.velocity[n].index_copy_(0, rows, update)
+                param.index_add_(0, rows, update, alpha=-1.0)
+            else:
+                self.sums[n].addcmul_(grad, grad)
+                update = grad / (self.sums[n] + self.eps).sqrt_() * self.lr
+                if self.momentum > 0:
+                    update += self.velocity[n] * self.momentum
+                    self.velocity[n].copy_(update)
+                param.sub_(update)
+
+
+def _cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, log_counts: torch.Tensor, log_q: torch.Tensor | None
+) -> torch.Tensor:
+    """Softmax cross-entropy over the step's columns, each distinct item scored once.
+
+    ``log_counts`` (rows x distinct items) is the log of how often each item is a column for
+    that row; an item drawn k times enters the softmax denominator k times.
+    """
+    adjusted = logits + log_counts
+    positive = logits.gather(1, target[:, None])[:, 0]
+    if log_q is not None:
+        adjusted = adjusted - log_q
+        positive = positive - log_q[0, target]
+    return (torch.logsumexp(adjusted, dim=1) - positive).sum()
+
+
+def _bpr_max(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    log_counts: torch.Tensor,
+    bpreg: float,
+    elu_param: float,
+) -> torch.Tensor:
+    """BPR against each negative, weighted by the softmax of the negatives' scores, plus the
+    softmax-weighted squared scores of the negatives (Hidasi & Karatzoglou 2018)."""
+    if elu_param > 0:
+        logits = F.elu(logits, alpha=elu_param)
+    has_negative = torch.isfinite(log_counts).any(dim=1)
+    weights = torch.softmax(logits + log_counts, dim=1).nan_to_num(0.0)
+    positive = logits.gather(1, target[:, None])
+    ranking = (weights * torch.sigmoid(positive - logits)).sum(dim=1)
+    regulariser = (weights * logits * logits).sum(dim=1)
+    per_row = -torch.log(ranking + 1e-24) + bpreg * regulariser
+    return torch.where(has_negative, per_row, torch.zeros_like(per_row)).sum()
+
+
+# ----- model -----------------------------------------------------------------------------------
+
+
+@register("gru4rec")
+class GRU4RecModel(Recommender):
+    params_type = GRU4RecParams
+    params: GRU4RecParams
+    net: GRU4RecNet | None = None
+    _item_vectors: np.ndarray | None = None
+
+    def _fit(self, data: TrainingData, show_progress: bool) -> None:
+        p = self.params
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads or 2)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(p.seed)
+                self._train(data, show_progress)
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    def _train(self, data: TrainingData, show_progress: bool) -> None:
+        p = self.params
+        n_items = len(self.item_map)
+        ts = data.events.column("ts").to_numpy()
+        sessions = split_sessions(
+            data.event_users, data.event_items, ts, p.gap_seconds(), drop_repeats=p.drop_repeats
+        )
+        self.net = net = GRU4RecNet(n_items, p)
+        self._item_vectors = None
+        if len(sessions) == 0:
+            return  # no session to learn from: scores stay the (zero) output biases
+        optimizer = _SparseAdagrad(list(net.parameters()), p.learning_rate, p.momentum)
+        rng = np.random.default_rng(p.seed)
+        # Every item of the catalog can be drawn, so even items never seen in a session are
+        # pushed below the ones that follow.
+        popularity = np.bincount(data.event_items, minlength=n_items).astype(np.float64)
+        sampler = (
+            _NegativeSampler(popularity**p.sample_alpha, p.n_sample, rng, SAMPLE_CACHE_FLOATS)
+            if p.n_sample > 0
+            else None
+        )
+        log_q = self._log_q(sessions.items, popularity) if p.logq > 0 else None
+        session_items = torch.from_numpy(sessions.items)
+        transitions = len(sessions.items) - len(sessions)
+        with Progress(disable=not show_progress, transient=True) as progress:
+            task = progress.add_task("training gru4rec", total=p.epochs * transitions)
+            for epoch in range(p.epochs):
+                net.train()
+                hidden = net.zero_state(min(p.batch_size, len(sessions)))
+                total_loss, seen = 0.0, 0
+                for n_step, step in enumerate(
+                    session_parallel_steps(sessions.offsets, p.batch_size)
+                ):
+                    hidden = carry_hidden(hidden, step)
+                    positions = torch.from_numpy(step.inputs)
+                    inputs, targets = session_items[positions], session_items[positions + 1]
+                    loss, hidden = self._train_step(net, inputs, targets, hidden, sampler, log_q)
+                    hidden = [h.detach() for h in hidden]
+                    net.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                    optimizer.step()
+                    total_loss += float(loss.detach()) * p.batch_size
+                    seen += len(step.inputs)
+                    if n_step % PROGRESS_EVERY == 0:
+                        progress.update(
+                            task,
+                            completed=epoch * transitions + seen,
+                            description=f"gru4rec epoch {epoch + 1}/{p.epochs}"
+                            f" loss {total_loss / max(seen, 1):.4f}",
+                        )
+                if not math.isfinite(total_loss):
+                    raise TrainingDivergedError(
+                        f"gru4rec diverged in epoch {epoch + 1}; lower the learning rate"
+                    )
+                net.eval()
+                self._item_vectors = None
+                self.end_epoch(epoch)
+        net.eval()
+
+    def _log_q(self, session_items: np.ndarray, popularity: np.ndarray) -> torch.Tensor:
+        """Log of the expected count of each item among one step's scored columns.
+
+        The in-batch targets come from the data distribution, the shared negatives from
+        popularity ** alpha; both put an item among the columns more often the more popular
+        it is, which the logQ correction takes back out of its softmax score.
+        """
+        p = self.params
+        targets = np.bincount(session_items, minlength=len(popularity)).astype(np.float64)
+        expected = p.batch_size * targets / targets.sum()
+        if p.n_sample > 0:
+            sampled = popularity**p.sample_alpha
+            expected += p.n_sample * sampled / sampled.sum()
+        return torch.from_numpy(np.log(np.maximum(expected, 1e-12)).astype(np.float32))
+
+    def _train_step(
+        self,
+        net: GRU4RecNet,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        hidden: list[torch.Tensor],
+        sampler: _NegativeSampler | None,
+        log_q: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The loss of one session-parallel step and the hidden state it leaves."""
+        p = self.params
+        columns = targets if sampler is None else torch.cat([targets, sampler.draw()])
+        # Each distinct item is looked up and scored once, for input and output alike, and
+        # counted as often as it was drawn: the same loss as scoring every column, for a
+        # fraction of the work, because popular items recur among the samples.
+        shared = p.constrained_embedding
+        unique, inverse = torch.unique(
+            torch.cat([inputs, columns]) if shared else columns, return_inverse=True
+        )
+        table = net.item_out(unique)
+        n = len(inputs) if shared else 0
+        output, hidden = net.step(inputs, hidden, table[inverse[:n]] if shared else None)
+        logits = output @ table.T + net.item_bias(unique).T
+        rows = torch.arange(len(inputs))
+        target = inverse[n : n + len(inputs)]  # the first columns are the rows' own targets
+        counts = torch.bincount(inverse[n:], minlength=len(unique)).to(logits.dtype)
+        counts = counts.expand(len(inputs), -1).clone()
+        if p.loss == "cross-entropy":
+            # The row's own target takes part once, as the positive; copies of it drawn as
+            # negatives are accidental hits.
+            if p.mask_accidental_hits:
+                counts[rows, target] = 1.0
+            q = None if log_q is None else p.logq * log_q[unique][None, :]
+            loss = _cross_entropy(logits, target, counts.log(), q)
+        else:
+            counts[rows, target] = 0.0 if p.mask_accidental_hits else counts[rows, target] - 1.0
+            loss = _bpr_max(logits, target, counts.log(), p.bpreg, p.elu_param)
+        # Summed over the rows and divided by the full width, as the official code does, so the
+        # narrow last steps of an epoch do not weigh more per event.
+        return loss / p.batch_size, hidden
+
+    # ----- scoring -----------------------------------------------------------------------------
+
+    def _require_net(self) -> GRU4RecNet:
+        if self.net is None:
+            raise RecsysError("gru4rec network is missing; train or load the model")
+        return self.net
+
+    def _encode(self, items: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+        """Final output of the network over each group's events (time-ordered, contiguous).
+
+        Sequences are right-aligned, so every one ends at the last step and a row's state stays
+        at zero until its sequence starts; one pass over at most HISTORY_LENGTH positions
+        serves the whole batch.
+        """
+        net = self._require_net()
+        size = net.sizes[-1]
+        out = np.zeros((n_groups, size), dtype=np.float32)
+        if len(items) == 0:
+            return out
+        lengths = np.bincount(groups, minlength=n_groups)
+        width = int(lengths.max())
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        column = width - lengths[groups] + (np.arange(len(items)) - starts[groups])
+        grid = np.full((n_groups, width), -1, dtype=np.int64)
+        grid[groups, column] = items
+        net.eval()
+        with torch.no_grad():
+            hidden = net.zero_state(n_groups)
+            output = torch.zeros(n_groups, size)
+            for position in range(width):
+                rows = np.flatnonzero(grid[:, position] >= 0)
+                index = torch.from_numpy(rows)
+                x, new = net.step(
+                    torch.from_numpy(grid[rows, position]), [h[index] for h in hidden]
+                )
+                for h, h_new in zip(hidden, new, strict=True):
+                    h[index] = h_new
+                output[index] = x
+        out[:] = output.numpy()
+        return out
+
+    def _user_states(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        starts, ends = self.history_indptr[users], self.history_indptr[users + 1]
+        lengths = ends - starts
+        groups = np.repeat(np.arange(len(users)), lengths)
+        positions = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        index = np.repeat(starts, lengths) + positions
+        p = self.params
+        items, groups = last_sessions(
+            groups,
+            self.history_items[index],
+            self.history_ts[index],
+            p.gap_seconds(),
+            p.drop_repeats,
+        )
+        return self._encode(items, groups, len(users))
+
+    @staticmethod
+    def _with_bias_coordinate(states: np.ndarray) -> np.ndarray:
+        return np.hstack([states, np.ones((len(states), 1), dtype=np.float32)])
+
+    def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        """Final state of the user's latest session, plus a 1 that picks up the item bias."""
+        return self._with_bias_coordinate(self._user_states(users))
+
+    def item_vectors(self) -> np.ndarray:
+        if self._item_vectors is None:
+            net = self._require_net()
+            self._item_vectors = np.ascontiguousarray(
+                torch.cat([net.item_out.weight, net.item_bias.weight], dim=1).detach().numpy(),
+                dtype=np.float32,
+            )
+        return self._item_vectors
+
+    def similarity_vectors(self) -> np.ndarray:
+        """Output item embeddings without the bias: similarity should not favour popularity."""
+        vectors = self.item_vectors()[:, :-1]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        scores: np.ndarray = self.user_vectors(users) @ self.item_vectors().T
+        return scores
+
+    def score_history(self, history: History) -> np.ndarray | None:
+        """Run the network over the history's latest session and score every item."""
+        known = (history.items >= 0) & (history.items < len(self.item_map))
+        if not known.any():
+            return None
+        p = self.params
+        items, groups = last_sessions(
+            np.zeros(int(known.sum()), dtype=np.int64),
+            np.asarray(history.items[known], dtype=np.int64),
+            np.asarray(history.ts[known]),
+            p.gap_seconds(),
+            p.drop_repeats,
+        )
+        state = self._with_bias_coordinate(self._encode(items, groups, 1))
+        scores: np.ndarray = (self.item_vectors() @ state[0]).astype(np.float32)
+        return scores
+
+    # ----- persistence -------------------------------------------------------------------------
+
+    def _model_state(self) -> dict[str, np.ndarray]:
+        net = self._require_net()
+        return {
+            STATE_PREFIX + key: value.detach().numpy().copy()
+            for key, value in net.state_dict().items()
+        }
+
+    def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
+        net = GRU4RecNet(len(self.item_map), self.params)
+        state = {
+            key[len(STATE_PREFIX) :]: torch.from_numpy(np.array(value))
+            for key, value in arrays.items()
+            if key.startswith(STATE_PREFIX)
+        }
+        net.load_state_dict(state)
+        net.eval()
+        self.net = net
+        self._item_vectors = None

@@ -1,0 +1,169 @@
+"""item2vec: skip-gram with negative sampling over browsing sessions (Barkan & Koenigstein 2016).
+
+Each user's time-ordered events are cut into sessions at gaps of inactivity, and every session is
+a sentence for gensim's Word2Vec. Items that appear in the same sessions end up with similar
+vectors. A user is the recency-weighted mean of the unit vectors of their recent items, so a
+shopper's current intent outweighs what they browsed weeks ago.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+
+
+class Item2VecParams(ModelParams):
+    vector_size: int = Field(64, ge=2, le=1024)
+    window: int = Field(5, ge=1, le=100, description="context items on each side")
+    min_count: int = Field(
+        1, ge=1, description="rarer items get no vector; 1 keeps every item recommendable"
+    )
+    negative: int = Field(10, ge=1, le=100, description="negative samples per positive pair")
+    epochs: int = Field(10, ge=1, le=500)
+    alpha: float = Field(0.025, gt=0, le=1, description="initial learning rate")
+    sample: float = Field(
+        0.0, ge=0, description="downsampling threshold for frequent items (0: off)"
+    )
+    ns_exponent: float = Field(
+        0.75, ge=-1, le=1, description="shape of the negative sampling distribution"
+    )
+    session_gap_minutes: float = Field(
+        30.0, gt=0, description="inactivity that ends a session (a sentence)"
+    )
+    collapse_repeats: bool = Field(
+        True, description="merge consecutive events on the same item within a session"
+    )
+    recency_half_life: float = Field(
+        10.0, gt=0, description="in events: an item this many events old counts half"
+    )
+    seed: int = 42
+
+
+def session_sentences(
+    users: np.ndarray,
+    items: np.ndarray,
+    ts: np.ndarray,
+    gap_seconds: float,
+    *,
+    collapse_repeats: bool = True,
+) -> list[np.ndarray]:
+    """Item sequences of each user's sessions, in time order.
+
+    A session ends when the user's next event comes more than ``gap_seconds`` later. Repeated
+    consecutive events on one item (view, click, cart of the same product) say nothing about
+    which items go together, so they are merged when ``collapse_repeats`` is set.
+    """
+    if len(items) == 0:
+        return []
+    order = np.lexsort((ts, users))
+    users, items, ts = users[order], items[order], ts[order]
+    starts = np.ones(len(items), dtype=bool)
+    starts[1:] = (users[1:] != users[:-1]) | (np.diff(ts) > gap_seconds)
+    keep = np.ones(len(items), dtype=bool)
+    if collapse_repeats:
+        keep[1:] = starts[1:] | (items[1:] != items[:-1])
+    items, starts = items[keep], starts[keep]
+    return np.split(items, np.flatnonzero(starts)[1:])
+
+
+@register("item2vec")
+class Item2VecModel(Recommender):
+    params_type = Item2VecParams
+    params: Item2VecParams
+    vectors: np.ndarray
+    _unit: np.ndarray | None = None
+
+    def _fit(self, data: TrainingData, show_progress: bool) -> None:
+        from gensim.models import Word2Vec
+
+        p = self.params
+        sessions = session_sentences(
+            data.event_users,
+            data.event_items,
+            data.events.column("ts").to_numpy(),
+            p.session_gap_minutes * 60.0,
+            collapse_repeats=p.collapse_repeats,
+        )
+        tokens = np.arange(len(self.item_map)).astype(str)
+        model = Word2Vec(
+            sentences=[tokens[session].tolist() for session in sessions],
+            vector_size=p.vector_size,
+            window=p.window,
+            min_count=p.min_count,
+            sg=1,
+            hs=0,
+            negative=p.negative,
+            ns_exponent=p.ns_exponent,
+            sample=p.sample,
+            alpha=p.alpha,
+            epochs=p.epochs,
+            seed=p.seed,
+            workers=self.threads or 2,
+        )
+        vectors = np.zeros((len(self.item_map), p.vector_size), dtype=np.float32)
+        known = np.array(model.wv.index_to_key, dtype=np.int64)
+        vectors[known] = model.wv.vectors
+        # An item seen only in one-item sessions never had a context: its vector is still the
+        # random initialisation, which would make it look similar to arbitrary items.
+        in_context = np.zeros(len(self.item_map), dtype=bool)
+        for session in sessions:
+            if len(session) > 1:
+                in_context[session] = True
+        vectors[~in_context] = 0.0
+        self.vectors = vectors
+        self._unit = None
+
+    # ----- scoring ---------------------------------------------------------------------------
+
+    def _unit_vectors(self) -> np.ndarray:
+        if self._unit is None:
+            norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+            self._unit = np.asarray(self.vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+        return self._unit
+
+    def _profiles(
+        self, rows: np.ndarray, items: np.ndarray, ages: np.ndarray, n_rows: int
+    ) -> np.ndarray:
+        """Recency-weighted mean unit vector of each row's items (``ages`` in events, 0 newest)."""
+        weights = np.power(0.5, ages / self.params.recency_half_life).astype(np.float32)
+        mixing = sp.csr_matrix((weights, (rows, items)), shape=(n_rows, len(self.item_map)))
+        totals = np.asarray(mixing.sum(axis=1), dtype=np.float32)
+        profiles = np.asarray(mixing @ self._unit_vectors(), dtype=np.float32)
+        return np.asarray(profiles / np.maximum(totals, 1e-12), dtype=np.float32)
+
+    def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        starts = self.history_indptr[users]
+        lengths = self.history_indptr[users + 1] - starts
+        rows = np.repeat(np.arange(len(users)), lengths)
+        offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        positions = np.repeat(starts, lengths) + offsets
+        ages = lengths[rows] - 1 - offsets
+        return self._profiles(rows, self.history_items[positions], ages, len(users))
+
+    def item_vectors(self) -> np.ndarray:
+        return self.vectors
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        scores: np.ndarray = self.user_vectors(users) @ self.vectors.T
+        return scores
+
+    def score_history(self, history: History) -> np.ndarray | None:
+        if not len(history):
+            return None
+        ages = np.arange(len(history))[::-1]
+        profile = self._profiles(np.zeros(len(history), dtype=np.int64), history.items, ages, 1)
+        scores: np.ndarray = self.vectors @ profile[0]
+        return scores
+
+    # ----- persistence -------------------------------------------------------------------------
+
+    def _model_state(self) -> dict[str, np.ndarray]:
+        return {"item2vec_vectors": self.vectors}
+
+    def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.vectors = np.ascontiguousarray(arrays["item2vec_vectors"], dtype=np.float32)
+        self._unit = None

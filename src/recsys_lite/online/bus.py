@@ -1,0 +1,243 @@
+"""The event bus: how a batch accepted by one API replica reaches every other one and the worker.
+
+Every backend carries the same messages (a batch id and the normalised events as Arrow IPC) and
+offers the same two ways of reading:
+
+* ``poll()`` — every batch, for every reader (each API replica keeps its online state whole);
+* ``consume(group)`` / ``ack(group, ids)`` — each batch to one member of a group, redelivered
+  until acknowledged (the worker folding batches into the store survives a crash).
+
+The embedded backend needs nothing but the store's inbox folder, which the API writes anyway;
+Redis Streams and Kafka let replicas on other processes or machines share events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from recsys_lite.config import Settings
+from recsys_lite.online.inbox import Inbox
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str  # the backend's position, what ``ack`` takes
+    batch_id: str  # the same on every backend and in the inbox file name
+    events: pa.Table
+
+
+def to_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def from_bytes(data: bytes) -> pa.Table:
+    return ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+class EventBus(ABC):
+    @abstractmethod
+    def publish(self, batch_id: str, events: pa.Table) -> None: ...
+
+    @abstractmethod
+    def poll(self) -> list[Message]:
+        """Batches published since the previous poll, by any replica (own ones included)."""
+
+    @abstractmethod
+    def consume(self, group: str, consumer: str, count: int = 100) -> list[Message]:
+        """Unacknowledged batches for this group: first any left pending by a crash."""
+
+    @abstractmethod
+    def ack(self, group: str, ids: list[str]) -> None: ...
+
+    def close(self) -> None:
+        return None
+
+
+class InboxBus(EventBus):
+    """Embedded: the inbox folder is the log; file names (time-ordered) are the positions."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self._cursor = ""
+
+    def publish(self, batch_id: str, events: pa.Table) -> None:
+        return None  # the API already wrote the inbox file before answering
+
+    def _read(self, after: str) -> list[Message]:
+        messages = []
+        for path in self.inbox.files_after(after):
+            with contextlib.suppress(FileNotFoundError):  # moved to processed/ meanwhile
+                messages.append(Message(_position(path), path.name, pq.read_table(path)))
+        return messages
+
+    def poll(self) -> list[Message]:
+        messages = self._read(self._cursor)
+        if messages:
+            self._cursor = messages[-1].id
+        return messages
+
+    def consume(self, group: str, consumer: str, count: int = 100) -> list[Message]:
+        return self._read(self._group_cursor(group).read_text().strip())[:count]
+
+    def ack(self, group: str, ids: list[str]) -> None:
+        if ids:
+            cursor = self._group_cursor(group)
+            temporary = cursor.with_suffix(".tmp")
+            temporary.write_text(max(ids))
+            os.replace(temporary, cursor)
+
+    def _group_cursor(self, group: str) -> Path:
+        path = self.inbox.folder / f".cursor-{group}"
+        if not path.exists():
+            path.write_text("")
+        return path
+
+    def start_at_end(self) -> None:
+        """Skip what is already there (a new replica's state comes from its artifact)."""
+        existing = self.inbox.files_after("")
+        self._cursor = _position(existing[-1]) if existing else ""
+
+
+def _position(path: Path) -> str:
+    return path.name.split("-", 1)[-1]
+
+
+class RedisBus(EventBus):
+    """A Redis stream; replicas XREAD it, the worker reads it as a consumer group."""
+
+    def __init__(self, url: str, stream: str, max_length: int = 1_000_000) -> None:
+        import redis
+
+        self.client: Any = redis.Redis.from_url(url)
+        self.stream = stream
+        self.max_length = max_length
+        self._cursor = "$"
+
+    def start_at_end(self) -> None:
+        last = self.client.xrevrange(self.stream, count=1)
+        self._cursor = last[0][0].decode() if last else "0-0"
+
+    def publish(self, batch_id: str, events: pa.Table) -> None:
+        self.client.xadd(
+            self.stream,
+            {"batch": batch_id, "events": to_bytes(events)},
+            maxlen=self.max_length,
+            approximate=True,
+        )
+
+    def _messages(self, entries: list[Any]) -> list[Message]:
+        return [
+            Message(entry_id.decode(), fields[b"batch"].decode(), from_bytes(fields[b"events"]))
+            for entry_id, fields in entries
+        ]
+
+    def poll(self) -> list[Message]:
+        if self._cursor == "$":
+            self.start_at_end()
+        found = self.client.xread({self.stream: self._cursor}, count=1000)
+        messages = self._messages(found[0][1]) if found else []
+        if messages:
+            self._cursor = messages[-1].id
+        return messages
+
+    def consume(self, group: str, consumer: str, count: int = 100) -> list[Message]:
+        import redis
+
+        with contextlib.suppress(redis.ResponseError):  # BUSYGROUP: it exists already
+            self.client.xgroup_create(self.stream, group, id="0", mkstream=True)
+        # "0" returns this consumer's pending entries (delivered before a crash, never acked)
+        for start in ("0", ">"):
+            found = self.client.xreadgroup(group, consumer, {self.stream: start}, count=count)
+            messages = self._messages(found[0][1]) if found else []
+            if messages:
+                return messages
+        return []
+
+    def ack(self, group: str, ids: list[str]) -> None:
+        if ids:
+            self.client.xack(self.stream, group, *ids)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class KafkaBus(EventBus):
+    """A Kafka topic (confluent-kafka); each replica reads with a group of its own."""
+
+    def __init__(self, bootstrap: str, topic: str, session_timeout_ms: int = 6000) -> None:
+        from confluent_kafka import Producer
+
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.session_timeout_ms = session_timeout_ms
+        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        self._replica: Any = None
+        self._groups: dict[str, Any] = {}
+
+    def _consumer(self, group: str, *, latest: bool) -> Any:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "latest" if latest else "earliest",
+                "session.timeout.ms": self.session_timeout_ms,
+            }
+        )
+        consumer.subscribe([self.topic])
+        return consumer
+
+    def publish(self, batch_id: str, events: pa.Table) -> None:
+        self.producer.produce(self.topic, key=batch_id.encode(), value=to_bytes(events))
+        self.producer.flush(10)
+
+    def _drain(self, consumer: Any, count: int, timeout: float) -> list[Message]:
+        messages = []
+        for record in consumer.consume(num_messages=count, timeout=timeout):
+            if record.error():
+                continue
+            position = f"{record.partition()}:{record.offset()}"
+            messages.append(Message(position, record.key().decode(), from_bytes(record.value())))
+        return messages
+
+    def poll(self) -> list[Message]:
+        if self._replica is None:
+            self._replica = self._consumer(f"replica-{uuid.uuid4().hex}", latest=True)
+        return self._drain(self._replica, 1000, 0.05)
+
+    def consume(self, group: str, consumer: str, count: int = 100) -> list[Message]:
+        if group not in self._groups:
+            self._groups[group] = self._consumer(group, latest=False)
+        return self._drain(self._groups[group], count, 1.0)
+
+    def ack(self, group: str, ids: list[str]) -> None:
+        if ids and group in self._groups:
+            self._groups[group].commit(asynchronous=False)
+
+    def close(self) -> None:
+        for consumer in (self._replica, *self._groups.values()):
+            if consumer is not None:
+                consumer.close()
+
+
+def create_bus(settings: Settings, inbox: Inbox) -> EventBus:
+    if settings.event_bus == "redis":
+        return RedisBus(settings.redis_url, settings.bus_topic)
+    if settings.event_bus == "kafka":
+        return KafkaBus(settings.kafka_bootstrap, settings.bus_topic)
+    return InboxBus(inbox)

@@ -1,0 +1,118 @@
+"""What one API process knows beyond its artifact: events since training, per user.
+
+Every replica applies every event (its own at once, the others' from the event bus), so all
+answer alike. A user's history for serving is the artifact's stored history followed by the
+online events; the model folds it in (``Recommender.score_history``), which for ALS is the
+least-squares user factor ALS itself would compute.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from recsys_lite.data.interactions import event_weights
+from recsys_lite.models.base import HISTORY_LENGTH, History, Recommender
+
+MAX_ONLINE_USERS = 500_000  # least recently active users are forgotten beyond this
+
+
+@dataclass(frozen=True)
+class OnlineEvent:
+    item_id: str
+    weight: float
+    ts: int
+
+
+class OnlineState:
+    def __init__(self, model: Recommender) -> None:
+        self.model = model
+        self._lock = threading.Lock()
+        self._events: OrderedDict[str, deque[OnlineEvent]] = OrderedDict()
+        self._online_counts = np.zeros(len(model.item_map), dtype=np.float32)
+        self._counted: set[tuple[str, str]] = set()
+        self.applied = 0
+
+    def apply(self, events: pa.Table) -> None:
+        """Fold a batch of normalised events in (idempotence is the caller's: batch ids)."""
+        weights = event_weights(events, self.model.params.weighting)
+        users = events.column("user_id").to_pylist()
+        items = events.column("item_id").to_pylist()
+        stamps = events.column("ts").to_pylist()
+        with self._lock:
+            for user, item, weight, ts in zip(users, items, weights.tolist(), stamps, strict=True):
+                queue = self._events.get(user)
+                if queue is None:
+                    queue = self._events[user] = deque(maxlen=HISTORY_LENGTH)
+                else:
+                    self._events.move_to_end(user)
+                queue.append(OnlineEvent(item, weight, ts))
+                index = self.model.item_map.get(item)
+                # trending counts distinct users per item, like the popularity it adds to
+                if index is not None and (user, item) not in self._counted:
+                    self._counted.add((user, item))
+                    self._online_counts[index] += 1.0
+            while len(self._events) > MAX_ONLINE_USERS:
+                self._events.popitem(last=False)
+            self.applied += events.num_rows
+
+    def grow(self) -> None:
+        """The model gained items: extend the per-item counters."""
+        extra = len(self.model.item_map) - len(self._online_counts)
+        if extra > 0:
+            self._online_counts = np.concatenate(
+                [self._online_counts, np.zeros(extra, dtype=np.float32)]
+            )
+
+    def carry_over(self, previous: OnlineState, after_ts: int | None) -> None:
+        """Re-apply the previous state's events the new model was not trained on."""
+        with previous._lock:
+            users = {user: list(queue) for user, queue in previous._events.items()}
+        rows = [
+            (user, e.item_id, e.ts, e.weight)
+            for user, queue in users.items()
+            for e in queue
+            if after_ts is None or e.ts > after_ts
+        ]
+        with self._lock:
+            for user, item, ts, weight in rows:
+                self._events.setdefault(user, deque(maxlen=HISTORY_LENGTH)).append(
+                    OnlineEvent(item, weight, ts)
+                )
+                index = self.model.item_map.get(item)
+                if index is not None and (user, item) not in self._counted:
+                    self._counted.add((user, item))
+                    self._online_counts[index] += 1.0
+
+    def has_events(self, user_id: str) -> bool:
+        return user_id in self._events
+
+    def history(self, user_id: str) -> tuple[History, np.ndarray]:
+        """The user's serving history and the items to exclude (everything they have had)."""
+        model = self.model
+        known = model.user_map.get(user_id)
+        with self._lock:
+            online = list(self._events.get(user_id, ()))
+        indices = [model.item_map.get(e.item_id) for e in online]
+        kept = [(i, e) for i, e in zip(indices, online, strict=True) if i is not None]
+        online_items = np.array([i for i, _ in kept], dtype=np.int64)
+        online_weights = np.array([e.weight for _, e in kept], dtype=np.float32)
+        online_ts = np.array([e.ts for _, e in kept], dtype=np.int64)
+        if known is None:
+            return History(online_items, online_weights, online_ts), np.unique(online_items)
+        stored = model.history(known)
+        history = History(
+            np.concatenate([stored.items, online_items])[-HISTORY_LENGTH:],
+            np.concatenate([stored.weights, online_weights])[-HISTORY_LENGTH:],
+            np.concatenate([stored.ts, online_ts])[-HISTORY_LENGTH:],
+        )
+        excluded = np.union1d(model.seen_items(known), online_items)
+        return history, excluded
+
+    def popularity(self) -> np.ndarray:
+        """The fallback ranking: trained popularity plus users counted since."""
+        return self.model.item_popularity + self._online_counts

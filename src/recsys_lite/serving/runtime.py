@@ -1,0 +1,172 @@
+"""What a serving process holds and keeps current: the model, the catalog, online state.
+
+Requests read ``Runtime.state`` once and use that object to the end, so replacing it (a new
+artifact) is one reference assignment: no request ever sees half of an old and half of a new
+model. Background loops keep the state current: events from other replicas (the event bus),
+the inbox folded into the store, and new artifacts (hot swap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from recsys_lite.config import Settings
+from recsys_lite.data.ingest import validate_events, validate_items
+from recsys_lite.data.store import Store
+from recsys_lite.errors import RecsysError
+from recsys_lite.models.artifact import MANIFEST, Artifact, load_artifact
+from recsys_lite.online.bus import EventBus, create_bus
+from recsys_lite.online.inbox import ITEMS_PREFIX, Inbox, drain
+from recsys_lite.online.items import estimate_vectors
+from recsys_lite.online.state import OnlineState
+from recsys_lite.serving.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServingState:
+    artifact: Artifact
+    catalog: Catalog
+    online: OnlineState
+
+    @property
+    def model(self) -> Any:
+        return self.artifact.model
+
+    @classmethod
+    def load(cls, settings: Settings) -> ServingState:
+        artifact = load_artifact(settings.model_dir, settings)
+        catalog = Catalog.from_store(artifact.model.item_map, Store(settings.db_path))
+        return cls(artifact, catalog, OnlineState(artifact.model))
+
+    def add_items(self, rows: pa.Table) -> list[str]:
+        """Catalog rows into the catalog and, for new items, into the model and its indexes."""
+        model = self.model
+        ids = rows.column("item_id").to_pylist()
+        new_rows = rows.filter(pa.array([i not in model.item_map for i in ids]))
+        vectors = estimate_vectors(model, self.catalog, new_rows) if new_rows.num_rows else None
+        added: list[str] = model.add_items(new_rows.column("item_id").to_pylist(), vectors)
+        self.catalog.upsert(rows, model.item_map)
+        self.online.grow()
+        return added
+
+
+def _artifact_signature(model_dir: Path) -> str:
+    """Changes whenever a new artifact is renamed into place."""
+    try:
+        manifest = json.loads((model_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return ""
+    # the checksums cover every file, so any new artifact changes them
+    return json.dumps(manifest.get("checksums"), sort_keys=True)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, state: ServingState | None = None) -> None:
+        self.settings = settings
+        self.state = state or ServingState.load(settings)
+        self.inbox = Inbox(settings.inbox)
+        self.bus: EventBus = create_bus(settings, self.inbox)
+        start_at_end = getattr(self.bus, "start_at_end", None)
+        if start_at_end is not None:
+            start_at_end()
+        self.store = Store(settings.db_path, lock_timeout=5.0)
+        self._own_batches: set[str] = set()
+        self._signature = _artifact_signature(settings.model_dir)
+        self.swaps = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ----- writes -----------------------------------------------------------------------------
+
+    def accept_events(self, raw: pa.Table) -> tuple[str, int]:
+        """Validate, spool durably, apply locally, publish. Runs in a worker thread."""
+        events = validate_events(raw)
+        batch_id = self.inbox.write(events).name
+        self._own_batches.add(batch_id)
+        self.state.online.apply(events)
+        self.bus.publish(batch_id, events)
+        return batch_id, events.num_rows
+
+    def accept_items(self, raw: pa.Table) -> tuple[str, pa.Table]:
+        items = validate_items(raw)
+        batch_id = self.inbox.write(items, items=True).name
+        self._own_batches.add(batch_id)
+        self.bus.publish(batch_id, items)
+        return batch_id, items
+
+    # ----- background loops -----------------------------------------------------------------
+
+    def start(self) -> None:
+        loops = [self._poll_bus()]
+        if self.settings.inbox_drain_interval:
+            loops.append(self._drain_inbox())
+        if self.settings.model_watch_interval:
+            loops.append(self._watch_model())
+        self._tasks = [asyncio.create_task(loop) for loop in loops]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.bus.close()
+
+    def apply_message(self, batch_id: str, table: pa.Table) -> None:
+        if batch_id in self._own_batches:
+            self._own_batches.discard(batch_id)
+            return
+        if batch_id.startswith(ITEMS_PREFIX):
+            self.state.add_items(table)
+        else:
+            self.state.online.apply(table)
+
+    async def _poll_bus(self) -> None:
+        while True:
+            try:
+                for message in await asyncio.to_thread(self.bus.poll):
+                    self.apply_message(message.batch_id, message.events)
+            except Exception:  # keep serving; the next poll retries
+                log.exception("event bus poll failed")
+            await asyncio.sleep(self.settings.bus_poll_interval)
+
+    async def _drain_inbox(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.inbox_drain_interval)
+            try:
+                await asyncio.to_thread(drain, self.store, self.inbox)
+            except RecsysError as exc:
+                log.warning("inbox not folded into the store yet: %s", exc)
+            except Exception:
+                log.exception("inbox drain failed")
+
+    async def _watch_model(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.model_watch_interval)
+            signature = await asyncio.to_thread(_artifact_signature, self.settings.model_dir)
+            if not signature or signature == self._signature:
+                continue
+            try:
+                await self.swap_in(signature)
+            except Exception:
+                log.exception("new artifact not loaded; still serving the previous one")
+                self._signature = signature  # do not retry a broken artifact every second
+
+    async def swap_in(self, signature: str) -> None:
+        """Load the new artifact off the event loop, carry online events over, switch."""
+        fresh = await asyncio.to_thread(ServingState.load, self.settings)
+        trained_until = fresh.artifact.manifest.get("trained_until_ts")
+        fresh.online.carry_over(self.state.online, after_ts=trained_until)
+        self.state = fresh
+        self._signature = signature
+        self.swaps += 1
+        log.info("now serving %s from %s", fresh.model.name, fresh.artifact.manifest["created_at"])
