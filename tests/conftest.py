@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -47,33 +48,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def server(
-    als_artifact: Path, shop_db: Path, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_server(
+    model_dir: Path,
+    db: Path,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[str]:
-    """A real ``recsys-lite serve`` process on a loopback port."""
+    """A real ``recsys-lite serve`` process on a loopback port, stopped afterwards."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
+    log = (log_dir / f"server-{port}.log").open("w")
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "recsys_lite.cli",
-            "serve",
-            "--model-dir",
-            str(als_artifact),
-            "--db",
-            str(shop_db),
-            "--port",
-            str(port),
+            sys.executable, "-m", "recsys_lite.cli", "serve", "--model-dir", str(model_dir),
+            "--db", str(db), "--port", str(port), "--workers", str(workers),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "LOG_LEVEL": "WARNING"},
-    )
+        env={**os.environ, "LOG_LEVEL": "WARNING", **(env or {})},
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
@@ -87,7 +84,16 @@ def server(
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(
+    als_artifact: Path, shop_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A read-mostly server over the shared shop (tests that write use their own copy)."""
+    with running_server(als_artifact, shop_db, tmp_path_factory.mktemp("server")) as url:
+        yield url

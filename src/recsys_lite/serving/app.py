@@ -200,12 +200,17 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         rows = [body] if isinstance(body, EventIn) else body.events
         if len(rows) > MAX_BATCH:
             raise InvalidInputError(f"at most {MAX_BATCH:,} events per request, got {len(rows):,}")
+        now = int(time.time())
         table = _table(
-            [row.model_dump() for row in rows], ("user_id", "item_id", "ts", "qty", "event_type")
-        )
-        now = str(int(time.time()))
-        table = table.set_column(
-            2, "ts", pa.array([t if t is not None else now for t in table["ts"].to_pylist()])
+            [
+                row.model_dump()
+                | {
+                    "ts": now if row.ts is None else row.ts,
+                    "qty": 1 if row.qty is None else row.qty,
+                }
+                for row in rows
+            ],
+            ("user_id", "item_id", "ts", "qty", "event_type"),
         )
         batch_id, count = await asyncio.to_thread(runtime.accept_events, table)
         return JSONResponse({"accepted": count, "batch_id": batch_id})
