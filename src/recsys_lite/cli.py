@@ -308,6 +308,39 @@ def stream_ingest(
 
 
 @app.command()
+def worker(
+    model_dir: Annotated[
+        Optional[Path], typer.Option("--model-dir", help="served artifact (default: $MODEL_DIR)")  # noqa: UP045
+    ] = None,
+    db: DbOption = None,
+    interval: float = typer.Option(60.0, min=0.1, help="seconds between micro-batches"),
+    retrain_every: float = typer.Option(3600.0, min=1.0, help="retrain at least this often"),
+    min_new_events: int = typer.Option(1000, min=2, help="retrain once this many have arrived"),
+    once: bool = typer.Option(False, "--once", help="one cycle, then exit"),
+) -> None:
+    """Fold new events into the store, retrain in the background, swap in if not worse."""
+    import logging
+
+    from recsys_lite.data.store import Store
+    from recsys_lite.online.worker import run_worker
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(message)s")
+    try:
+        reports = run_worker(
+            model_dir or settings.model_dir, Store(_db(db)), interval=interval,
+            retrain_every=retrain_every, min_new_events=min_new_events, once=once,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        return
+    except RecsysError as exc:
+        _fail(exc)
+        return
+    for report in reports:
+        out.print(f"{report.new_events:,} new events: {report.decision}")
+
+
+@app.command()
 def info(db: DbOption = None) -> None:
     """What the store holds."""
     from recsys_lite.data.store import Store

@@ -1,0 +1,141 @@
+"""The background worker: folds new events into the store, retrains, and swaps in a better model.
+
+The gate is a forward test on data neither model has seen. The events that arrived after the
+served model's training cutoff are split in time into an older half H1 and a newer half H2.
+The served model (trained before H1) and a candidate trained with the same recipe on
+everything before H2 are both scored on H2. Only if the candidate is not worse is the recipe
+refit on all events and written over the served artifact (atomically: temp dir + rename);
+the API notices the new artifact and swaps it in between requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+
+from recsys_lite.config import Settings, get_settings
+from recsys_lite.data.store import Store
+from recsys_lite.errors import RecsysError
+from recsys_lite.evaluation.evaluate import evaluate_model
+from recsys_lite.models import create_model
+from recsys_lite.models.artifact import load_artifact
+from recsys_lite.online.bus import EventBus, InboxBus, create_bus
+from recsys_lite.online.inbox import Inbox, drain
+from recsys_lite.training import train
+
+log = logging.getLogger(__name__)
+WORKER_GROUP = "store-writer"
+
+
+@dataclass
+class CycleReport:
+    new_events: int = 0
+    decision: str = "waiting"  # waiting | swapped | kept
+    served: dict[str, float] = field(default_factory=dict)
+    candidate: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def fold_bus_into_store(bus: EventBus, inbox: Inbox, store: Store, consumer: str) -> int:
+    """Batches from replicas elsewhere reach the store through this worker's inbox; a batch is
+    acknowledged only once it is in the store, so a crash replays it (ingestion dedups)."""
+    if isinstance(bus, InboxBus):  # embedded: the replicas' inbox is ours already
+        drain(store, inbox)
+        return 0
+    messages = bus.consume(WORKER_GROUP, consumer)
+    for message in messages:
+        inbox.write(message.events, items=message.batch_id.startswith("items"))
+    drain(store, inbox)
+    bus.ack(WORKER_GROUP, [m.id for m in messages])
+    return len(messages)
+
+
+def retrain_cycle(
+    store: Store,
+    model_dir: Path,
+    *,
+    min_new_events: int,
+    metric: str = "ndcg@10",
+    tolerance: float = 0.0,
+    settings: Settings | None = None,
+) -> CycleReport:
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    served = load_artifact(model_dir, settings)
+    cutoff = served.manifest.get("trained_until_ts") or 0
+    events, items = store.read_events(), store.read_items()
+    new = events.filter(pc.greater(events.column("ts"), cutoff))
+    report = CycleReport(new_events=new.num_rows)
+    if new.num_rows < max(min_new_events, 2):
+        return report
+    newest = new.column("ts").to_numpy()
+    boundary = int(sorted(newest)[len(newest) // 2])
+    window = events.filter(pc.greater(events.column("ts"), boundary))
+    if window.num_rows == 0:
+        return report
+    name, params = served.manifest["model_type"], served.manifest.get("params")
+    candidate = create_model(name, params)
+    candidate.threads = settings.threads
+    candidate.fit(events.filter(pc.less_equal(events.column("ts"), boundary)), items)
+    report.served = evaluate_model(served.model, window)["metrics"]
+    report.candidate = evaluate_model(candidate, window)["metrics"]
+    if report.candidate[metric] + 1e-12 >= report.served[metric] * (1.0 - tolerance):
+        train(store, name, model_dir, params=params, settings=settings, show_progress=False)
+        report.decision = "swapped"
+    else:
+        report.decision = "kept"
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def run_worker(
+    model_dir: Path,
+    store: Store,
+    *,
+    interval: float = 60.0,
+    retrain_every: float = 3600.0,
+    min_new_events: int = 1000,
+    once: bool = False,
+    settings: Settings | None = None,
+) -> list[CycleReport]:
+    """Fold events every ``interval`` seconds; retrain when ``min_new_events`` have arrived or
+    ``retrain_every`` seconds have passed with at least some new events."""
+    settings = settings or get_settings()
+    inbox = Inbox(settings.inbox_dir or store.path.parent / "inbox")
+    bus = create_bus(settings, inbox)
+    consumer = f"{socket.gethostname()}-worker"
+    last_retrain = time.monotonic()
+    reports = []
+    try:
+        while True:
+            try:
+                fold_bus_into_store(bus, inbox, store, consumer)
+                overdue = time.monotonic() - last_retrain >= retrain_every
+                report = retrain_cycle(
+                    store, model_dir, min_new_events=1 if overdue else min_new_events,
+                    settings=settings,
+                )  # fmt: skip
+                if report.decision != "waiting":
+                    last_retrain = time.monotonic()
+                    log.info(
+                        "%s after %d new events: served %s, candidate %s", report.decision,
+                        report.new_events, _short(report.served), _short(report.candidate),
+                    )  # fmt: skip
+                reports.append(report)
+            except RecsysError as exc:
+                log.warning("worker cycle skipped: %s", exc)
+            if once:
+                return reports
+            time.sleep(interval)
+    finally:
+        bus.close()
+
+
+def _short(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.endswith("@10"))
