@@ -9,6 +9,7 @@ response models still document the contract in /docs.
 # No `from __future__ import annotations`: FastAPI must resolve the local Annotated aliases.
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -243,8 +244,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         )
 
     @app.get("/live", summary="Liveness probe")
-    async def live() -> dict[str, str]:
-        return {"status": "alive"}
+    async def live() -> JSONResponse:
+        # the process id tells replicas apart behind one port
+        return JSONResponse({"status": "alive"}, headers={"x-process-id": str(os.getpid())})
 
     @app.get("/ready", summary="Readiness probe: a model is loaded")
     async def ready() -> JSONResponse:
