@@ -175,7 +175,9 @@ class RedisBus(EventBus):
 
 
 class KafkaBus(EventBus):
-    """A Kafka topic (confluent-kafka); each replica reads with a group of its own."""
+    """A Kafka topic (confluent-kafka). Replicas read every partition by direct assignment from
+    the end (no group, so no join delay and nothing skipped while joining); the worker reads as
+    a consumer group with manual commits."""
 
     def __init__(self, bootstrap: str, topic: str, session_timeout_ms: int = 6000) -> None:
         from confluent_kafka import Producer
@@ -183,24 +185,45 @@ class KafkaBus(EventBus):
         self.bootstrap = bootstrap
         self.topic = topic
         self.session_timeout_ms = session_timeout_ms
+        self._ensure_topic()
         self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
         self._replica: Any = None
         self._groups: dict[str, Any] = {}
 
-    def _consumer(self, group: str, *, latest: bool) -> Any:
-        from confluent_kafka import Consumer
+    def _ensure_topic(self) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
 
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "latest" if latest else "earliest",
-                "session.timeout.ms": self.session_timeout_ms,
-            }
-        )
-        consumer.subscribe([self.topic])
-        return consumer
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        for future in admin.create_topics([NewTopic(self.topic, num_partitions=1)]).values():
+            try:
+                future.result(10)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+
+    def _config(self, group: str) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self.session_timeout_ms,
+        }
+
+    def start_at_end(self) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(self._config(f"replica-{uuid.uuid4().hex}"))
+        partitions = consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+        positions = []
+        for partition in partitions:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=10
+            )
+            positions.append(TopicPartition(self.topic, partition, high))
+        consumer.assign(positions)
+        self._replica = consumer
 
     def publish(self, batch_id: str, events: pa.Table) -> None:
         self.producer.produce(self.topic, key=batch_id.encode(), value=to_bytes(events))
@@ -217,12 +240,16 @@ class KafkaBus(EventBus):
 
     def poll(self) -> list[Message]:
         if self._replica is None:
-            self._replica = self._consumer(f"replica-{uuid.uuid4().hex}", latest=True)
+            self.start_at_end()
         return self._drain(self._replica, 1000, 0.05)
 
     def consume(self, group: str, consumer: str, count: int = 100) -> list[Message]:
+        from confluent_kafka import Consumer
+
         if group not in self._groups:
-            self._groups[group] = self._consumer(group, latest=False)
+            member = Consumer(self._config(group))
+            member.subscribe([self.topic])
+            self._groups[group] = member
         return self._drain(self._groups[group], count, 1.0)
 
     def ack(self, group: str, ids: list[str]) -> None:
@@ -233,6 +260,8 @@ class KafkaBus(EventBus):
         for consumer in (self._replica, *self._groups.values()):
             if consumer is not None:
                 consumer.close()
+        self._replica, self._groups = None, {}
+        self.producer.flush(5)
 
 
 def create_bus(settings: Settings, inbox: Inbox) -> EventBus:
