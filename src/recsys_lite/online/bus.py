@@ -192,7 +192,8 @@ class KafkaBus(EventBus):
 
     def _ensure_topic(self) -> None:
         from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient
+        from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         for future in admin.create_topics([NewTopic(self.topic, num_partitions=1)]).values():
