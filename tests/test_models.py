@@ -70,7 +70,7 @@ def test_unknown_ids_are_not_found(fitted: Recommender) -> None:
 def test_similar_items_never_return_the_item_itself(fitted: Recommender) -> None:
     item_id = fitted.item_map.ids[3]
     similar = fitted.similar_items(item_id, 10)
-    if fitted.item_vectors() is None:
+    if fitted.item_vectors() is None and fitted.score_similar(3) is None:
         assert similar is None  # the API falls back to popular items
         return
     assert similar is not None and len(similar.items) == 10

@@ -169,7 +169,9 @@ def generate(
 
     # ----- items -----------------------------------------------------------------------------
     item = _pick_within_groups(session_category[session], items_of_category, popularity, rng)
-    brand_loyal = rng.random(n_events) < 0.25
+    brand_has_items = np.array([len(members) > 0 for members in items_of_brand])
+    # small catalogs can leave a brand without items: its fans then browse by category only
+    brand_loyal = (rng.random(n_events) < 0.25) & brand_has_items[favourite_brand[event_user]]
     item[brand_loyal] = _pick_within_groups(
         favourite_brand[event_user[brand_loyal]], items_of_brand, popularity, rng
     )

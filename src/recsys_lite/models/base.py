@@ -123,6 +123,7 @@ class Recommender(ABC):
         # Called by iterative models after each epoch, with the model usable for scoring; the
         # tuner evaluates there and may raise optuna.TrialPruned to stop a hopeless trial.
         self.epoch_callback: Callable[[int], None] | None = None
+        self._unit_cache: tuple[np.ndarray | None] | None = None
 
     def end_epoch(self, epoch: int) -> None:
         if self.epoch_callback is not None:
@@ -155,7 +156,9 @@ class Recommender(ABC):
             catalog=align_catalog(items, self.item_map) if items is not None else None,
         )
         self._keep_histories(data)
+        self._unit_cache = None
         self._fit(data, show_progress)
+        self._unit_cache = None
         return self
 
     def _keep_histories(self, data: TrainingData) -> None:
@@ -208,16 +211,32 @@ class Recommender(ABC):
         return None
 
     def similarity_vectors(self) -> np.ndarray | None:
-        """Unit-length item vectors for item-to-item cosine similarity, if the model has them."""
+        """Unit-length item vectors for item-to-item cosine similarity, if the model has them.
+
+        Models override this when their similarity space differs from their scoring space
+        (item2vec compares input vectors but scores with output vectors).
+        """
         vectors = self.item_vectors()
         if vectors is None:
             return None
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
+    def _unit_vectors(self) -> np.ndarray | None:
+        """similarity_vectors, computed once per state of the model (normalising a large
+        catalog on every request would cost more than the search)."""
+        if self._unit_cache is None:
+            self._unit_cache = (self.similarity_vectors(),)
+        return self._unit_cache[0]
+
+    def score_similar(self, item: int) -> np.ndarray | None:
+        """Similarity of every item to ``item`` for models without item vectors (EASE)."""
+        return None
+
     def build_indexes(self, kind: str = "auto") -> None:
         """Faiss indexes for user→item and item→item retrieval (embedding models only)."""
-        vectors, unit = self.item_vectors(), self.similarity_vectors()
+        self._unit_cache = None
+        vectors, unit = self.item_vectors(), self._unit_vectors()
         self.user_index = VectorIndex.build(vectors, kind) if vectors is not None else None  # type: ignore[arg-type]
         self.item_index = VectorIndex.build(unit, kind) if unit is not None else None  # type: ignore[arg-type]
 
@@ -245,7 +264,8 @@ class Recommender(ABC):
             [self.item_popularity, np.zeros(len(fresh), dtype=np.float32)]
         )
         self._add_items(len(fresh), new_vectors)
-        vectors_now, unit = self.item_vectors(), self.similarity_vectors()
+        self._unit_cache = None
+        vectors_now, unit = self.item_vectors(), self._unit_vectors()
         if self.user_index is not None and vectors_now is not None:
             self.user_index.add(vectors_now[-len(fresh) :])
         if self.item_index is not None and unit is not None:
@@ -333,12 +353,17 @@ class Recommender(ABC):
         item_mask: np.ndarray | None = None,
         use_index: bool = True,
     ) -> Ranked | None:
-        """Most similar items by cosine of item vectors; None for models without item vectors."""
+        """Most similar items by cosine of item vectors, or the model's own item-item scores;
+        None when the model has neither (the API then falls back to popular items)."""
         self._require_fitted()
         item = self.item_map.index(item_id, "item")
-        unit = self.similarity_vectors()
+        unit = self._unit_vectors()
         if unit is None:
-            return None
+            scores = self.score_similar(item)
+            if scores is None:
+                return None
+            own = np.array(scores, dtype=np.float32)
+            return _finite_top(_blocked(own, np.array([item]), item_mask), k)
         excluded = np.array([item])
         if use_index and self.item_index is not None:
             found = self._search_vectors(self.item_index, unit, unit[item], k, excluded, item_mask)
@@ -419,6 +444,7 @@ class Recommender(ABC):
         self.history_weights = arrays["history_weights"]
         self.history_ts = arrays["history_ts"]
         self._load_model_state(arrays)
+        self._unit_cache = None
 
     @abstractmethod
     def _model_state(self) -> dict[str, np.ndarray]: ...

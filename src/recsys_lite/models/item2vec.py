@@ -7,10 +7,10 @@ vectors: their cosine is the item-to-item similarity.
 A user is the recency-weighted mean of the unit input vectors of their recent items, so a shopper's
 current intent outweighs what they browsed weeks ago. Items are scored against that profile with
 the output (context) vectors: skip-gram trains input . output to predict which items occur
-around an item, and with uniform negative sampling (ns_exponent=0) that inner product estimates
-log P(item | context) up to a constant, popularity included. Cosine between input vectors has no
-notion of popularity and ranks poorly as a recommendation score (NDCG@10 0.02 against 0.12 on the
-demo shop).
+around an item, and with uniform negative sampling (ns_exponent=0) that inner product approximates
+log P(item | context) up to a constant (Levy & Goldberg 2014), popularity included. Cosine between
+input vectors has no notion of popularity and ranks poorly as a recommendation score (NDCG@10
+about 0.02 against 0.12 on the default demo shop).
 """
 
 from __future__ import annotations
