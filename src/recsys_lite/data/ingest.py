@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_lite.data.store import ITEM_FIELDS, Store, run_with_progress
 from recsys_lite.errors import DataValidationError
@@ -29,13 +30,13 @@ MAX_ROWS_SHOWN = 5
 # (1e11 seconds is the year 5138; 1e11 ms is 1973).
 _TS_SQL = """
     CASE
-        WHEN TRY_CAST(ts AS DOUBLE) IS NOT NULL THEN CAST(floor(
+        WHEN TRY_CAST(ts AS DOUBLE) IS NOT NULL THEN TRY_CAST(floor(
             CASE
                 WHEN abs(TRY_CAST(ts AS DOUBLE)) >= 1e14 THEN TRY_CAST(ts AS DOUBLE) / 1e6
                 WHEN abs(TRY_CAST(ts AS DOUBLE)) >= 1e11 THEN TRY_CAST(ts AS DOUBLE) / 1e3
                 ELSE TRY_CAST(ts AS DOUBLE)
             END) AS BIGINT)
-        ELSE CAST(floor(epoch(TRY_CAST(ts AS TIMESTAMPTZ))) AS BIGINT)
+        ELSE TRY_CAST(floor(epoch(TRY_CAST(ts AS TIMESTAMPTZ))) AS BIGINT)
     END
 """
 
@@ -371,58 +372,83 @@ def _normalized_events_sql(table: str) -> str:
 @functools.cache
 def _memory_database() -> duckdb.DuckDBPyConnection:
     # request-sized batches: handing them to a thread pool costs more than scanning them
-    return duckdb.connect(":memory:", config={"threads": 1})
+    database = duckdb.connect(":memory:", config={"threads": 1})
+    database.execute("SET GLOBAL TimeZone = 'UTC'")  # cursors inherit the global setting
+    return database
+
+
+def _arrow_staging(
+    table: pa.Table, source: str, required: tuple[str, ...], optional: tuple[str, ...]
+) -> pa.Table:
+    """An in-memory table shaped like a staged file: text columns and a 1-based ``row``."""
+    present = {name.strip().lower(): name for name in table.column_names}
+    missing = [c for c in required if c not in present]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing column(s) {', '.join(missing)}",
+            details=[{"file": source, "column": c, "reason": "missing column"} for c in missing],
+        )
+    n = table.num_rows
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {"row": pa.array(range(1, n + 1), pa.int64())}
+    for column in (*required, *optional):
+        if column in present:
+            columns[column] = pc.cast(table.column(present[column]), pa.string())
+        else:
+            columns[column] = pa.nulls(n, pa.string())
+    return pa.table(columns)
+
+
+def _validate_in_memory(
+    table: pa.Table,
+    source: str,
+    required: tuple[str, ...],
+    optional: tuple[str, ...],
+    checks: tuple[Check, ...],
+    normalized_sql: str,
+    unique_items: bool = False,
+) -> pa.Table:
+    """Request-sized batches: the file checks over the Arrow table itself, in two queries.
+
+    Each DuckDB statement has a fixed cost that dominates a batch of a few events, so nothing
+    is copied into temp tables; an in-memory database with one cursor per call keeps requests
+    apart without opening a database each time.
+    """
+    staged = _arrow_staging(table, source, required, optional)
+    con = _memory_database().cursor()
+    try:
+        con.register("stage", staged)
+        problems = _find_problems(con, "stage", source, checks)
+        if unique_items:
+            problems += _duplicate_item_problems(con, "stage", source)
+        if problems:
+            raise DataValidationError(
+                "\n".join(p.line() for p in problems), details=[p.detail() for p in problems]
+            )
+        normalized: pa.Table = con.sql(f"{normalized_sql} ORDER BY row").to_arrow_table()
+        return normalized
+    finally:
+        con.close()
 
 
 def validate_events(events: pa.Table, source: str = "request") -> pa.Table:
     """Check and normalise events that arrive in memory (the API) exactly as files are checked.
 
-    Runs in an in-memory DuckDB, so it needs no access to the store; each call gets its own
-    cursor (a connection of its own, with private temp tables) on one shared database, because
-    opening a database costs far more than the checks.
+    A missing ``qty`` column means one of each, as in files; the store is not touched.
     """
-    con = _memory_database().cursor()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("incoming", events)
-        con.execute("CREATE TEMP TABLE stage_raw AS SELECT * FROM incoming")
-        absent = _shape_staging(
-            con, "stage_raw", "stage", source, ("user_id", "item_id", "ts"), ("qty", "event_type")
-        )
-        if "qty" in absent:
-            con.execute("UPDATE stage SET qty = '1'")
-        problems = _find_problems(con, "stage", source, EVENT_CHECKS)
-        if problems:
-            raise DataValidationError(
-                "\n".join(p.line() for p in problems), details=[p.detail() for p in problems]
-            )
-        normalized: pa.Table = con.sql(
-            _normalized_events_sql("stage") + " ORDER BY row"
-        ).to_arrow_table()
-        return normalized
-    finally:
-        con.close()
+    if "qty" not in {name.strip().lower() for name in events.column_names}:
+        events = events.append_column("qty", pa.array(["1"] * events.num_rows, pa.string()))
+    return _validate_in_memory(
+        events, source, ("user_id", "item_id", "ts"), ("qty", "event_type"), EVENT_CHECKS,
+        _normalized_events_sql("stage"),
+    )  # fmt: skip
 
 
 def validate_items(items: pa.Table, source: str = "request") -> pa.Table:
     """Catalog rows arriving in memory, checked like item files."""
-    con = _memory_database().cursor()
-    try:
-        con.register("incoming", items)
-        con.execute("CREATE TEMP TABLE stage_raw AS SELECT * FROM incoming")
-        _shape_staging(con, "stage_raw", "stage", source, ("item_id",), ITEM_FIELDS)
-        problems = _find_problems(con, "stage", source, ITEM_CHECKS)
-        problems += _duplicate_item_problems(con, "stage", source)
-        if problems:
-            raise DataValidationError(
-                "\n".join(p.line() for p in problems), details=[p.detail() for p in problems]
-            )
-        normalized: pa.Table = con.sql(
-            f"SELECT {_NORMALIZED_ITEM_COLUMNS} FROM stage ORDER BY row"
-        ).to_arrow_table()
-        return normalized
-    finally:
-        con.close()
+    return _validate_in_memory(
+        items, source, ("item_id",), ITEM_FIELDS, ITEM_CHECKS,
+        f"SELECT {_NORMALIZED_ITEM_COLUMNS} FROM stage", unique_items=True,
+    )  # fmt: skip
 
 
 def _known_hashes(con: duckdb.DuckDBPyConnection, hashes: list[str]) -> set[str]:

@@ -213,7 +213,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
             ],
             ("user_id", "item_id", "ts", "qty", "event_type"),
         )
-        batch_id, count = await asyncio.to_thread(runtime.accept_events, table)
+        batch_id, count = runtime.accept_events(table)
         return JSONResponse({"accepted": count, "batch_id": batch_id})
 
     @app.post(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import faiss
 import pyarrow as pa
 
 from recsys_lite.config import Settings
@@ -72,6 +73,9 @@ def _artifact_signature(model_dir: Path) -> str:
 
 class Runtime:
     def __init__(self, settings: Settings, state: ServingState | None = None) -> None:
+        # One query per request: Faiss's OpenMP team would only spin on the cores the event
+        # loop, the load balancer and DuckDB need (seen as seconds of delay under load).
+        faiss.omp_set_num_threads(1)
         self.settings = settings
         self.state = state or ServingState.load(settings)
         self.inbox = Inbox(settings.inbox)
