@@ -112,7 +112,7 @@ def main() -> None:
                     verdict(met),
                 ]
             ],
-        )  # fmt: skip
+        )
     )
     write_results(
         NAME,
