@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,13 +28,36 @@ ROOT = BENCH.parent
 WORK = BENCH / "work"  # git-ignored scratch space
 RESULTS = BENCH / "results"
 
-console = Console()
+# Piped output gets Rich's 80-column default, which truncates the wider tables to ellipses.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def warn_if_busy() -> float:
+    """The 1-minute load average, with a warning when other work competes for the cores.
+
+    Timings taken while other processes keep the cores busy can be several times slower (worst
+    for Faiss's OpenMP searches, which wait at a barrier for every thread); the load is recorded
+    with the results so a slow figure can be told apart from a slow machine.
+    """
+    load = load_average()
+    cores = os.cpu_count() or 1
+    if load > 0.5 * cores:
+        console.print(
+            f"[yellow]warning:[/] load average {load:.2f} on {cores} cores before starting:"
+            " other processes compete for the CPU and the timings will suffer"
+        )
+    return load
 
 
 def machine() -> dict[str, Any]:
     """Enough context to tell whether two result files are comparable."""
     return {
         "cpu_count": os.cpu_count(),
+        "load_average_1m_at_end": load_average(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
@@ -67,16 +91,20 @@ def _jsonable(value: Any) -> Any:
 @dataclass
 class Stopwatch:
     seconds: float = 0.0
+    # CPU time of this process (all its threads): on a machine shared with other work, wall
+    # time stretches while CPU time barely moves, so it tells a slow run from a busy machine
+    cpu_seconds: float = 0.0
 
 
 @contextmanager
 def timed() -> Iterator[Stopwatch]:
     watch = Stopwatch()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         yield watch
     finally:
         watch.seconds = time.perf_counter() - started
+        watch.cpu_seconds = time.process_time() - cpu_started
 
 
 def percentiles_ms(samples_seconds: Sequence[float] | np.ndarray) -> dict[str, float]:
@@ -94,8 +122,7 @@ def percentiles_ms(samples_seconds: Sequence[float] | np.ndarray) -> dict[str, f
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     """A rich table whose first column is left-aligned and the rest right-aligned (numbers)."""
-    # a title never wider than the table would wrap into a ragged block above narrow tables
-    result = Table(title=title, min_width=len(title) + 4)
+    result = Table(title=title)
     for n, column in enumerate(columns):
         result.add_column(column, justify="left" if n == 0 else "right")
     for row in rows:
@@ -120,9 +147,11 @@ def verdict(ok: bool) -> str:
 
 # ----- the 100k-item catalog shared by index_recall and serving_load -----------------------------
 
+# Popularity follows a power law, so a quarter of a generated catalog is never interacted with and
+# never reaches the model: 155k generated items give the model (and its index) 100,341 items.
 CATALOG_SPEC: dict[str, int] = {
     "n_users": 100_000,
-    "n_items": 100_000,
+    "n_items": 155_000,
     "n_events": 1_500_000,
     "seed": 7,
     "factors": 64,

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from _common import WORK, console, table, timed, verdict, write_results
+from _common import WORK, console, table, timed, verdict, warn_if_busy, write_results
 from recsys_lite.data import demo
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
@@ -49,10 +49,15 @@ def run_once(events: Path, items: Path, folder: Path, test_size: float) -> dict[
         "events_ingested": report.events_added,
         "ingest_seconds": round(ingest_time.seconds, 3),
         "train_seconds": round(train_time.seconds, 3),
+        "ingest_cpu_seconds": round(ingest_time.cpu_seconds, 3),
+        "train_cpu_seconds": round(train_time.cpu_seconds, 3),
         "train_timings": result.timings,
         # what train() does outside its own stopwatches (model creation, param checks)
-        "train_untimed_seconds": round(train_time.seconds - sum(result.timings.values()), 3),
+        "train_untimed_seconds": round(
+            max(0.0, train_time.seconds - sum(result.timings.values())), 3
+        ),
         "total_seconds": round(ingest_time.seconds + train_time.seconds, 3),
+        "total_cpu_seconds": round(ingest_time.cpu_seconds + train_time.cpu_seconds, 3),
         "holdout_ndcg@10": result.metrics.get("metrics", {}).get("ndcg@10"),
         # holdout_metrics reports its own fit and evaluation times inside the holdout stage
         "holdout_fit_seconds": result.metrics.get("train_seconds"),
@@ -74,6 +79,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="repetitions without holdout")
     parser.add_argument("--holdout-runs", type=int, default=1, help="repetitions with holdout")
     args = parser.parse_args()
+    start_load = warn_if_busy()
 
     folder = WORK / NAME
     shutil.rmtree(folder, ignore_errors=True)
@@ -91,10 +97,16 @@ def main() -> None:
     stages += [(f"train: {k}", v) for k, v in best["train_timings"].items()]
     stages.append(("train: other", best["train_untimed_seconds"]))
     rows: list[list[Any]] = [[name, seconds, ""] for name, seconds in stages]
-    rows.append(["[bold]total[/]", best["total_seconds"], verdict(best["total_seconds"] <= 20)])
+    rows.append(
+        [
+            "[bold]total[/]",
+            best["total_seconds"],
+            f"≤ {TARGET_SECONDS:.0f} s " + verdict(best["total_seconds"] <= TARGET_SECONDS),
+        ]
+    )
     console.print(
         table(
-            f"ALS end to end, {N_EVENTS:,} events, test_size=0 (target ≤ {TARGET_SECONDS:.0f} s)",
+            f"ALS end to end, {N_EVENTS // 1_000_000}M events, test_size=0",
             ["stage", "seconds", "target"],
             rows,
         )
@@ -109,7 +121,7 @@ def main() -> None:
     holdout_rows.append(["[bold]total[/]", with_holdout["total_seconds"]])
     console.print(
         table(
-            "the same with the default holdout (test_size=0.2: evaluate, then fit again)",
+            "with the default holdout (test_size=0.2)",
             ["stage", "seconds"],
             holdout_rows,
         )
@@ -119,6 +131,12 @@ def main() -> None:
     if args.runs > 1:
         spread = statistics.pstdev(r["total_seconds"] for r in quick)
         console.print(f"{args.runs} runs without holdout; total's std dev {spread:.2f} s")
+    cores = os.cpu_count() or 1
+    console.print(
+        f"CPU time of the median run: {best['total_cpu_seconds']:.2f} s, i.e. at least"
+        f" {best['total_cpu_seconds'] / cores:.2f} s of wall time on {cores} idle cores"
+        f" (load average at start {start_load:.2f})"
+    )
 
     write_results(
         NAME,
@@ -130,6 +148,7 @@ def main() -> None:
                 "n_events": N_EVENTS,
                 "seed": args.seed,
             },
+            "load_average_1m_at_start": start_load,
             "target_total_seconds": TARGET_SECONDS,
             "target_met": best["total_seconds"] <= TARGET_SECONDS,
             "no_holdout": best,

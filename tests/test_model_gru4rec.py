@@ -116,12 +116,13 @@ def test_hidden_state_restarts_at_zero_exactly_at_session_boundaries() -> None:
         hidden = net.zero_state(3)
         for step in session_parallel_steps(offsets, batch_size=3):
             hidden = carry_hidden(hidden, step)
-            out, hidden = net.step(items[torch.from_numpy(step.inputs)], hidden)
+            rows = net.input_table()[items[torch.from_numpy(step.inputs)]]
+            out, hidden = net.step(rows, hidden)
             parallel.update(zip(step.inputs.tolist(), out, strict=True))
         for s in range(len(lengths)):
             state = net.zero_state(1)
             for position in range(offsets[s], offsets[s + 1] - 1):
-                out, state = net.step(items[position : position + 1], state)
+                out, state = net.step(net.input_table()[items[position : position + 1]], state)
                 torch.testing.assert_close(parallel[position], out[0])
 
 
@@ -142,41 +143,55 @@ def reference_loss(
     targets: torch.Tensor,
     samples: list[int],
     p: GRU4RecParams,
+    log_q: torch.Tensor,
 ) -> torch.Tensor:
-    """The loss as the papers write it: one score per column, every column scored."""
-    hidden = net.zero_state(len(inputs))
-    out, _ = net.step(inputs, hidden)
+    """The loss as the papers write it: every column scored, repeats and all."""
+    out, _ = net.step(net.input_table()[inputs], net.zero_state(len(inputs)))
     columns = torch.cat([targets, torch.tensor(samples)])
-    scores = out @ net.item_out.weight[columns].T + net.item_bias.weight[columns].T
-    accidental = (columns[None, :] == targets[:, None]) & ~torch.eye(
-        len(inputs), len(columns), dtype=torch.bool
-    )
-    diagonal = torch.arange(len(inputs))
+    scores = out @ net.item_out[columns].T + net.item_bias[columns]
+    diagonal = torch.eye(len(inputs), len(columns), dtype=torch.bool)
+    accidental = (columns[None, :] == targets[:, None]) & ~diagonal
+    if not p.mask_accidental_hits:
+        accidental[:] = False
+    rows = torch.arange(len(inputs))
     if p.loss == "cross-entropy":
+        scores = scores - p.logq * log_q[columns]
         scores = scores.masked_fill(accidental, -math.inf)
-        total = torch.nn.functional.cross_entropy(scores, diagonal, reduction="sum")
+        total = torch.nn.functional.cross_entropy(scores, rows, reduction="sum")
     else:
         scores = torch.nn.functional.elu(scores, p.elu_param)
-        negative = ~(accidental | torch.eye(len(inputs), len(columns), dtype=torch.bool))
-        weights = torch.softmax(scores.masked_fill(~negative, -math.inf), dim=1)
-        positive = scores[diagonal, diagonal][:, None]
+        weights = torch.softmax(scores.masked_fill(accidental | diagonal, -math.inf), dim=1)
+        positive = scores[rows, rows][:, None]
         bpr = (weights * torch.sigmoid(positive - scores)).sum(dim=1)
         total = (-torch.log(bpr) + p.bpreg * (weights * scores**2).sum(dim=1)).sum()
     return total / p.batch_size
 
 
 @pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
-def test_scoring_each_distinct_item_once_gives_the_every_column_loss(loss: str) -> None:
+@pytest.mark.parametrize("mask", [True, False])
+def test_scoring_each_distinct_item_once_gives_the_every_column_loss(loss: str, mask: bool) -> None:
     torch.manual_seed(0)
-    model = GRU4RecModel({"loss": loss, "layers": [8], "batch_size": 5, "bpreg": 0.5})
+    model = GRU4RecModel(
+        {
+            "loss": loss,
+            "layers": [8],
+            "batch_size": 5,
+            "bpreg": 0.5,
+            "logq": 0.7,
+            "mask_accidental_hits": mask,
+        }
+    )
     p = model.params
     net = GRU4RecNet(12, p).eval()
     with torch.no_grad():
-        net.item_bias.weight.normal_()
+        net.item_bias.normal_()
+    log_q = torch.rand(12).log()
     inputs, targets = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([5, 6, 5, 7, 8])
     samples = [5, 5, 9, 9, 9, 10, 6, 11, 0]  # repeats, and copies of the rows' targets
-    got, _ = model._train_step(net, inputs, targets, net.zero_state(5), FixedSamples(samples), None)
-    expected = reference_loss(net, inputs, targets, samples, p)
+    got, _, _ = model._step_loss(
+        net, inputs, targets, net.zero_state(5), FixedSamples(samples), log_q
+    )
+    expected = reference_loss(net, inputs, targets, samples, p, log_q)
     torch.testing.assert_close(got, expected)
 
 

@@ -108,7 +108,8 @@ def test_folding_in_a_users_own_history_reproduces_their_ranking(fitted: Recomme
         folded = fitted.recommend_history(fitted.history(user), 10, exclude=fitted.seen_items(user))
         assert folded is not None
         overlaps.append(len(set(trained.items) & set(folded.items)) / 10)
-    assert np.mean(overlaps) >= (0.6 if fitted.name == "bpr" else 0.8), overlaps
+    # BPR folds in by a mean of item factors, two-tower without the user-id embedding
+    assert np.mean(overlaps) >= (0.6 if fitted.name in ("bpr", "two_tower") else 0.8), overlaps
 
 
 def test_unknown_params_are_refused() -> None:

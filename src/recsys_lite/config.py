@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     max_recommendations: int = Field(100, ge=1, le=10_000, description="Upper bound for k")
     faiss_index: IndexKind = Field("auto", description="Index kind built at training time")
     exact_search_max_items: int = Field(
-        200_000, ge=0, description="auto: exact search up to this many items, HNSW above"
+        50_000, ge=0, description="auto: exact search up to this many items, HNSW above"
     )
     faiss_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
     faiss_ef_search: int = Field(128, ge=1, description="HNSW candidate list size per query")

@@ -113,7 +113,7 @@ def train(
     model = _fit(name, params, events, items, settings, show_progress)
     timings["fit"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    model.build_indexes(settings.faiss_index)
+    model.build_indexes(settings.faiss_index, settings)
     timings["index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     trained_until = pc.max(events.column("ts")).as_py()

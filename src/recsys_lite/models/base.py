@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from recsys_lite.config import Settings
 from recsys_lite.data.idmap import IdMap
 from recsys_lite.data.interactions import (
     Interactions,
@@ -233,12 +234,16 @@ class Recommender(ABC):
         """Similarity of every item to ``item`` for models without item vectors (EASE)."""
         return None
 
-    def build_indexes(self, kind: str = "auto") -> None:
+    def build_indexes(self, kind: str = "auto", settings: Settings | None = None) -> None:
         """Faiss indexes for user→item and item→item retrieval (embedding models only)."""
         self._unit_cache = None
         vectors, unit = self.item_vectors(), self._unit_vectors()
-        self.user_index = VectorIndex.build(vectors, kind) if vectors is not None else None  # type: ignore[arg-type]
-        self.item_index = VectorIndex.build(unit, kind) if unit is not None else None  # type: ignore[arg-type]
+        self.user_index = (
+            VectorIndex.build(vectors, kind, settings) if vectors is not None else None  # type: ignore[arg-type]
+        )
+        self.item_index = (
+            VectorIndex.build(unit, kind, settings) if unit is not None else None  # type: ignore[arg-type]
+        )
 
     # ----- new items without retraining --------------------------------------------------------
 

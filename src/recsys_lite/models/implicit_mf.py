@@ -22,7 +22,7 @@ class ALSParams(ModelParams):
 
 class BPRParams(ModelParams):
     factors: int = Field(64, ge=1, le=1024)
-    learning_rate: float = Field(0.05, gt=0)
+    learning_rate: float = Field(0.01, gt=0)
     regularization: float = Field(0.01, ge=0)
     iterations: int = Field(100, ge=1, le=2000)
     random_state: int = 42

@@ -1,14 +1,21 @@
-"""LightFM hybrid matrix factorisation (Kula 2015): items are the sum of their feature embeddings.
+"""LightFM hybrid matrix factorisation (Kula 2015): users and items are sums of feature embeddings.
 
-Every item is described by an identity feature plus catalog features (category, brand, price
-bucket and, optionally, title words). An item's embedding and bias are the weighted sums of its
-features' embeddings and biases, so an item nobody has interacted with yet still gets a useful
-representation from the features it shares with items people did interact with: its own
-identity embedding is never updated and stays near its tiny random initial value.
+Items are described by an identity feature plus catalog features (category, brand, price bucket
+and, optionally, title words). An item's embedding and bias are the weighted sums of its
+features' embeddings and biases, so an item nobody has interacted with yet is still placed
+where the features it shares with other items put it. Such items are kept out of training,
+their identity embeddings stay zero, and items added to the catalog after training are placed
+the same way (``content_vectors``).
 
-After training, the representations are materialised as dense arrays and the LightFM object is
+Users are described the same way: an identity feature plus features derived from their recent
+events (the items and/or the categories of their last ``HISTORY_LENGTH`` events). That makes
+folding in a user exact rather than approximate: their representation is what LightFM itself
+gives a user whose identity was never trained, the sum of the embeddings of the features their
+history implies.
+
+After training the representations are materialised as dense arrays and the LightFM object is
 dropped: serving is ``user @ item.T + item_bias`` in numpy, and artifacts hold plain arrays.
-The user bias is left out because it is constant across a user's items and cannot change a
+The user bias is left out: it is the same for all of a user's items, so it cannot change a
 ranking.
 """
 
@@ -17,17 +24,20 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import Field
+from rich.progress import Progress
 
+from recsys_lite.errors import InvalidInputError
 from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
 
 TOKEN = re.compile(r"[^\W_]+")
+UserFeatures = Literal["identity", "history", "categories", "history+categories"]
 
 
 class LightFMParams(ModelParams):
@@ -37,53 +47,127 @@ class LightFMParams(ModelParams):
     item_alpha: float = Field(0.0, ge=0, description="L2 penalty on item feature embeddings")
     user_alpha: float = Field(0.0, ge=0, description="L2 penalty on user feature embeddings")
     epochs: int = Field(30, ge=1, le=1000)
-    max_sampled: int = Field(10, ge=1, le=1000, description="WARP negatives tried per positive")
+    max_sampled: int = Field(30, ge=1, le=1000, description="WARP negatives tried per positive")
     random_state: int = 42
     price_buckets: int = Field(5, ge=0, le=100, description="price quantile buckets; 0: none")
-    text_features: bool = Field(False, description="title words as item features")
-    min_token_items: int = Field(2, ge=1, description="a title word must occur in this many items")
-    user_features: Literal["identity", "categories"] = Field(
-        "identity",
-        description="identity only, or also the categories the user interacted with",
+    text_features: bool = Field(False, description="lower-cased title words as item features")
+    min_token_items: int = Field(2, ge=1, description="title words in fewer items are ignored")
+    user_features: UserFeatures = Field(
+        "history",
+        description="what describes a user besides their identity: the items and/or categories"
+        " of their recent events",
+    )
+    user_identity_weight: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="share of the identity in a user's features, the rest being their history:"
+        " higher fits trained users more closely, lower brings folded-in users closer to them",
     )
 
 
-@dataclass(frozen=True)
-class FeatureMatrix:
-    """Rows are entities, columns named features; each row sums to 1."""
-
-    matrix: sp.csr_matrix
-    names: np.ndarray
-
-
-def _normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    # LightFM sums feature embeddings with these weights; unnormalised rows would give items
-    # with many features larger norms (and so higher scores) for no reason but verbosity.
+def _normalise_rows(matrix: sp.spmatrix) -> sp.csr_matrix:
+    # LightFM sums feature embeddings with these weights: unnormalised rows would give entities
+    # with many features larger norms, and so larger scores, for no reason but verbosity.
     totals = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
-    scale = sp.diags(1.0 / np.maximum(totals, 1e-12))
+    scale = sp.diags(np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0))
     return sp.csr_matrix(scale @ matrix, dtype=np.float32)
 
 
-def _string_column(catalog: pa.Table, name: str) -> list[str | None]:
+def _strings(catalog: pa.Table, name: str) -> list[str | None]:
     if name not in catalog.column_names:
         return [None] * catalog.num_rows
     values = pc.cast(catalog.column(name), pa.string()).to_pylist()
     return [v.strip() or None if isinstance(v, str) else None for v in values]
 
 
-def _price_buckets(catalog: pa.Table, buckets: int) -> tuple[np.ndarray, list[str]]:
-    """Quantile bucket of each item's price (-1 where unknown) and the bucket names."""
-    if buckets == 0 or "price" not in catalog.column_names:
-        return np.full(catalog.num_rows, -1), []
-    prices = pc.cast(catalog.column("price"), pa.float64()).to_numpy(zero_copy_only=False)
-    known = np.isfinite(prices)
-    if not known.any():
-        return np.full(catalog.num_rows, -1), []
-    # Inner quantile edges, deduplicated: a catalog with a few distinct prices gets fewer buckets.
-    edges = np.unique(np.quantile(prices[known], np.linspace(0, 1, buckets + 1)[1:-1]))
-    bucket = np.full(catalog.num_rows, -1)
-    bucket[known] = np.searchsorted(edges, prices[known], side="right")
-    return bucket, [f"price:{b}" for b in range(len(edges) + 1)]
+def _prices(catalog: pa.Table) -> np.ndarray:
+    if "price" not in catalog.column_names:
+        return np.full(catalog.num_rows, np.nan)
+    column = pc.cast(catalog.column("price"), pa.float64())
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _title_tokens(catalog: pa.Table) -> list[list[str]]:
+    return [
+        sorted(set(TOKEN.findall(title.lower()))) if title else []
+        for title in _strings(catalog, "title")
+    ]
+
+
+@dataclass(frozen=True)
+class CatalogEncoder:
+    """Catalog rows → weighted features of the vocabulary seen in training.
+
+    Each group (category, brand, price bucket, title) weighs as much as the identity feature,
+    so a long title cannot drown the rest: its words share one group's weight. Values outside
+    the vocabulary (a brand that appeared after training) are simply not features.
+    """
+
+    names: np.ndarray  # "category:Shoes", "brand:Acme", "price:0", "title:sneakers", ...
+    price_edges: np.ndarray  # inner quantile edges of the training catalog's prices
+
+    @classmethod
+    def fit(
+        cls, catalog: pa.Table, *, price_buckets: int, text_features: bool, min_token_items: int
+    ) -> CatalogEncoder:
+        prices = _prices(catalog)
+        known = prices[np.isfinite(prices)]
+        edges = np.zeros(0)
+        if price_buckets > 0 and len(known):
+            # Deduplicated: a catalog with few distinct prices gets fewer, never empty, buckets.
+            edges = np.unique(np.quantile(known, np.linspace(0, 1, price_buckets + 1)[1:-1]))
+        names: list[str] = []
+        for column in ("category", "brand"):
+            names.extend(dict.fromkeys(f"{column}:{v}" for v in _strings(catalog, column) if v))
+        if price_buckets > 0 and len(known):
+            names.extend(f"price:{b}" for b in range(len(edges) + 1))
+        if text_features:
+            tokens = _title_tokens(catalog)
+            # A word in a single title is an identity feature in disguise.
+            frequency = Counter(t for item_tokens in tokens for t in item_tokens)
+            kept = (t for item_tokens in tokens for t in item_tokens)
+            names.extend(
+                dict.fromkeys(f"title:{t}" for t in kept if frequency[t] >= min_token_items)
+            )
+        return cls(np.asarray(names, dtype=str), edges)
+
+    def transform(self, catalog: pa.Table) -> sp.csr_matrix:
+        """Rows x ``names``; each group present in a row sums to 1 (rows are not normalised)."""
+        column = {name: n for n, name in enumerate(self.names.tolist())}
+        rows: list[int] = []
+        cols: list[int] = []
+        weights: list[float] = []
+
+        def add(row: int, features: list[str]) -> None:
+            known = [column[f] for f in features if f in column]
+            if not known:
+                return
+            rows.extend([row] * len(known))
+            cols.extend(known)
+            weights.extend([1.0 / len(known)] * len(known))
+
+        categories, brands = _strings(catalog, "category"), _strings(catalog, "brand")
+        prices = _prices(catalog)
+        buckets = np.searchsorted(self.price_edges, prices, side="right")
+        tokens = _title_tokens(catalog) if any(n.startswith("title:") for n in column) else None
+        for row in range(catalog.num_rows):
+            add(row, [f"category:{categories[row]}"] if categories[row] else [])
+            add(row, [f"brand:{brands[row]}"] if brands[row] else [])
+            add(row, [f"price:{buckets[row]}"] if np.isfinite(prices[row]) else [])
+            add(row, [f"title:{t}" for t in tokens[row]] if tokens is not None else [])
+        return sp.csr_matrix(
+            (weights, (rows, cols)), shape=(catalog.num_rows, len(self.names)), dtype=np.float32
+        )
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """Items x (identity features, then ``encoder.names``); each row sums to 1."""
+
+    matrix: sp.csr_matrix
+    names: np.ndarray
+    encoder: CatalogEncoder
 
 
 def item_features(
@@ -93,82 +177,76 @@ def item_features(
     price_buckets: int = 5,
     text_features: bool = False,
     min_token_items: int = 2,
-) -> FeatureMatrix:
+) -> ItemFeatures:
     """Identity, category, brand, price bucket and title-word features of every item.
 
-    Columns: the ``n_items`` identity features first (so column i is item i), then the
-    named catalog features. Each group (category, brand, price, title) gets the same total
-    weight as the identity before rows are normalised, so a long title cannot drown the rest.
+    ``catalog`` row i describes item i; column i is item i's identity feature.
     """
-    names = [f"item:{i}" for i in range(n_items)]
-    rows: list[np.ndarray] = [np.arange(n_items)]
-    cols: list[np.ndarray] = [np.arange(n_items)]
-    weights: list[np.ndarray] = [np.ones(n_items)]
-
-    def add(item_rows: list[int], features: list[str], item_weights: list[float]) -> None:
-        columns: dict[str, int] = {}
-        ids = [columns.setdefault(f, len(names) + len(columns)) for f in features]
-        names.extend(columns)
-        rows.append(np.asarray(item_rows, dtype=np.int64))
-        cols.append(np.asarray(ids, dtype=np.int64))
-        weights.append(np.asarray(item_weights, dtype=np.float64))
-
-    if catalog is not None:
+    if catalog is None:
+        encoder = CatalogEncoder(np.zeros(0, dtype=str), np.zeros(0))
+        described = sp.csr_matrix((n_items, 0), dtype=np.float32)
+        ids = [str(i) for i in range(n_items)]
+    else:
         if catalog.num_rows != n_items:
             raise ValueError(f"catalog has {catalog.num_rows} rows for {n_items} items")
-        for column in ("category", "brand"):
-            values = _string_column(catalog, column)
-            present = [i for i, v in enumerate(values) if v is not None]
-            add(present, [f"{column}:{values[i]}" for i in present], [1.0] * len(present))
-        bucket, bucket_names = _price_buckets(catalog, price_buckets)
-        present = np.flatnonzero(bucket >= 0).tolist()
-        add(present, [bucket_names[bucket[i]] for i in present], [1.0] * len(present))
-        if text_features:
-            tokens = [
-                sorted(set(TOKEN.findall(title.lower()))) if title else []
-                for title in _string_column(catalog, "title")
-            ]
-            frequency = Counter(t for item_tokens in tokens for t in item_tokens)
-            item_rows, features, item_weights = [], [], []
-            for i, item_tokens in enumerate(tokens):
-                kept = [t for t in item_tokens if frequency[t] >= min_token_items]
-                item_rows.extend([i] * len(kept))
-                features.extend(f"title:{t}" for t in kept)
-                item_weights.extend([1.0 / len(kept)] * len(kept))
-            add(item_rows, features, item_weights)
+        encoder = CatalogEncoder.fit(
+            catalog,
+            price_buckets=price_buckets,
+            text_features=text_features,
+            min_token_items=min_token_items,
+        )
+        described = encoder.transform(catalog)
+        ids = [str(i) for i in catalog.column("item_id").to_pylist()]
+    matrix = _normalise_rows(sp.hstack([sp.identity(n_items), described], format="csr"))
+    names = np.concatenate([np.asarray([f"item:{i}" for i in ids], dtype=str), encoder.names])
+    return ItemFeatures(matrix, names, encoder)
 
-    matrix = sp.csr_matrix(
-        (np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(n_items, len(names)),
-        dtype=np.float32,
+
+def category_codes(catalog: pa.Table, names: np.ndarray) -> np.ndarray:
+    """Index into ``names`` of each catalog row's category, -1 where unknown or absent."""
+    index = {name: n for n, name in enumerate(names.tolist())}
+    return np.array(
+        [index.get(v, -1) if v else -1 for v in _strings(catalog, "category")], dtype=np.int64
     )
-    return FeatureMatrix(_normalise_rows(matrix), np.asarray(names))
 
 
-def category_codes(catalog: pa.Table | None, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """Category index of each item (-1 where unknown) and the category names."""
-    if catalog is None:
-        return np.full(n_items, -1), np.array([], dtype=str)
-    values = _string_column(catalog, "category")
-    names = sorted({v for v in values if v is not None})
-    index = {name: n for n, name in enumerate(names)}
-    codes = np.array([index[v] if v is not None else -1 for v in values], dtype=np.int64)
-    return codes, np.asarray(names, dtype=str)
-
-
-def user_category_features(
-    users: np.ndarray, items: np.ndarray, weights: np.ndarray, codes: np.ndarray, n_users: int
+def history_features(
+    indptr: np.ndarray,
+    items: np.ndarray,
+    weights: np.ndarray,
+    item_category: np.ndarray,
+    n_categories: int,
+    kind: UserFeatures,
 ) -> sp.csr_matrix:
-    """Each user's interaction weight per category, rows summing to 1 (empty rows stay empty)."""
-    n_categories = int(codes.max()) + 1 if len(codes) else 0
-    known = codes[items] >= 0
-    matrix = sp.csr_matrix(
-        (weights[known], (users[known], codes[items[known]])),
-        shape=(n_users, n_categories),
-        dtype=np.float32,
-    )
-    matrix.sum_duplicates()
-    return _normalise_rows(matrix)
+    """User features from events given CSR-style (``indptr`` delimits each user's events).
+
+    Columns: one per item (if ``kind`` includes history), then one per category (if it includes
+    categories); none for ``identity``. Each included group has equal weight and rows sum to 1,
+    or are empty for users with no positive weight. Weights are summed per feature and damped
+    with log1p, so one item bought over and over does not become the whole profile.
+    """
+    n_users, n_items = len(indptr) - 1, len(item_category)
+    users = np.repeat(np.arange(n_users), np.diff(indptr))
+    groups: list[sp.spmatrix] = []
+    if kind in ("history", "history+categories"):
+        groups.append(sp.coo_matrix((weights, (users, items)), shape=(n_users, n_items)))
+    if kind in ("categories", "history+categories"):
+        codes = item_category[items]
+        known = codes >= 0
+        groups.append(
+            sp.coo_matrix(
+                (weights[known], (users[known], codes[known])), shape=(n_users, n_categories)
+            )
+        )
+    if not groups:
+        return sp.csr_matrix((n_users, 0), dtype=np.float32)
+    parts = []
+    for group in groups:
+        summed = sp.csr_matrix(group, dtype=np.float64)  # duplicates are summed here
+        summed.data = np.log1p(np.maximum(summed.data, 0.0))
+        summed.eliminate_zeros()
+        parts.append(_normalise_rows(summed))
+    return _normalise_rows(sp.hstack(parts, format="csr"))
 
 
 @register("lightfm")
@@ -176,26 +254,58 @@ class LightFMModel(Recommender):
     params_type = LightFMParams
     params: LightFMParams
     include_catalog_items = True
+    supports_new_items = True
 
     user_embeddings: np.ndarray
-    item_embeddings: np.ndarray
-    item_biases: np.ndarray
-    item_feature_names: np.ndarray
+    # Item embeddings with the item bias as the last column: a user vector with a trailing 1
+    # scores every item in one product, and the Faiss index holds exactly these rows.
+    item_factors: np.ndarray
+    # Embeddings of the user features derived from history, one row per column of
+    # history_features: items first (when used), then categories (when used).
+    history_embeddings: np.ndarray
+    item_category: np.ndarray  # index into category_names, -1 where unknown
+    category_names: np.ndarray
+    # What new catalog items are described with: the catalog vocabulary, its price buckets,
+    # and the embeddings and biases of those features.
+    feature_names: np.ndarray
+    price_edges: np.ndarray
+    feature_embeddings: np.ndarray
+    feature_biases: np.ndarray
 
     def _fit(self, data: TrainingData, show_progress: bool) -> None:
         from lightfm import LightFM
 
         p = self.params
-        n_users, n_items = data.interactions.shape
-        features = item_features(
+        n_items = len(self.item_map)
+        items = item_features(
             data.catalog,
             n_items,
             price_buckets=p.price_buckets,
             text_features=p.text_features,
             min_token_items=p.min_token_items,
         )
-        self.item_feature_names = features.names
-        interactions, weights = self._training_matrices(data.interactions.matrix)
+        self.feature_names = items.encoder.names
+        self.price_edges = items.encoder.price_edges
+        categories = [n for n in items.encoder.names.tolist() if n.startswith("category:")]
+        self.category_names = np.asarray([n.split(":", 1)[1] for n in categories], dtype=str)
+        self.item_category = (
+            category_codes(data.catalog, self.category_names)
+            if data.catalog is not None
+            else np.full(n_items, -1, dtype=np.int64)
+        )
+        users = self._user_features()  # from the histories fit() kept before calling _fit
+        positives, sample_weight = _training_matrices(data.interactions.matrix)
+        # Only items with interactions take part in training. LightFM samples negatives from
+        # every column, so an item without events would be trained as nothing but a negative
+        # and sink below its own features; kept out, its identity stays untrained (zero), and
+        # it is placed by its catalog features alone, exactly like an item added later.
+        warm = np.flatnonzero(np.bincount(positives.col, minlength=n_items))
+        columns = np.concatenate([warm, np.arange(n_items, items.matrix.shape[1])])
+        warm_features = sp.csr_matrix(items.matrix[warm][:, columns])
+        remap = np.full(n_items, -1, dtype=np.int32)
+        remap[warm] = np.arange(len(warm), dtype=np.int32)
+        interactions = _with_columns(positives, remap[positives.col], len(warm))
+        weights = _with_columns(sample_weight, remap[sample_weight.col], len(warm))
         model = LightFM(
             no_components=p.no_components,
             loss=p.loss,
@@ -205,74 +315,195 @@ class LightFMModel(Recommender):
             max_sampled=p.max_sampled,
             random_state=p.random_state,
         )
-        model.fit(
-            interactions,
-            user_features=None,
-            item_features=features.matrix,
-            sample_weight=weights,
-            epochs=p.epochs,
-            num_threads=self.threads or 2,
-            verbose=show_progress,
-        )
-        item_biases, item_embeddings = model.get_item_representations(features.matrix)
-        _, user_embeddings = model.get_user_representations()
-        self.item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
-        self.item_biases = np.ascontiguousarray(item_biases, dtype=np.float32)
-        self.user_embeddings = np.ascontiguousarray(user_embeddings, dtype=np.float32)
+        with Progress(disable=not show_progress, transient=True) as progress:
+            task = progress.add_task("training lightfm", total=p.epochs)
+            for epoch in range(p.epochs):
+                # One epoch per call (fit would reset the model) so the tuner can look in.
+                _run_epoch(model, interactions, weights, users, warm_features, self.threads)
+                if self.epoch_callback is not None:
+                    self._take_representations(model, users, items.matrix, warm)
+                    self.end_epoch(epoch)
+                progress.advance(task)
+        self._take_representations(model, users, items.matrix, warm)
 
-    @staticmethod
-    def _training_matrices(matrix: sp.csr_matrix) -> tuple[sp.coo_matrix, sp.coo_matrix]:
-        positives = matrix.copy()
-        positives.eliminate_zeros()
-        coo = positives.tocoo()
-        binary = sp.coo_matrix(
-            (np.ones_like(coo.data), (coo.row, coo.col)), shape=coo.shape, dtype=np.float32
+    def _take_representations(
+        self, model: Any, users: sp.csr_matrix, items: sp.csr_matrix, warm: np.ndarray
+    ) -> None:
+        """Dense representations of every item (cold ones too) and user from LightFM's
+        feature embeddings; the identity embeddings of items kept out of training are zero."""
+        n_users, n_items = users.shape[0], items.shape[0]
+        dim = model.no_components
+        self.feature_embeddings = np.array(model.item_embeddings[len(warm) :], dtype=np.float32)
+        self.feature_biases = np.array(model.item_biases[len(warm) :], dtype=np.float32)
+        embeddings = np.zeros((items.shape[1], dim), dtype=np.float32)
+        biases = np.zeros(items.shape[1], dtype=np.float32)
+        embeddings[warm], biases[warm] = (
+            model.item_embeddings[: len(warm)],
+            model.item_biases[: len(warm)],
         )
-        weights = np.log1p(coo.data)
-        weights = weights / weights.mean()
-        sample = sp.coo_matrix((weights.astype(np.float32), (coo.row, coo.col)), shape=coo.shape)
-        return binary, sample
+        embeddings[n_items:], biases[n_items:] = self.feature_embeddings, self.feature_biases
+        self.item_factors = np.ascontiguousarray(
+            np.hstack([items @ embeddings, (items @ biases)[:, None]]), dtype=np.float32
+        )
+        _, user_embeddings = model.get_user_representations(users)
+        self.user_embeddings = np.ascontiguousarray(user_embeddings, dtype=np.float32)
+        self.history_embeddings = np.array(model.user_embeddings[n_users:], dtype=np.float32)
+
+    def _history_part(
+        self, indptr: np.ndarray, items: np.ndarray, weights: np.ndarray
+    ) -> sp.csr_matrix:
+        """The history block of user feature rows, scaled to its share next to the identity."""
+        rows = history_features(
+            indptr,
+            items,
+            weights,
+            self.item_category,
+            len(self.category_names),
+            self.params.user_features,
+        )
+        return sp.csr_matrix(rows * (1.0 - self.params.user_identity_weight), dtype=np.float32)
+
+    def _user_features(self) -> sp.csr_matrix:
+        history = self._history_part(self.history_indptr, self.history_items, self.history_weights)
+        # Users with an empty history block are described by their identity alone.
+        identity = 1.0 - np.asarray(history.sum(axis=1)).ravel()
+        return sp.hstack([sp.diags(identity), history], format="csr", dtype=np.float32)
 
     # ----- scoring -----------------------------------------------------------------------------
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        scores: np.ndarray = self.user_embeddings[users] @ self.item_embeddings.T
-        scores += self.item_biases
+        scores: np.ndarray = self.user_vectors(users) @ self.item_factors.T
         return scores
 
     def score_history(self, history: History) -> np.ndarray | None:
+        """Scores for a user described by recent events rather than a trained identity.
+
+        With history-derived user features this is LightFM's own representation of a user
+        whose identity was never trained: the weighted sum of the embeddings of the features
+        their history implies. For a trained user it differs from the trained vector only by
+        the identity share (``user_identity_weight``). With identity-only users there are no
+        such features, and the weighted mean of the history's item embeddings stands in for
+        the user (an approximation: their identity was all the model knew of them).
+        """
         if not len(history):
             return None
-        items, inverse = np.unique(history.items, return_inverse=True)
-        weights = np.bincount(inverse, weights=history.weights).astype(np.float32)
-        user = (self.item_embeddings[items] * weights[:, None]).sum(axis=0) / weights.sum()
-        scores: np.ndarray = self.item_embeddings @ user + self.item_biases
+        part = self._history_part(np.array([0, len(history)]), history.items, history.weights)
+        if part.nnz:
+            user = np.asarray(part @ self.history_embeddings).ravel()
+        else:
+            items, inverse = np.unique(history.items, return_inverse=True)
+            weights = np.bincount(inverse, weights=history.weights)
+            if not weights.sum() > 0:
+                return None
+            user = weights @ self.item_factors[items, :-1] / weights.sum()
+        scores: np.ndarray = self.item_factors @ np.append(user, 1.0).astype(np.float32)
         return scores
 
     def item_vectors(self) -> np.ndarray:
-        return np.ascontiguousarray(
-            np.hstack([self.item_embeddings, self.item_biases[:, None]]), dtype=np.float32
-        )
+        return self.item_factors
 
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
         vectors = self.user_embeddings[users]
         return np.hstack([vectors, np.ones((len(vectors), 1), dtype=np.float32)])
 
     def similarity_vectors(self) -> np.ndarray:
-        # The bias is popularity, not likeness: cosine on the embeddings alone.
-        norms = np.linalg.norm(self.item_embeddings, axis=1, keepdims=True)
-        return np.asarray(self.item_embeddings / np.maximum(norms, 1e-12), dtype=np.float32)
+        # The bias measures popularity, not likeness: cosine on the embeddings alone.
+        embeddings = self.item_factors[:, :-1]
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        return np.asarray(embeddings / np.maximum(norms, 1e-12), dtype=np.float32)
+
+    # ----- items added after training ----------------------------------------------------------
+
+    def content_vectors(self, catalog_rows: pa.Table) -> np.ndarray:
+        """Item vectors (embedding, bias) from catalog features alone, as LightFM would build
+        them for an item whose identity is untrained: its features weighted as in training,
+        with the identity's share counted but its near-zero embedding left out."""
+        encoder = CatalogEncoder(self.feature_names, self.price_edges)
+        described = encoder.transform(catalog_rows)
+        share = 1.0 / (1.0 + np.asarray(described.sum(axis=1), dtype=np.float32))
+        embeddings = np.asarray(described @ self.feature_embeddings) * share
+        biases = np.asarray(described @ self.feature_biases[:, None]) * share
+        return np.hstack([embeddings, biases]).astype(np.float32)
+
+    def _add_items(self, count: int, vectors: np.ndarray | None) -> None:
+        if vectors is None:  # nothing known about them: neutral until the next retrain
+            vectors = np.zeros((count, self.item_factors.shape[1]), dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(
+            np.vstack([self.item_factors, vectors]), dtype=np.float32
+        )
+        # As users' history features they are untrained (zero), and their category is unknown
+        # here (content_vectors is not told which ids it describes, _add_items gets no rows).
+        if self.params.user_features.startswith("history"):
+            end_of_items = len(self.item_category)
+            self.history_embeddings = np.insert(
+                self.history_embeddings, [end_of_items] * count, 0.0, axis=0
+            )
+        self.item_category = np.concatenate([self.item_category, np.full(count, -1)])
 
     # ----- persistence -------------------------------------------------------------------------
 
+    _STATE = (
+        "user_embeddings",
+        "item_factors",
+        "history_embeddings",
+        "item_category",
+        "category_names",
+        "feature_names",
+        "price_edges",
+        "feature_embeddings",
+        "feature_biases",
+    )
+
     def _model_state(self) -> dict[str, np.ndarray]:
-        return {
-            "user_embeddings": self.user_embeddings,
-            "item_embeddings": self.item_embeddings,
-            "item_biases": self.item_biases,
-        }
+        return {name: getattr(self, name) for name in self._STATE}
 
     def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.user_embeddings = arrays["user_embeddings"]
-        self.item_embeddings = arrays["item_embeddings"]
-        self.item_biases = arrays["item_biases"]
+        for name in self._STATE:
+            setattr(self, name, arrays[name])
+
+
+def _training_matrices(matrix: sp.csr_matrix) -> tuple[sp.coo_matrix, sp.coo_matrix]:
+    """Binary positives for LightFM's samplers, with damped event weights as sample weights.
+
+    WARP and BPR treat every stored entry as a positive; the weight only scales the update
+    for it. Raw summed weights span orders of magnitude (a repeat purchase outweighs a view
+    fifty times) and big steps destabilise SGD, so they are damped with log1p and scaled to
+    mean 1, which keeps ``learning_rate`` meaning the same whatever the weighting.
+    """
+    positives = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    # A net-negative pair is not a positive, and these losses have no way to say "disliked".
+    positives.data = np.maximum(positives.data, 0.0)
+    positives.eliminate_zeros()
+    coo = positives.tocoo()
+    damped = np.log1p(coo.data)
+    damped /= max(float(damped.mean()), 1e-12)
+    binary = sp.coo_matrix((np.ones_like(coo.data), (coo.row, coo.col)), shape=coo.shape)
+    weights = sp.coo_matrix((damped.astype(np.float32), (coo.row, coo.col)), shape=coo.shape)
+    return binary, weights
+
+
+def _with_columns(matrix: sp.coo_matrix, columns: np.ndarray, n_columns: int) -> sp.coo_matrix:
+    """The same entries, in the same order (LightFM pairs weights with entries by position),
+    under new column indices."""
+    return sp.coo_matrix((matrix.data, (matrix.row, columns)), shape=(matrix.shape[0], n_columns))
+
+
+def _run_epoch(
+    model: Any,
+    interactions: sp.coo_matrix,
+    sample_weight: sp.coo_matrix,
+    users: sp.csr_matrix,
+    items: sp.csr_matrix,
+    threads: int,
+) -> None:
+    try:
+        model.fit_partial(
+            interactions,
+            user_features=users,
+            item_features=items,
+            sample_weight=sample_weight,
+            epochs=1,
+            num_threads=threads or 2,
+        )
+    except ValueError as exc:  # with inputs built here, LightFM only complains of divergence
+        raise InvalidInputError(f"LightFM training failed ({exc}); lower learning_rate") from exc

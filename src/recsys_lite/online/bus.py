@@ -192,10 +192,11 @@ class KafkaBus(EventBus):
 
     def _ensure_topic(self) -> None:
         from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient
-        from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+        from confluent_kafka import admin as kafka_admin
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        NewTopic: Any = getattr(kafka_admin, "NewTopic")  # noqa: B009 (not re-exported for mypy)
+
+        admin = kafka_admin.AdminClient({"bootstrap.servers": self.bootstrap})
         for future in admin.create_topics([NewTopic(self.topic, num_partitions=1)]).values():
             try:
                 future.result(10)
