@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(PY) bench/als_end_to_end.py
 	$(PY) bench/index_recall.py
 	$(PY) bench/serving_load.py
+	$(PY) bench/online_latency.py
+	$(PY) bench/tune.py
 	$(PY) bench/quality.py
 
 clean:
