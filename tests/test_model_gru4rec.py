@@ -35,6 +35,14 @@ def table(rows: list[tuple[str, str, int]]) -> pa.Table:
     )
 
 
+def gru4rec(params: dict[str, object]) -> GRU4RecModel:
+    model = create_model("gru4rec", params)
+    assert isinstance(model, GRU4RecModel)
+    # Steps are small: a second torch thread mostly waits, and slows down a busy machine a lot.
+    model.threads = 1
+    return model
+
+
 # ----- sessions ------------------------------------------------------------------------------
 
 
@@ -215,11 +223,8 @@ def successor_sessions(n_items: int, n_sessions: int, seed: int) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def successor_model() -> GRU4RecModel:
-    model = create_model(
-        "gru4rec", {"layers": [48], "n_sample": 32, "batch_size": 32, "epochs": 8}
-    ).fit(successor_sessions(40, 800, seed=0))
-    assert isinstance(model, GRU4RecModel)
-    return model
+    model = gru4rec({"layers": [48], "n_sample": 32, "batch_size": 32, "epochs": 6})
+    return model.fit(successor_sessions(40, 500, seed=0))
 
 
 def history_of(model: GRU4RecModel, item_ids: list[str], ts: list[int]) -> History:
@@ -296,7 +301,7 @@ def test_save_and_load_keep_the_scores(successor_model: GRU4RecModel) -> None:
 def test_variants_train_and_score(variant: dict[str, object]) -> None:
     events = successor_sessions(20, 60, seed=2)
     epochs: list[int] = []
-    model = create_model("gru4rec", {**TINY, "epochs": 2, **variant})
+    model = gru4rec({**TINY, "epochs": 2, **variant})
     model.epoch_callback = epochs.append
     model.fit(events)
     assert epochs == [0, 1]
@@ -308,6 +313,5 @@ def test_variants_train_and_score(variant: dict[str, object]) -> None:
 
 def test_training_is_reproducible_for_a_seed() -> None:
     events = successor_sessions(20, 60, seed=3)
-    first = create_model("gru4rec", TINY).fit(events)
-    second = create_model("gru4rec", TINY).fit(events)
+    first, second = gru4rec(TINY).fit(events), gru4rec(TINY).fit(events)
     np.testing.assert_array_equal(first.item_vectors(), second.item_vectors())

@@ -17,11 +17,17 @@ PyTorch implementation (github.com/hidasib/GRU4Rec_PyTorch_Official):
   popularity ** ``sample_alpha``;
 * cross-entropy (optionally logQ-corrected) or BPR-max with score regularisation and an ELU
   final activation;
-* Adagrad with momentum whose sparse form touches only the embedding rows a step used.
+* dropout on the input embedding and on each layer's output; Adagrad with momentum (the
+  official optimiser) that updates only the item rows a step used, as sparse gradients do.
 
-Deviations, both small: a negative that happens to be the row's own target (likely in small
-catalogs, where 2048 samples cover most items) is masked out instead of competing with it,
-and the logQ correction uses the expected count of an item among a step's columns.
+For speed on a CPU, each distinct item among a step's columns is gathered and scored once and
+counted as often as it was drawn, which gives exactly the loss of scoring every column.
+
+Deviations, all small: a negative that happens to be the row's own target (likely in small
+catalogs, where the samples cover most items) is masked out instead of competing with it; the
+logQ correction uses the expected count of an item among a step's columns; the hidden state
+carried to the next event is the one before dropout (the official code carries the dropped-out
+one).
 
 Serving runs the network over the user's most recent session (the events after the last gap)
 and scores every item with the final state, so ``score_history`` is the main path: new users and

@@ -34,7 +34,14 @@ from pydantic import Field
 from rich.progress import Progress
 
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+from recsys_lite.models.base import (
+    HISTORY_LENGTH,
+    History,
+    ModelParams,
+    Recommender,
+    TrainingData,
+    register,
+)
 
 TOKEN = re.compile(r"[^\W_]+")
 UserFeatures = Literal["identity", "history", "categories", "history+categories"]
@@ -56,6 +63,13 @@ class LightFMParams(ModelParams):
         "history",
         description="what describes a user besides their identity: the items and/or categories"
         " of their recent events",
+    )
+    user_history_items: int = Field(
+        20,
+        ge=1,
+        le=HISTORY_LENGTH,
+        description="most recently used distinct items describing a user (with history features);"
+        " each costs a little on every training step for that user",
     )
     user_identity_weight: float = Field(
         0.2,
@@ -217,19 +231,27 @@ def history_features(
     item_category: np.ndarray,
     n_categories: int,
     kind: UserFeatures,
+    max_items: int,
 ) -> sp.csr_matrix:
-    """User features from events given CSR-style (``indptr`` delimits each user's events).
+    """User features from events given CSR-style (``indptr`` delimits each user's events, oldest
+    first).
 
-    Columns: one per item (if ``kind`` includes history), then one per category (if it includes
-    categories); none for ``identity``. Each included group has equal weight and rows sum to 1,
-    or are empty for users with no positive weight. Weights are summed per feature and damped
-    with log1p, so one item bought over and over does not become the whole profile.
+    Columns: one per item (if ``kind`` includes history: the user's ``max_items`` most recently
+    used distinct items), then one per category (if it includes categories); none for
+    ``identity``. Each included group has equal weight and rows sum to 1, or are empty for users
+    with no positive weight. Weights are summed per feature and damped with log1p, so one item
+    bought over and over does not become the whole profile.
     """
     n_users, n_items = len(indptr) - 1, len(item_category)
     users = np.repeat(np.arange(n_users), np.diff(indptr))
     groups: list[sp.spmatrix] = []
     if kind in ("history", "history+categories"):
-        groups.append(sp.coo_matrix((weights, (users, items)), shape=(n_users, n_items)))
+        recent = _recent_distinct(users, items, n_items, max_items)
+        groups.append(
+            sp.coo_matrix(
+                (weights[recent], (users[recent], items[recent])), shape=(n_users, n_items)
+            )
+        )
     if kind in ("categories", "history+categories"):
         codes = item_category[items]
         known = codes >= 0
@@ -247,6 +269,21 @@ def history_features(
         summed.eliminate_zeros()
         parts.append(_normalise_rows(summed))
     return _normalise_rows(sp.hstack(parts, format="csr"))
+
+
+def _recent_distinct(users: np.ndarray, items: np.ndarray, n_items: int, limit: int) -> np.ndarray:
+    """Mask of the events on each user's ``limit`` most recently used distinct items.
+
+    ``users`` is sorted and each user's events are oldest first.
+    """
+    pairs = users.astype(np.int64) * n_items + items
+    distinct, first_from_end = np.unique(pairs[::-1], return_index=True)
+    last_use = len(pairs) - 1 - first_from_end
+    owner = users[last_use]
+    newest_first = np.lexsort((-last_use, owner))
+    owners = owner[newest_first]
+    rank = np.arange(len(owners)) - np.searchsorted(owners, owners, side="left")
+    return np.isin(pairs, distinct[newest_first[rank < limit]])
 
 
 @register("lightfm")
@@ -360,6 +397,7 @@ class LightFMModel(Recommender):
             self.item_category,
             len(self.category_names),
             self.params.user_features,
+            self.params.user_history_items,
         )
         return sp.csr_matrix(rows * (1.0 - self.params.user_identity_weight), dtype=np.float32)
 

@@ -437,6 +437,11 @@ class TwoTowerModel(Recommender):
                 for start in range(0, len(order), p.batch_size):
                     batch = order[start : start + p.batch_size]
                     loss = self._step(net, examples, batch, log_q, rng)
+                    if os.environ.get("TT_DECAY"):
+                        done = (epoch * len(order) + start) / (p.epochs * len(order))
+                        for optimizer in optimizers:
+                            for group in optimizer.param_groups:
+                                group["lr"] = p.learning_rate * (1.0 - done)
                     for optimizer in optimizers:
                         optimizer.zero_grad()
                     torch.autograd.backward(loss)
