@@ -38,8 +38,6 @@ def table(rows: list[tuple[str, str, int]]) -> pa.Table:
 def gru4rec(params: dict[str, object]) -> GRU4RecModel:
     model = create_model("gru4rec", params)
     assert isinstance(model, GRU4RecModel)
-    # Steps are small: a second torch thread mostly waits, and slows down a busy machine a lot.
-    model.threads = 1
     return model
 
 
@@ -311,7 +309,10 @@ def test_variants_train_and_score(variant: dict[str, object]) -> None:
     assert similar is not None and len(similar.items) == 5
 
 
-def test_training_is_reproducible_for_a_seed() -> None:
+def test_training_is_reproducible_for_a_seed_and_leaves_torch_as_it_was() -> None:
     events = successor_sessions(20, 60, seed=3)
+    threads, rng_state = torch.get_num_threads(), torch.random.get_rng_state()
     first, second = gru4rec(TINY).fit(events), gru4rec(TINY).fit(events)
     np.testing.assert_array_equal(first.item_vectors(), second.item_vectors())
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.random.get_rng_state(), rng_state)

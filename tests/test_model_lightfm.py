@@ -12,7 +12,7 @@ import pytest
 
 from recsys_lite.models import History, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
-from recsys_lite.models.lightfm_hybrid import LightFMModel, item_features
+from recsys_lite.models.lightfm_hybrid import LightFMModel, history_features, item_features
 
 CATEGORIES = {"Coffee": ("BeanCo", "Roastery"), "Books": ("Inkwell", "Pageturn")}
 ITEMS_PER_BRAND = 4
@@ -253,3 +253,23 @@ def test_adding_items_leaves_existing_fold_ins_alone(
     after = fitted.score_history(fitted.history(0))
     assert before is not None and after is not None and len(after) == n_items + 1
     np.testing.assert_allclose(after[:n_items], before, rtol=1e-6)
+
+
+def test_history_features_describe_recent_items_and_categories() -> None:
+    # user 0: items 1, 2, 1, 3, 4 (oldest first); user 1: item 5 twice with weight 0 and 1
+    indptr = np.array([0, 5, 7])
+    items = np.array([1, 2, 1, 3, 4, 5, 5])
+    weights = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    category = np.array([0, 0, 0, 1, 1, -1])
+    rows = history_features(indptr, items, weights, category, 2, "history+categories", 3)
+    dense = rows.toarray()
+    assert dense.shape == (2, 6 + 2)
+    np.testing.assert_allclose(dense.sum(axis=1), 1.0, rtol=1e-6)
+    # the three most recently used distinct items; item 2 was last used before them
+    assert np.flatnonzero(dense[0, :6]).tolist() == [1, 3, 4]
+    assert dense[0, 1] > dense[0, 3]  # used twice, damped but still weightier
+    assert dense[0, 6] > 0 and dense[0, 7] > 0  # categories count every event, item 2's too
+    assert np.flatnonzero(dense[1]).tolist() == [5]  # no category for item 5
+    only_items = history_features(indptr, items, weights, category, 2, "history", 50)
+    assert only_items.shape == (2, 6) and only_items[0].nnz == 4
+    assert history_features(indptr, items, weights, category, 2, "identity", 50).shape == (2, 0)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,7 +61,8 @@ class GRU4RecParams(ModelParams):
     """Defaults follow the official implementation except where a 2-core CPU asks otherwise:
     batch_size 128 and n_sample 1024 (official 64 and 2048) halve the work per event, and
     logQ correction is on, as in the official tuned cross-entropy configurations. Five epochs
-    fit a million events in the training-time budget (bench numbers in the model's report)."""
+    of a million events take about 5 minutes of one core; torch runs on one thread unless
+    ``torch_threads`` says otherwise (see ``GRU4RecModel._threads``)."""
 
     layers: list[int] = Field(
         default_factory=lambda: [100], min_length=1, max_length=4, description="GRU layer sizes"
@@ -101,6 +103,12 @@ class GRU4RecParams(ModelParams):
         True, description="a sampled negative equal to the row's target does not count"
     )
     seed: int = 42
+    torch_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="torch threads for training and batch scoring; 0: the configured THREADS",
+    )
 
     def gap_seconds(self) -> float:
         return math.inf if self.session_gap_minutes is None else self.session_gap_minutes * 60.0
@@ -473,6 +481,18 @@ def _bpr_max(
     return torch.where(has_negative, per_row, torch.zeros_like(per_row)).sum()
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != previous:
+            torch.set_num_threads(previous)
+
+
 # ----- model -----------------------------------------------------------------------------------
 
 
@@ -483,16 +503,16 @@ class GRU4RecModel(Recommender):
     net: GRU4RecNet | None = None
     _item_vectors: np.ndarray | None = None
 
+    def _threads(self) -> int:
+        # One thread by default: a step's tensors are small, so a second thread gains little
+        # on an idle machine, and on a busy one its spin-waiting made training 8-14x slower
+        # (fit of the fast test params: 2.4 s with one thread, 19.9 s with two, load 9).
+        return self.params.torch_threads or self.threads or 2
+
     def _fit(self, data: TrainingData, show_progress: bool) -> None:
-        p = self.params
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads or 2)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(p.seed)
-                self._train(data, show_progress)
-        finally:
-            torch.set_num_threads(previous_threads)
+        with _torch_threads(self._threads()), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.params.seed)
+            self._train(data, show_progress)
 
     def _train(self, data: TrainingData, show_progress: bool) -> None:
         p = self.params
@@ -717,7 +737,9 @@ class GRU4RecModel(Recommender):
         return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        scores: np.ndarray = self.user_vectors(users) @ self.item_vectors().T
+        with _torch_threads(self._threads()):
+            states = self.user_vectors(users)
+        scores: np.ndarray = states @ self.item_vectors().T
         return scores
 
     def score_history(self, history: History) -> np.ndarray | None:

