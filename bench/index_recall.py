@@ -49,7 +49,7 @@ from recsys_lite.models.index import VectorIndex
 NAME = "index_recall"
 K = 10
 WARMUP = 50
-EF_SEARCH = (64, 128, 256)
+EF_SEARCH = (16, 32, 64, 128, 256)
 NPROBE = (8, 32, 128)
 
 

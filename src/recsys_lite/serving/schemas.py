@@ -1,10 +1,43 @@
-"""Response shapes, for the OpenAPI docs and for tests that check the contract."""
+"""Request and response shapes, for the OpenAPI docs and for tests that check the contract."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+MAX_ID_LENGTH = 256
+
+
+class ListQuery(BaseModel):
+    """Query parameters shared by the endpoints that answer a list of items.
+
+    The upper bound of ``k`` is a setting, so it comes in the validation context (``max_k``).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    k: int = Field(10, ge=1, description="number of items")
+    use_faiss: bool = Field(True, description="search the Faiss index (false: exact search)")
+    category: str | None = Field(None, max_length=MAX_ID_LENGTH, description="only this category")
+    brand: str | None = Field(None, max_length=MAX_ID_LENGTH, description="only this brand")
+
+    @field_validator("k")
+    @classmethod
+    def _at_most_max_k(cls, k: int, info: ValidationInfo) -> int:
+        limit = (info.context or {}).get("max_k")
+        if limit is not None and k > limit:
+            raise ValueError(f"at most {limit} items per request (MAX_RECOMMENDATIONS)")
+        return k
+
+
+class RecommendQuery(ListQuery):
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="external user id")
+    exclude_seen: bool = Field(True, description="leave out items the user already has")
+
+
+class SimilarItemsQuery(ListQuery):
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="external item id")
 
 
 class RecommendedItem(BaseModel):
