@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 from _common import WORK, console, percentiles_ms, prepare_catalog, table, verdict, write_results
-from serving_load import LUA_DONE, LUA_RECOMMEND, free_port, running_server
+from serving_load import LUA_DONE, LUA_RANDOM_USER, free_port, running_server
 
 NAME = "online_latency"
 P99_TARGET_MS = 1000.0
@@ -51,7 +51,8 @@ def main() -> None:
     shutil.copy(catalog.db, db)
     lua = folder / "recommend.lua"
     background_ids = rng.choice(known_users, size=2_000, replace=False).tolist()
-    lua.write_text(LUA_RECOMMEND % ", ".join(f'"{u}"' for u in background_ids) + LUA_DONE)
+    quoted_ids = ", ".join(f'"{u}"' for u in background_ids)
+    lua.write_text(LUA_RANDOM_USER % (quoted_ids, "/recommend") + LUA_DONE)
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
