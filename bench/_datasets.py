@@ -44,6 +44,7 @@ class Dataset:
     name: str
     store: Store
     events: pa.Table
+    items: pa.Table
 
 
 def _sql_path(path: Path) -> str:
@@ -133,4 +134,4 @@ def prepare(name: str) -> Dataset | None:
         events_file, items_file = folder / "events.parquet", folder / "items.parquet"
     store = Store(folder / "store.db")
     ingest(store, events_file, items_file, show_progress=False)
-    return Dataset(name, store, store.read_events())
+    return Dataset(name, store, store.read_events(), store.read_items())

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pyarrow as pa
 import pytest
 
@@ -14,8 +15,8 @@ from recsys_lite.errors import InvalidInputError
 from recsys_lite.evaluation.leaderboard import compare
 from recsys_lite.evaluation.split import temporal_split
 from recsys_lite.models.artifact import load_artifact
-from recsys_lite.models.base import Recommender
-from recsys_lite.tuning.search import optimize, parse_metric, tune
+from recsys_lite.models.base import MODEL_MODULES, Recommender, create_model
+from recsys_lite.tuning.search import SearchSpace, optimize, parse_metric, tune
 
 
 def test_trials_train_and_validate_before_the_test_period(
@@ -54,6 +55,16 @@ def test_optimize_writes_a_servable_tuned_artifact(shop_db: Path, tmp_path: Path
     assert tuning["best_params"] == outcome.best_params and len(tuning["trials"]) == 2
     assert 0 <= artifact.metrics["metrics"]["ndcg@20"] <= 1  # evaluated once on the test split
     assert "tuning.json" in artifact.manifest["checksums"]
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_MODULES))
+def test_every_model_has_a_search_space_within_its_params(name: str) -> None:
+    space = SearchSpace.for_model(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):  # often enough to reach a range's edges
+        # params refuse unknown keys and out-of-range values, so a typo or a range wider than
+        # the model accepts fails here rather than in the middle of a user's study
+        create_model(name, space.sample(study.ask()))
 
 
 def test_metric_names_are_checked() -> None:

@@ -44,7 +44,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from rich.progress import Progress
 from torch import nn
 from torch.nn import functional as F
@@ -65,7 +65,10 @@ class GRU4RecParams(ModelParams):
     ``torch_threads`` says otherwise (see ``GRU4RecModel._threads``)."""
 
     layers: list[int] = Field(
-        default_factory=lambda: [100], min_length=1, max_length=4, description="GRU layer sizes"
+        default_factory=lambda: [100],
+        min_length=1,
+        max_length=4,
+        description="GRU layer sizes; a single number is one layer",
     )
     loss: Literal["cross-entropy", "bpr-max"] = "cross-entropy"
     batch_size: int = Field(128, ge=1, le=4096, description="sessions trained side by side")
@@ -112,6 +115,12 @@ class GRU4RecParams(ModelParams):
 
     def gap_seconds(self) -> float:
         return math.inf if self.session_gap_minutes is None else self.session_gap_minutes * 60.0
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _one_layer_as_number(cls, value: object) -> object:
+        # a search space can only suggest numbers, and {"layers": 200} reads naturally
+        return [value] if isinstance(value, int) else value
 
 
 class TrainingDivergedError(RecsysError):
