@@ -39,8 +39,10 @@ bench: $(STAMP)
 	$(PY) bench/index_recall.py
 	$(PY) bench/serving_load.py
 	$(PY) bench/online_latency.py
+	$(PY) bench/train_times.py
 	$(PY) bench/tune.py
-	$(PY) bench/quality.py
+	$(PY) bench/quality.py --tune als ease --tune-trials 20
+	$(PY) bench/quality.py --split leave-last --name quality_leave_last
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -143,6 +144,28 @@ def _cell(value: Any) -> str:
 
 def verdict(ok: bool) -> str:
     return "[green]met[/]" if ok else "[red]missed[/]"
+
+
+# ----- the 1M-event shop shared by als_end_to_end and train_times ------------------------------
+
+SHOP_USERS, SHOP_ITEMS, SHOP_EVENTS = 50_000, 20_000, 1_000_000
+
+
+def million_event_shop(seed: int = 42) -> tuple[Path, Path]:
+    """Events and items files of the synthetic 1M-event shop, generated once per seed."""
+    from recsys_lite.data import demo
+
+    folder = WORK / "shop1m" / f"seed{seed}"
+    done = folder / "complete"  # written last: a run stopped halfway leaves no usable files
+    if not done.is_file():
+        console.print(
+            f"generating {SHOP_EVENTS:,} events ({SHOP_USERS:,} users, {SHOP_ITEMS:,} items)..."
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+        paths = demo.write(demo.generate(SHOP_USERS, SHOP_ITEMS, SHOP_EVENTS, seed), folder)
+        done.write_text(json.dumps([p.name for p in paths]))
+    events, items = (folder / name for name in json.loads(done.read_text()))
+    return events, items
 
 
 # ----- the 100k-item catalog shared by index_recall and serving_load -----------------------------

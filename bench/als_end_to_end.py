@@ -22,14 +22,24 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from _common import WORK, console, table, timed, verdict, warn_if_busy, write_results
-from recsys_lite.data import demo
+from _common import (
+    SHOP_EVENTS,
+    SHOP_ITEMS,
+    SHOP_USERS,
+    WORK,
+    console,
+    million_event_shop,
+    table,
+    timed,
+    verdict,
+    warn_if_busy,
+    write_results,
+)
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.training import train
 
 NAME = "als_end_to_end"
-N_USERS, N_ITEMS, N_EVENTS = 50_000, 20_000, 1_000_000
 TARGET_SECONDS = 20.0
 
 
@@ -83,10 +93,8 @@ def main() -> None:
 
     folder = WORK / NAME
     shutil.rmtree(folder, ignore_errors=True)
-    console.print(f"generating {N_EVENTS:,} events ({N_USERS:,} users, {N_ITEMS:,} items)...")
-    shop = demo.generate(N_USERS, N_ITEMS, N_EVENTS, args.seed)
-    events, items = demo.write(shop, folder / "data")
-    del shop
+    folder.mkdir(parents=True)
+    events, items = million_event_shop(args.seed)
 
     quick = [run_once(events, items, folder, 0.0) for _ in range(args.runs)]
     holdout = [run_once(events, items, folder, 0.2) for _ in range(args.holdout_runs)]
@@ -106,7 +114,7 @@ def main() -> None:
     )
     console.print(
         table(
-            f"ALS end to end, {N_EVENTS // 1_000_000}M events, test_size=0",
+            f"ALS end to end, {SHOP_EVENTS // 1_000_000}M events, test_size=0",
             ["stage", "seconds", "target"],
             rows,
         )
@@ -143,9 +151,9 @@ def main() -> None:
         {
             "dataset": {
                 "generator": "recsys_lite.data.demo.generate",
-                "n_users": N_USERS,
-                "n_items": N_ITEMS,
-                "n_events": N_EVENTS,
+                "n_users": SHOP_USERS,
+                "n_items": SHOP_ITEMS,
+                "n_events": SHOP_EVENTS,
                 "seed": args.seed,
             },
             "load_average_1m_at_start": start_load,

@@ -1,0 +1,116 @@
+"""How long does each model take to train on a 1M-event shop? (target: under 10 minutes each)
+
+Ingests the synthetic 1M-event shop of bench/als_end_to_end.py (50k users, 20k items) once, then
+runs ``training.train`` for every registered model with its default params and
+``test_size=0``: read, interaction matrix, fit, Faiss index and artifact, which is what
+``recsys-lite train MODEL --test-size 0`` does. CPU time over wall time shows how much of the
+two cores each library kept busy.
+
+    python bench/train_times.py [--models ease item2vec ...] [--seed 42]
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS thread: implicit runs its own thread pool, and BLAS threads underneath only contend
+# with it. Set before numpy loads OpenBLAS, which reads it once.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    WORK,
+    console,
+    million_event_shop,
+    table,
+    timed,
+    verdict,
+    warn_if_busy,
+    write_results,
+)
+from recsys_lite.data.ingest import ingest
+from recsys_lite.data.store import Store
+from recsys_lite.models.base import MODEL_MODULES
+from recsys_lite.training import train
+
+NAME = "train_times"
+TARGET_SECONDS = 600.0
+
+
+def directory_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    models = list(MODEL_MODULES)
+    parser.add_argument("--models", nargs="+", choices=models, default=models)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    start_load = warn_if_busy()
+
+    folder = WORK / NAME
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    events, items = million_event_shop(args.seed)
+    store = Store(folder / "store.db")
+    ingest(store, events, items, show_progress=False)
+    counts = store.counts()
+
+    rows: list[dict[str, Any]] = []
+    for name in args.models:
+        console.print(f"training {name} on {counts['events']:,} events...")
+        with timed() as clock:
+            result = train(store, name, folder / name, test_size=0.0, show_progress=True)
+        rows.append(
+            {
+                "model": name,
+                "seconds": round(clock.seconds, 2),
+                "cpu_seconds": round(clock.cpu_seconds, 2),
+                "cores_busy": round(clock.cpu_seconds / clock.seconds, 2),
+                "timings": result.timings,
+                "artifact_mb": round(directory_mb(folder / name), 1),
+                "params": result.model.params.model_dump(mode="json"),
+                "target_met": clock.seconds <= TARGET_SECONDS,
+            }
+        )
+        shutil.rmtree(folder / name)  # a 20k-item EASE artifact alone is 1.6 GB
+        console.print(f"  {name}: {clock.seconds:.1f} s")
+
+    console.print(
+        table(
+            f"training on {counts['events']:,} events, {counts['users']:,} users,"
+            f" {counts['items_with_events']:,} items (test_size=0)",
+            ["model", "wall s", "CPU s", "cores busy", "fit s", "artifact MB", "≤ 10 min"],
+            [
+                [
+                    r["model"],
+                    r["seconds"],
+                    r["cpu_seconds"],
+                    r["cores_busy"],
+                    r["timings"].get("fit"),
+                    r["artifact_mb"],
+                    verdict(r["target_met"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    write_results(
+        NAME,
+        {
+            "dataset": {"generator": "recsys_lite.data.demo.generate", "seed": args.seed, **counts},
+            "load_average_1m_at_start": start_load,
+            "target_seconds": TARGET_SECONDS,
+            "rows": rows,
+            "all_met": all(r["target_met"] for r in rows),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
