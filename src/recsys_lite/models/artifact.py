@@ -36,7 +36,10 @@ METRICS = "metrics.json"
 ARRAYS = "model.npz"
 USER_INDEX = "user.faiss"
 ITEM_INDEX = "item.faiss"
-TRACKED_LIBRARIES = ("numpy", "scipy", "implicit", "faiss-cpu", "duckdb", "pyarrow")
+TRACKED_LIBRARIES = (
+    "numpy", "scipy", "implicit", "faiss-cpu", "duckdb", "pyarrow", "gensim", "rectools-lightfm",
+    "torch",
+)  # fmt: skip
 
 
 @dataclass

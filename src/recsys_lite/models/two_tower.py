@@ -12,7 +12,6 @@ for new users and new catalog items, so a server holding this model never import
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,12 +33,6 @@ from recsys_lite.models.base import (
 
 if TYPE_CHECKING:
     import torch
-
-# Torch's OpenMP workers spin while they wait for work. On a small box shared with a server or
-# other jobs, a descheduled worker then stalls each of the many small operations of a batch: on
-# 2 busy cores, fitting the test shop took 240 s with spinning workers and 20-27 s with passive
-# ones. The setting is read once, when torch loads, so it only helps if this module comes first.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 NET_PREFIX = "net."
 FEATURES = ("category", "brand", "price")
