@@ -228,6 +228,27 @@ def test_items_added_after_training_are_placed_like_cold_items(
     assert folded is not None and folded.shape == (len(grown.item_map),)
 
 
+def test_a_batch_of_items_adds_each_new_id_once_with_its_first_row(
+    model: LightFMModel, shop: tuple[pa.Table, pa.Table]
+) -> None:
+    _, catalog = shop
+    rows = catalog.slice(0, 2).set_column(0, "item_id", pa.array(["NEW-A", "NEW-B"]))
+    vectors = model.content_vectors(rows)
+    assert vectors is not None
+    known = str(model.item_map.ids[0])
+    batch = copy.deepcopy(model)
+    added = batch.add_items(
+        ["NEW-A", known, "NEW-B", "NEW-A"],
+        np.stack([vectors[0], vectors[1], vectors[1], vectors[1]]),
+    )
+    assert added == ["NEW-A", "NEW-B"]
+    one_by_one = copy.deepcopy(model)
+    one_by_one.add_items(["NEW-A", "NEW-B"], vectors)
+    batch_vectors, expected = batch.item_vectors(), one_by_one.item_vectors()
+    assert batch_vectors is not None and expected is not None
+    np.testing.assert_allclose(batch_vectors, expected)
+
+
 def test_epoch_callback_sees_a_usable_model(shop: tuple[pa.Table, pa.Table]) -> None:
     events, catalog = shop
     fitted = create_model("lightfm", {**PARAMS, "epochs": 3})

@@ -254,10 +254,14 @@ class Recommender(ABC):
         used by embedding models and added to the Faiss indexes. Returns the ids that were new.
         """
         self._require_fitted()
-        fresh = [item for item in dict.fromkeys(item_ids) if item not in self.item_map]
+        # the first row of each id not yet in the model, in the order given
+        first_row: dict[str, int] = {}
+        for n, item in enumerate(item_ids):
+            first_row.setdefault(item, n)
+        fresh = [item for item in first_row if item not in self.item_map]
         if not fresh or not self.supports_new_items:
             return []
-        keep = [n for n, item in enumerate(item_ids) if item in set(fresh)]
+        keep = [first_row[item] for item in fresh]
         new_vectors = None if vectors is None else np.asarray(vectors, np.float32)[keep]
         self.item_map = self.item_map.add(fresh)
         n_items = len(self.item_map)
