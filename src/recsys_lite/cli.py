@@ -239,7 +239,7 @@ def optimize(
 @app.command()
 def compare(
     db: DbOption = None,
-    models: str = typer.Option("popular,als,bpr", help="comma-separated model names"),
+    models: str = typer.Option("all", help="comma-separated model names, or all of them"),
     tune_trials: int = typer.Option(0, min=0, help="tune each model first (0: defaults)"),
     metric: str = typer.Option("ndcg@20", help="tuning metric"),
     test_size: float = typer.Option(0.2, min=0.01, max=0.9),
@@ -248,8 +248,12 @@ def compare(
     """Train and evaluate several models on one split and print a leaderboard."""
     from recsys_lite.data.store import Store
     from recsys_lite.evaluation.leaderboard import compare as run_compare
+    from recsys_lite.models.base import MODEL_MODULES
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    if models.strip() == "all":
+        names = list(MODEL_MODULES)
+    else:
+        names = [m.strip() for m in models.split(",") if m.strip()]
     try:
         rows = run_compare(
             Store(_db(db)),
