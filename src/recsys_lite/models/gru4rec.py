@@ -43,14 +43,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator
 from rich.progress import Progress
-from torch import nn
-from torch.nn import functional as F
 
 from recsys_lite.errors import RecsysError
 from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+from recsys_lite.models.torch_runtime import load_torch
+
+load_torch()  # before the first `import torch` (see torch_runtime)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 STATE_PREFIX = "gru4rec."
 SAMPLE_CACHE_FLOATS = 1_000_000  # negatives drawn per refill of the sample cache

@@ -30,9 +30,12 @@ from recsys_lite.models.base import (
     TrainingData,
     register,
 )
+from recsys_lite.models.torch_runtime import load_torch
 
 if TYPE_CHECKING:
     import torch
+
+load_torch()  # the functions below import torch lazily; it loads here first (see torch_runtime)
 
 NET_PREFIX = "net."
 FEATURES = ("category", "brand", "price")
