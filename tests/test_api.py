@@ -124,6 +124,16 @@ def test_health_and_probes(client: httpx.Client) -> None:
     assert "/recommend" in client.get("/openapi.json").json()["paths"]
 
 
+def test_openapi_documents_the_query_parameters(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    recommend = {p["name"]: p for p in paths["/recommend"]["get"]["parameters"]}
+    assert set(recommend) == {"user_id", "k", "use_faiss", "exclude_seen", "category", "brand"}
+    assert recommend["user_id"]["required"] and not recommend["k"]["required"]
+    assert recommend["k"]["schema"]["maximum"] == 100 and recommend["k"]["schema"]["default"] == 10
+    similar = {p["name"] for p in paths["/similar-items"]["get"]["parameters"]}
+    assert similar == {"item_id", "k", "use_faiss", "category", "brand"}
+
+
 def test_prometheus_metrics_count_requests(client: httpx.Client) -> None:
     client.get("/recommend", params={"user_id": "metrics-probe-user"})
     client.get("/recommend", params={"user_id": "x", "k": 0})
