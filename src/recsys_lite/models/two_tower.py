@@ -35,8 +35,6 @@ from recsys_lite.models.torch_runtime import load_torch
 if TYPE_CHECKING:
     import torch
 
-load_torch()  # the functions below import torch lazily; it loads here first (see torch_runtime)
-
 NET_PREFIX = "net."
 FEATURES = ("category", "brand", "price")
 POOLED = ("history_item", *FEATURES)  # the tables the user tower pools over a history
@@ -391,6 +389,9 @@ class TwoTowerModel(Recommender):
     # ----- training ---------------------------------------------------------------------------
 
     def _fit(self, data: TrainingData, show_progress: bool) -> None:
+        # torch is imported lazily so that serving a saved model never loads it; training loads
+        # it with passive OpenMP workers (see torch_runtime)
+        load_torch()
         import torch
 
         p = self.params
