@@ -21,7 +21,10 @@ import numpy as np
 from recsys_lite.config import IndexKind, Settings, get_settings
 
 BuiltKind = Literal["flat", "hnsw", "ivf"]
-HNSW_M = 32
+# 16 links per node rather than 32: on 100k ALS item vectors (64 factors) it reached the same
+# served recall@10 at efSearch 64 (0.993 against 0.994) in half the search time
+# (bench/index_recall.py, both settings on the same machine).
+HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
 
 
