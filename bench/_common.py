@@ -146,6 +146,14 @@ def verdict(ok: bool) -> str:
     return "[green]met[/]" if ok else "[red]missed[/]"
 
 
+def empty_work_folder(*parts: str) -> Path:
+    """``bench/work/<parts>``, emptied: each run starts from nothing left by the last one."""
+    folder = WORK.joinpath(*parts)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
 # ----- the 1M-event shop shared by als_end_to_end and train_times ------------------------------
 
 SHOP_USERS, SHOP_ITEMS, SHOP_EVENTS = 50_000, 20_000, 1_000_000

@@ -7,7 +7,6 @@ who loads these files would get.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from _common import ROOT, WORK, console
+from _common import ROOT, console, empty_work_folder
 from recsys_lite.data import demo
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
@@ -117,9 +116,7 @@ ALL = (*PUBLIC, "demo")
 
 def prepare(name: str) -> Dataset | None:
     """Convert, ingest into a fresh store and read back; None when the source is absent."""
-    folder = WORK / "datasets" / name
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder = empty_work_folder("datasets", name)
     if name == "demo":
         events_file, items_file = _demo(folder)
     else:

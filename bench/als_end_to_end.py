@@ -17,7 +17,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from _common import (
     SHOP_EVENTS,
     SHOP_ITEMS,
     SHOP_USERS,
-    WORK,
     console,
+    empty_work_folder,
     million_event_shop,
     table,
     timed,
@@ -91,9 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     start_load = warn_if_busy()
 
-    folder = WORK / NAME
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder = empty_work_folder(NAME)
     events, items = million_event_shop(args.seed)
 
     quick = [run_once(events, items, folder, 0.0) for _ in range(args.runs)]

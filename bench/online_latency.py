@@ -24,7 +24,15 @@ import time
 import httpx
 import numpy as np
 
-from _common import WORK, console, percentiles_ms, prepare_catalog, table, verdict, write_results
+from _common import (
+    console,
+    empty_work_folder,
+    percentiles_ms,
+    prepare_catalog,
+    table,
+    verdict,
+    write_results,
+)
 from serving_load import LUA_DONE, LUA_RANDOM_USER, free_port, running_server
 
 NAME = "online_latency"
@@ -43,9 +51,7 @@ def main() -> None:
         known_users = arrays["user_ids"].astype(str)
     rng = np.random.default_rng(args.seed)
     users = rng.choice(known_users, size=args.trials, replace=False).tolist()
-    folder = WORK / NAME
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder = empty_work_folder(NAME)
     # a private copy of the store: this benchmark writes events into it
     db = folder / "store.db"
     shutil.copy(catalog.db, db)

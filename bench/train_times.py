@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    WORK,
     console,
+    empty_work_folder,
     million_event_shop,
     table,
     timed,
@@ -53,9 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     start_load = warn_if_busy()
 
-    folder = WORK / NAME
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    folder = empty_work_folder(NAME)
     events, items = million_event_shop(args.seed)
     store = Store(folder / "store.db")
     ingest(store, events, items, show_progress=False)
