@@ -6,6 +6,7 @@ the import path, so no package or install step is needed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -144,6 +145,26 @@ def _cell(value: Any) -> str:
 
 def verdict(ok: bool) -> str:
     return "[green]met[/]" if ok else "[red]missed[/]"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    label: str
+    model: str
+    params: dict[str, Any] | None
+
+
+def parse_variant(text: str) -> Recipe:
+    """``MODEL LABEL=JSON``, e.g. ``als tuned={"alpha": 10}``."""
+    try:
+        head, params = text.split("=", 1)
+        model, label = head.split()
+        parsed = json.loads(params)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected 'MODEL LABEL=JSON', got {text!r}") from exc
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("the params must be a JSON object")
+    return Recipe(f"{model} {label}", model, parsed)
 
 
 def empty_work_folder(*parts: str) -> Path:

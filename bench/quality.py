@@ -28,13 +28,11 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import _datasets
-from _common import WORK, console, table, warn_if_busy, write_results
+from _common import WORK, Recipe, console, parse_variant, table, warn_if_busy, write_results
 from recsys_lite.evaluation.split import SplitMethod
 from recsys_lite.models.base import MODEL_MODULES
 from recsys_lite.training import holdout_metrics
@@ -44,26 +42,6 @@ COLUMNS = ("ndcg@10", "hr@10", "recall@10", "map@10", "coverage@10")
 
 
 TUNING_METRIC = "ndcg@10"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    label: str
-    model: str
-    params: dict[str, Any] | None
-
-
-def parse_variant(text: str) -> Recipe:
-    """``MODEL LABEL=JSON``, e.g. ``als tuned={"alpha": 10}``."""
-    try:
-        head, params = text.split("=", 1)
-        model, label = head.split()
-        parsed = json.loads(params)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected 'MODEL LABEL=JSON', got {text!r}") from exc
-    if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError("the params must be a JSON object")
-    return Recipe(f"{model} {label}", model, parsed)
 
 
 def evaluate(

@@ -7,6 +7,7 @@ runs ``training.train`` for every registered model with its default params and
 two cores each library kept busy.
 
     python bench/train_times.py [--models ease item2vec ...] [--seed 42]
+        [--variant 'gru4rec two-threads={"torch_threads": 2}' --name NAME]
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    Recipe,
     console,
     empty_work_folder,
     million_event_shop,
+    parse_variant,
     table,
     timed,
     verdict,
@@ -49,35 +52,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     models = list(MODEL_MODULES)
     parser.add_argument("--models", nargs="+", choices=models, default=models)
+    parser.add_argument("--variant", type=parse_variant, action="append", default=[])
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     args = parser.parse_args()
+    recipes = [Recipe(m, m, None) for m in args.models] + args.variant
     start_load = warn_if_busy()
 
-    folder = empty_work_folder(NAME)
+    folder = empty_work_folder(args.name)
     events, items = million_event_shop(args.seed)
     store = Store(folder / "store.db")
     ingest(store, events, items, show_progress=False)
     counts = store.counts()
 
     rows: list[dict[str, Any]] = []
-    for name in args.models:
-        console.print(f"training {name} on {counts['events']:,} events...")
+    for recipe in recipes:
+        console.print(f"training {recipe.label} on {counts['events']:,} events...")
+        output = folder / recipe.label.replace(" ", "-")
         with timed() as clock:
-            result = train(store, name, folder / name, test_size=0.0, show_progress=True)
+            result = train(
+                store, recipe.model, output, params=recipe.params, test_size=0.0,
+                show_progress=True,
+            )  # fmt: skip
         rows.append(
             {
-                "model": name,
+                "model": recipe.label,
                 "seconds": round(clock.seconds, 2),
                 "cpu_seconds": round(clock.cpu_seconds, 2),
                 "cores_busy": round(clock.cpu_seconds / clock.seconds, 2),
                 "timings": result.timings,
-                "artifact_mb": round(directory_mb(folder / name), 1),
+                "artifact_mb": round(directory_mb(output), 1),
                 "params": result.model.params.model_dump(mode="json"),
                 "target_met": clock.seconds <= TARGET_SECONDS,
             }
         )
-        shutil.rmtree(folder / name)  # a 20k-item EASE artifact alone is 1.6 GB
-        console.print(f"  {name}: {clock.seconds:.1f} s")
+        shutil.rmtree(output)  # a 20k-item EASE artifact alone is 1.6 GB
+        console.print(f"  {recipe.label}: {clock.seconds:.1f} s")
 
     console.print(
         table(
@@ -99,7 +109,7 @@ def main() -> None:
         )
     )
     write_results(
-        NAME,
+        args.name,
         {
             "dataset": {"generator": "recsys_lite.data.demo.generate", "seed": args.seed, **counts},
             "load_average_1m_at_start": start_load,
