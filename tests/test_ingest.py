@@ -117,28 +117,6 @@ def test_ingesting_the_same_file_twice_adds_nothing(tmp_path: Path, store: Store
     assert len(events_in(store.path)) == 2
 
 
-def test_the_same_events_in_any_file_order_read_back_identically(tmp_path: Path) -> None:
-    # one second, several users and items: only a total order makes the id maps (and so
-    # every model trained on the store) the same from one load to the next
-    rows = [
-        f"u{u},i{i},1700000000,1,{kind}"
-        for u in (2, 1)
-        for i in (3, 1, 2)
-        for kind in ("view", "purchase")
-    ]
-    tables = []
-    for name, ordered in (("forward", rows), ("backward", rows[::-1])):
-        store = Store(tmp_path / f"{name}.db")
-        ingest(
-            store,
-            write(tmp_path / f"{name}.csv", HEADER + "\n".join(ordered) + "\n"),
-            show_progress=False,
-        )
-        tables.append(store.read_events())
-    assert tables[0].num_rows == len(rows)
-    assert tables[0].equals(tables[1])
-
-
 def test_parquet_jsonl_and_folder_inputs(tmp_path: Path, store: Store) -> None:
     folder = tmp_path / "drop"
     folder.mkdir()

@@ -106,15 +106,10 @@ class Store:
                 delay = min(delay * 2, 0.25)
 
     def read_events(self) -> pa.Table:
-        """All events as an Arrow table, ordered by time (columnar: no per-row Python objects).
-
-        The order is total: id maps number ids by first appearance, so events sharing a
-        timestamp in an arbitrary order would give the same data a different model each time.
-        """
+        """All events as an Arrow table, ordered by time (columnar: no per-row Python objects)."""
         with self.connect(read_only=True) as con:
             return con.sql(
-                "SELECT user_id, item_id, ts, qty, event_type FROM events"
-                " ORDER BY ts, user_id, item_id, event_type, qty"
+                "SELECT user_id, item_id, ts, qty, event_type FROM events ORDER BY ts, user_id"
             ).to_arrow_table()
 
     def read_items(self) -> pa.Table:
