@@ -99,7 +99,7 @@ def per_query(fn: Callable[[int], np.ndarray], n: int) -> tuple[list[np.ndarray]
 
 
 def raw_lists(index: VectorIndex, queries: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
-    return per_query(lambda i: index.search(queries[i], K)[0], len(queries))
+    return per_query(lambda i: index.search(queries[i], K)[0][0], len(queries))
 
 
 def served_lists(

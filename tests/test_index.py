@@ -20,8 +20,13 @@ def test_recall_at_10_against_exact_search(kind: str) -> None:
     items = (rng.normal(size=(8_000, 32)) * rng.lognormal(0, 0.5, (8_000, 1))).astype(np.float32)
     queries = rng.normal(size=(200, 32)).astype(np.float32)
     index = VectorIndex.build(items, kind, Settings(faiss_ef_search=128))  # type: ignore[arg-type]
-    found = index.search(queries, 10)
+    found, scores = index.search(queries, 10)
     truth = exact_top(items, queries, 10)
+    # the scores are the exact inner products of what was found, best first
+    assert scores is not None
+    expected = np.einsum("qd,qkd->qk", queries, items[found])
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
     assert recall >= (1.0 if kind == "flat" else 0.95), recall
 

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         50_000, ge=0, description="auto: exact search up to this many items, HNSW above"
     )
     faiss_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
-    faiss_ef_search: int = Field(64, ge=1, description="HNSW candidate list size per query")
+    faiss_ef_search: int = Field(32, ge=1, description="HNSW candidate list size per query")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     inbox_dir: Path | None = Field(
         None, description="where accepted events are spooled (default: inbox/ beside DB_PATH)"

@@ -403,27 +403,31 @@ class Recommender(ABC):
         excluded: np.ndarray,
         item_mask: np.ndarray | None,
     ) -> Ranked | None:
-        """Approximate candidates re-scored exactly, so scores equal the exact path's.
+        """The index's candidates with exact scores, so scores equal the exact path's.
 
         Returns None when filtering left fewer than k candidates: the caller then searches
         exactly rather than answer short.
         """
         want = k + len(excluded) + (4 * k if item_mask is not None else 0)
-        candidates = index.search(query, want)[0]
-        candidates = candidates[candidates >= 0]
-        if len(excluded):
-            # a binary search in the few excluded items: np.isin costs more than the Faiss
-            # search itself at this size
-            ordered = np.sort(excluded)
-            at = np.minimum(np.searchsorted(ordered, candidates), len(ordered) - 1)
-            candidates = candidates[ordered[at] != candidates]
-        if item_mask is not None:
-            candidates = candidates[item_mask[candidates]]
-        if len(candidates) < min(k, len(vectors) - len(excluded)):
+        ids, exact_scores = index.search(query, want)
+        candidates = ids[0]
+        # Plain Python over the few dozen candidates: each numpy call on arrays this small costs
+        # more than the whole loop, and this runs on every request.
+        blocked = set(excluded.tolist())
+        keep = [
+            n
+            for n, item in enumerate(candidates.tolist())
+            if item >= 0 and item not in blocked and (item_mask is None or item_mask[item])
+        ]
+        if len(keep) < min(k, len(vectors) - len(excluded)):
             return None
-        scores = vectors[candidates] @ query
+        if exact_scores is not None:  # already best first
+            best = keep[:k]
+            return Ranked(candidates[best], exact_scores[0][best])
+        found = candidates[keep]
+        scores = vectors[found] @ query
         order = np.argsort(-scores, kind="stable")[:k]
-        return Ranked(candidates[order], scores[order].astype(np.float32))
+        return Ranked(found[order], scores[order].astype(np.float32))
 
     # ----- persistence -------------------------------------------------------------------------
 

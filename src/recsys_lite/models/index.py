@@ -79,14 +79,20 @@ class VectorIndex:
     def exact(self) -> bool:
         return self.kind == "flat"
 
-    def search(self, queries: np.ndarray, n: int) -> np.ndarray:
-        """Candidate item indices, best first; -1 pads where the index found fewer."""
+    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Candidate item indices per query, best first (-1 pads where the index found fewer),
+        and their inner products when the index computes them exactly.
+
+        Flat and HNSW indexes keep the vectors as given, so their distances are the exact
+        inner products and need no second pass; IVF's are L2 distances in the transformed space
+        (None here), so its candidates must be re-scored by the caller.
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if self.kind == "ivf":  # queries get a zero in the transform's extra coordinate
             queries = np.hstack([queries, np.zeros((len(queries), 1), dtype=np.float32)])
         n = min(n, self.index.ntotal)
-        _, ids = self.index.search(queries, n)
-        return np.asarray(ids)
+        distances, ids = self.index.search(queries, n)
+        return np.asarray(ids), None if self.kind == "ivf" else np.asarray(distances)
 
     def add(self, vectors: np.ndarray) -> None:
         """Append items (ids continue from the current count)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from recsys_lite.data.idmap import IdMap
@@ -15,25 +16,23 @@ from recsys_lite.errors import EmptyDataError
 
 log = logging.getLogger(__name__)
 RESPONSE_FIELDS = ("title", "category", "brand", "price", "img_url")
+FILTER_FIELDS = ("category", "brand")
+
+
+def _fragment(row: dict[str, Any]) -> bytes:
+    """An item's JSON object without its closing brace: the score is appended per answer."""
+    return orjson.dumps({name: row.get(name) for name in ("item_id", *RESPONSE_FIELDS)})[:-1]
 
 
 class Catalog:
-    """One ready-made response dict per item, so answering is a dict copy, not a query."""
+    """Each item's response JSON encoded once, so an answer is a join of bytes, not a query
+    nor ten dicts to build and serialise on every request."""
 
     def __init__(self, item_map: IdMap, items: pa.Table | None) -> None:
-        rows: dict[str, dict[str, Any]] = {}
-        if items is not None:
-            for row in items.select(["item_id", *RESPONSE_FIELDS]).to_pylist():
-                rows[row["item_id"]] = row
-        self.payloads: list[dict[str, Any]] = [
-            rows.get(item_id) or dict.fromkeys(RESPONSE_FIELDS, None) | {"item_id": item_id}
-            for item_id in item_map.ids.tolist()
-        ]
-        self._fields = {
-            name: np.array([p.get(name) for p in self.payloads], dtype=object)
-            for name in ("category", "brand")
-        }
+        self._fragments: list[bytes] = []
+        self._fields: dict[str, np.ndarray] = {}
         self._masks: dict[tuple[str, str], np.ndarray] = {}
+        self.upsert(items, item_map)
 
     @classmethod
     def from_store(cls, item_map: IdMap, store: Store) -> Catalog:
@@ -47,21 +46,29 @@ class Catalog:
     def field(self, name: str) -> np.ndarray:
         return self._fields[name]
 
-    def upsert(self, rows: pa.Table, item_map: IdMap) -> None:
-        """New or changed catalog rows; new items must already be in ``item_map`` (appended)."""
-        by_id = {
-            row["item_id"]: row for row in rows.select(["item_id", *RESPONSE_FIELDS]).to_pylist()
+    def upsert(self, rows: pa.Table | None, item_map: IdMap) -> None:
+        """New or changed catalog rows; new items must already be in ``item_map`` (appended).
+
+        Items the catalog does not describe are answered with their id and null fields.
+        """
+        known = len(self._fragments)
+        new_ids = item_map.ids[known:].tolist()
+        self._fragments += [_fragment({"item_id": item_id}) for item_id in new_ids]
+        fields = {
+            name: np.concatenate(
+                [self._fields.get(name, np.zeros(0, object)), np.full(len(new_ids), None)]
+            )
+            for name in FILTER_FIELDS
         }
-        for item_id in item_map.ids[len(self.payloads) :].tolist():
-            self.payloads.append(dict.fromkeys(RESPONSE_FIELDS, None) | {"item_id": item_id})
-        for item_id, row in by_id.items():
-            index = item_map.get(item_id)
-            if index is not None:
-                self.payloads[index] = row
-        self._fields = {
-            name: np.array([p.get(name) for p in self.payloads], dtype=object)
-            for name in ("category", "brand")
-        }
+        if rows is not None:
+            for row in rows.select(["item_id", *RESPONSE_FIELDS]).to_pylist():
+                index = item_map.get(row["item_id"])
+                if index is None:  # catalog rows of items the model cannot recommend
+                    continue
+                self._fragments[index] = _fragment(row)
+                for name in FILTER_FIELDS:
+                    fields[name][index] = row[name]
+        self._fields = fields
         self._masks = {}
 
     def mask(self, category: str | None = None, brand: str | None = None) -> np.ndarray | None:
@@ -76,9 +83,14 @@ class Catalog:
             result = self._masks[key] if result is None else result & self._masks[key]
         return result
 
-    def describe(self, items: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
-        payloads = self.payloads
-        return [
-            {**payloads[i], "score": round(s, 6)}
-            for i, s in zip(items.tolist(), scores.tolist(), strict=True)
-        ]
+    def encode(self, items: np.ndarray, scores: np.ndarray) -> bytes:
+        """The JSON array of the items' metadata, each with its score rounded to 6 decimals
+        (the index and exact paths sum in different orders, so they agree only that far)."""
+        if not len(items):
+            return b"[]"
+        fragments = self._fragments
+        parts = []
+        for item, score in zip(items.tolist(), scores.tolist(), strict=True):
+            parts.append(fragments[item])
+            parts.append(b',"score":%r},' % round(score, 6))
+        return b"[" + b"".join(parts)[:-1] + b"]"
