@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     )
     faiss_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
     faiss_ef_search: int = Field(32, ge=1, description="HNSW candidate list size per query")
+    faiss_hnsw_m: int = Field(8, ge=2, le=64, description="HNSW links per node (at training)")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     inbox_dir: Path | None = Field(
         None, description="where accepted events are spooled (default: inbox/ beside DB_PATH)"

@@ -21,10 +21,6 @@ import numpy as np
 from recsys_lite.config import IndexKind, Settings, get_settings
 
 BuiltKind = Literal["flat", "hnsw", "ivf"]
-# 16 links per node rather than 32: on 100k ALS item vectors (64 factors) it reached the same
-# served recall@10 at efSearch 64 (0.993 against 0.994) in half the search time
-# (bench/index_recall.py, both settings on the same machine).
-HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
 
 
@@ -55,7 +51,7 @@ class VectorIndex:
             index.add(vectors)
             return cls(index, built)
         if built == "hnsw":
-            index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexHNSWFlat(dim, settings.faiss_hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             index.add(vectors)
         else:
