@@ -26,7 +26,9 @@ def write(path: Path, text: str) -> Path:
 def events_in(db: Path) -> list[tuple[object, ...]]:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return con.execute("SELECT * FROM events ORDER BY ts, user_id, item_id").fetchall()
+        return con.execute(
+            "SELECT user_id, item_id, ts, qty, event_type FROM events ORDER BY ts, user_id, item_id"
+        ).fetchall()
     finally:
         con.close()
 
@@ -178,3 +180,59 @@ def test_unsupported_and_unreadable_files(tmp_path: Path, store: Store) -> None:
     broken = write(tmp_path / "broken.jsonl", '{"user_id": "u1", "item_id": \n')
     with pytest.raises(DataValidationError, match=r"broken\.jsonl: cannot be read"):
         ingest(store, broken, show_progress=False)
+
+
+def read_order(store: Store) -> list[tuple[str, str]]:
+    events = store.read_events()
+    return list(
+        zip(
+            events.column("user_id").to_pylist(),
+            events.column("item_id").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def test_events_sharing_a_second_are_read_back_in_file_order(tmp_path: Path) -> None:
+    # a basket written in one second, out of alphabetical order, with another user in between
+    basket = write(
+        tmp_path / "basket.csv",
+        HEADER
+        + "u2,zebra,100,1,purchase\n"
+        + "u1,mango,100,1,purchase\n"
+        + "u2,apple,100,1,purchase\n"
+        + "u1,kiwi,99,1,purchase\n",
+    )
+    later = write(tmp_path / "later.csv", HEADER + "u0,banana,100,1,purchase\n")
+    expected = [("u1", "kiwi"), ("u2", "zebra"), ("u1", "mango"), ("u2", "apple"), ("u0", "banana")]
+    for name in ("first.db", "second.db"):
+        store = Store(tmp_path / name)
+        ingest(store, basket, show_progress=False)
+        ingest(store, later, show_progress=False)
+        ingest(store, basket, show_progress=False)  # already stored: keeps its first place
+        assert read_order(store) == expected
+
+
+def test_a_folder_arrives_file_by_file_in_name_order(tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    write(folder / "2026-01.csv", HEADER + "u1,zz-first,5,1,view\n")
+    write(folder / "2026-02.jsonl", json.dumps({"user_id": "u0", "item_id": "aa", "ts": 5}) + "\n")
+    store = Store(tmp_path / "shop.db")
+    ingest(store, folder, show_progress=False)
+    assert read_order(store) == [("u1", "zz-first"), ("u0", "aa")]
+
+
+def test_a_store_made_before_arrival_order_still_ingests(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE events (user_id VARCHAR NOT NULL, item_id VARCHAR NOT NULL,"
+        " ts BIGINT NOT NULL, qty INTEGER NOT NULL, event_type VARCHAR NOT NULL)"
+    )
+    con.execute("INSERT INTO events VALUES ('u1', 'old', 1, 1, 'view')")
+    con.close()
+    store = Store(path)
+    csv = write(tmp_path / "new.csv", HEADER + "u1,new,2,1,view\nu1,newer,2,1,view\n")
+    assert ingest(store, csv, show_progress=False).events_added == 2
+    assert read_order(store) == [("u1", "old"), ("u1", "new"), ("u1", "newer")]

@@ -25,6 +25,7 @@ EVENT_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".jsonl", ".ndjson", ".json", "
 ITEM_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 DEFAULT_EVENT_TYPE = "purchase"
 MAX_ROWS_SHOWN = 5
+ARRIVAL_FILE_STRIDE = 2**40  # arrival numbers of one ingest: file index * this + row
 
 # Numbers above these magnitudes are milliseconds / microseconds since the epoch, not seconds
 # (1e11 seconds is the year 5138; 1e11 ms is 1973).
@@ -341,14 +342,25 @@ def _write(
     show_progress: bool,
 ) -> None:
     if event_tables:
-        union = " UNION ALL ".join(_normalized_events_sql(t) for t in event_tables)
+        # each row's place in the command's input: file by file, row by row
+        union = " UNION ALL ".join(
+            _normalized_events_sql(table, arrival_from=n * ARRIVAL_FILE_STRIDE)
+            for n, table in enumerate(event_tables)
+        )
         con.execute(f"CREATE TEMP TABLE staged_events AS {union}")
         (report.events_read,) = con.execute("SELECT count(*) FROM staged_events").fetchone() or (0,)
 
         def insert() -> int:
             before = _count(con, "events")
+            # a repeated event keeps its first arrival; new events are numbered after every
+            # stored one, in arrival order
             con.execute(
-                "INSERT INTO events SELECT DISTINCT s.* FROM staged_events s WHERE NOT EXISTS ("
+                "INSERT INTO events (user_id, item_id, ts, qty, event_type, seq)"
+                " SELECT user_id, item_id, ts, qty, event_type,"
+                " (SELECT coalesce(max(seq), 0) FROM events)"
+                " + row_number() OVER (ORDER BY arrival)"
+                " FROM (SELECT user_id, item_id, ts, qty, event_type, min(arrival) AS arrival"
+                " FROM staged_events GROUP BY ALL) s WHERE NOT EXISTS ("
                 " SELECT 1 FROM events e WHERE e.user_id = s.user_id AND e.item_id = s.item_id"
                 " AND e.ts = s.ts AND e.qty = s.qty AND e.event_type = s.event_type)"
             )
@@ -360,9 +372,11 @@ def _write(
         report.items_upserted += _count(con, table)
 
 
-def _normalized_events_sql(table: str) -> str:
+def _normalized_events_sql(table: str, *, arrival_from: int | None = None) -> str:
+    """Canonical event columns; with ``arrival_from``, also each row's place in the input."""
+    arrival = "" if arrival_from is None else f"{arrival_from} + row AS arrival, "
     return (
-        f"SELECT trim(user_id) AS user_id, trim(item_id) AS item_id, {_TS_SQL} AS ts,"
+        f"SELECT {arrival}trim(user_id) AS user_id, trim(item_id) AS item_id, {_TS_SQL} AS ts,"
         f" CAST(TRY_CAST(qty AS DOUBLE) AS INTEGER) AS qty,"
         f" coalesce(nullif(lower(trim(event_type)), ''), '{DEFAULT_EVENT_TYPE}') AS event_type"
         f" FROM {table}"

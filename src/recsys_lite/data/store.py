@@ -21,9 +21,14 @@ SCHEMA = (
         item_id VARCHAR NOT NULL,
         ts BIGINT NOT NULL,
         qty INTEGER NOT NULL,
-        event_type VARCHAR NOT NULL
+        event_type VARCHAR NOT NULL,
+        seq BIGINT
     )
     """,
+    # Arrival order: events that share a timestamp (a basket, a burst of ratings) are read back
+    # in the order their files listed them, so every load of the same files numbers ids alike
+    # and sequence models see each basket as it was written. Stores made before it get NULLs.
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS seq BIGINT",
     # Files already ingested (by content hash), written in the same transaction as their rows:
     # the watcher skips them, so a file is ingested exactly once even across crashes.
     """
@@ -106,10 +111,12 @@ class Store:
                 delay = min(delay * 2, 0.25)
 
     def read_events(self) -> pa.Table:
-        """All events as an Arrow table, ordered by time (columnar: no per-row Python objects)."""
+        """All events as an Arrow table, ordered by time and, within a second, by arrival
+        (columnar: no per-row Python objects)."""
         with self.connect(read_only=True) as con:
             return con.sql(
-                "SELECT user_id, item_id, ts, qty, event_type FROM events ORDER BY ts, user_id"
+                "SELECT user_id, item_id, ts, qty, event_type FROM events"
+                " ORDER BY ts, seq, user_id, item_id"
             ).to_arrow_table()
 
     def read_items(self) -> pa.Table:
