@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     def answer(
         endpoint: str, key: str, value: str, source: str, state: ServingState, ranked: Ranked
     ) -> Response:
-        telemetry.served.labels(endpoint, source).inc(len(ranked.items))
+        telemetry.count_served(endpoint, source, len(ranked.items))
         head = orjson.dumps({key: value, "source": source})[:-1]
         items = state.catalog.encode(ranked.items, ranked.scores)
         return Response(head + b',"recommendations":' + items + b"}", media_type=JSON)

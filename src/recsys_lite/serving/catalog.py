@@ -89,8 +89,16 @@ class Catalog:
         if not len(items):
             return b"[]"
         fragments = self._fragments
-        parts = []
-        for item, score in zip(items.tolist(), scores.tolist(), strict=True):
-            parts.append(fragments[item])
-            parts.append(b',"score":%r},' % round(score, 6))
-        return b"[" + b"".join(parts)[:-1] + b"]"
+        # one rounding and one orjson call for all scores: formatting floats one at a time in
+        # Python cost more than the rest of the answer
+        encoded = orjson.dumps(np.round(scores.astype(np.float64), 6).tolist())[1:-1].split(b",")
+        return (
+            b"["
+            + b"},".join(
+                [
+                    fragments[i] + b',"score":' + s
+                    for i, s in zip(items.tolist(), encoded, strict=True)
+                ]
+            )
+            + b"}]"
+        )

@@ -47,6 +47,17 @@ class Telemetry:
             registry=self.registry,
         )
 
+        self._served_by: dict[tuple[str, str], Any] = {}
+
+    def count_served(self, endpoint: str, source: str, items: int) -> None:
+        """Items answered; the labelled child is looked up once (``labels`` takes a lock and
+        builds a key on every call, on the hottest path)."""
+        key = (endpoint, source)
+        child = self._served_by.get(key)
+        if child is None:
+            child = self._served_by[key] = self.served.labels(endpoint, source)
+        child.inc(items)
+
     def endpoint_label(self, path: str) -> str:
         # unknown paths share one label so a scan cannot blow up the series count
         return path if path in self.endpoints else "other"
