@@ -21,7 +21,7 @@ second of /health (the model should cost no more than the HTTP stack does).
 wrk runs on the same two cores as the server, so the throughput is a lower bound for a machine
 where the load comes over the network.
 
-    python bench/serving_load.py [--requests 2000] [--duration 10] [--rounds 3] [--omp-threads N]
+    python bench/serving_load.py [--requests 2000] [--duration 10] [--rounds 5] [--omp-threads N]
         [--index auto|flat|hnsw|ivf] [--name NAME]
 """
 
@@ -220,7 +220,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="sequential requests")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved /health, /recommend pairs"
+        "--rounds", type=int, default=5, help="interleaved /health, /recommend pairs"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
