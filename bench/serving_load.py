@@ -5,7 +5,8 @@ a ``recsys-lite serve`` subprocess on a free loopback port, then measures
 
 a) single-connection latency of /recommend, client-side with httpx over one kept-alive
    connection, ~2,000 sequential requests for random known users, through the Faiss index and
-   with ``use_faiss=false`` (exact numpy scoring);
+   with ``use_faiss=false`` (exact numpy scoring), and for users the model has never seen (the
+   popular fallback);
 b) throughput with wrk (-t2 -c32) for /health (the framework's floor: no model work) and
    for /recommend, in the same server run: --rounds pairs of runs (/health then /recommend,
    --duration seconds each), interleaved so that a change in the machine's speed (it is
@@ -270,6 +271,9 @@ def main() -> None:
             ):
                 paths = [f"/recommend?k=10&user_id={u}{extra}" for u in picked]
                 sequential.append(sequential_latency(client, paths, label))
+            # shoppers the model has never seen get the popular fallback
+            newcomers = [f"/recommend?k=10&user_id=newcomer-{n}" for n in range(len(picked))]
+            sequential.append(sequential_latency(client, newcomers, "/recommend unknown user"))
             sequential.append(sequential_latency(client, ["/health"] * len(picked), "/health"))
         if wrk is not None:
             for round_number in range(1, args.rounds + 1):

@@ -16,9 +16,13 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_lite.data.interactions import event_weights
-from recsys_lite.models.base import HISTORY_LENGTH, History, Recommender
+from recsys_lite.models.base import HISTORY_LENGTH, History, Ranked, Recommender
 
 MAX_ONLINE_USERS = 500_000  # least recently active users are forgotten beyond this
+# The popular fallback answers from this many of the most popular items, ranked once per change
+# of the counts: ranking a 100k-item catalog for every anonymous request cost several times a
+# personal answer. Filters that leave fewer than k of them fall back to the full ranking.
+POPULAR_HEAD = 1_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class OnlineState:
         self._online_counts = np.zeros(len(model.item_map), dtype=np.float32)
         self._counted: set[tuple[str, str]] = set()
         self.applied = 0
+        self._counts_version = 0  # bumped whenever a count changes
+        self._head: tuple[int, Ranked] | None = None
 
     def apply(self, events: pa.Table) -> None:
         """Fold a batch of normalised events in (idempotence is the caller's: batch ids)."""
@@ -56,6 +62,7 @@ class OnlineState:
                 if index is not None and (user, item) not in self._counted:
                     self._counted.add((user, item))
                     self._online_counts[index] += 1.0
+                    self._counts_version += 1
             while len(self._events) > MAX_ONLINE_USERS:
                 self._events.popitem(last=False)
             self.applied += events.num_rows
@@ -67,6 +74,7 @@ class OnlineState:
             self._online_counts = np.concatenate(
                 [self._online_counts, np.zeros(extra, dtype=np.float32)]
             )
+            self._counts_version += 1
 
     def carry_over(self, previous: OnlineState, after_ts: int | None) -> None:
         """Re-apply the previous state's events the new model was not trained on."""
@@ -87,6 +95,7 @@ class OnlineState:
                 if index is not None and (user, item) not in self._counted:
                     self._counted.add((user, item))
                     self._online_counts[index] += 1.0
+                    self._counts_version += 1
 
     def has_events(self, user_id: str) -> bool:
         return user_id in self._events
@@ -116,3 +125,24 @@ class OnlineState:
     def popularity(self) -> np.ndarray:
         """The fallback ranking: trained popularity plus users counted since."""
         return self.model.item_popularity + self._online_counts
+
+    def popular(
+        self, k: int, *, item_mask: np.ndarray | None = None, exclude: np.ndarray | None = None
+    ) -> Ranked:
+        """The k most popular items allowed by the filters, online counts included."""
+        version = self._counts_version
+        if self._head is None or self._head[0] != version:
+            # a count changing meanwhile bumps the version again, so this is recomputed next time
+            self._head = (version, self.model.popular(POPULAR_HEAD, popularity=self.popularity()))
+        head = self._head[1]
+        keep = np.ones(len(head.items), dtype=bool)
+        if item_mask is not None:
+            keep &= item_mask[head.items]
+        if exclude is not None and len(exclude):
+            keep &= ~np.isin(head.items, exclude)
+        whole_catalog = len(head.items) == len(self.model.item_map)
+        if whole_catalog or np.count_nonzero(keep) >= k:
+            return Ranked(head.items[keep][:k], head.scores[keep][:k])
+        return self.model.popular(
+            k, item_mask=item_mask, popularity=self.popularity(), exclude=exclude
+        )

@@ -187,10 +187,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
                 exclude=excluded if exclude_seen else None,
             )  # fmt: skip
         if ranked is None:
-            ranked = model.popular(
-                k, item_mask=mask, popularity=online.popularity(),
-                exclude=excluded if exclude_seen else None,
-            )  # fmt: skip
+            ranked = online.popular(k, item_mask=mask, exclude=excluded if exclude_seen else None)
             source = "popular"
             telemetry.fallbacks.labels("unknown_user").inc()
         return answer("/recommend", "user_id", user_id, source, state, ranked)
@@ -211,10 +208,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         ranked = model.similar_items(item_id, k, item_mask=mask, use_index=query.use_faiss)
         source = model.name
         if ranked is None:
-            ranked = model.popular(
-                k, item_mask=mask, popularity=state.online.popularity(),
-                exclude=np.array([model.item_map.index(item_id)]),
-            )  # fmt: skip
+            ranked = state.online.popular(
+                k, item_mask=mask, exclude=np.array([model.item_map.index(item_id)])
+            )
             source = "popular"
             telemetry.fallbacks.labels("no_item_vectors").inc()
         return answer("/similar-items", "item_id", item_id, source, state, ranked)
