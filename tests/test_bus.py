@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+import recsys_lite.online.bus as bus_module
 from recsys_lite.data.store import Store
 from recsys_lite.online.bus import EventBus, InboxBus, KafkaBus, RedisBus
 from recsys_lite.online.inbox import Inbox
@@ -115,3 +116,39 @@ def test_the_worker_folds_replayed_batches_into_the_store_once(
         fold_bus_into_store(bus, inbox, store, "w1")
     fold_bus_into_store(bus, inbox, store, "w1")  # nothing new, nothing doubled
     assert store.counts()["events"] == 3
+
+
+def test_embedded_bus_lists_the_inbox_only_after_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = Inbox(tmp_path / "inbox")
+    reader = InboxBus(inbox)
+    listings: list[str] = []
+    list_files = inbox.files_after
+
+    def counted(cursor: str) -> list[Path]:
+        listings.append(cursor)
+        return list_files(cursor)
+
+    monkeypatch.setattr(inbox, "files_after", counted)
+    monkeypatch.setattr(bus_module, "STAMP_SETTLE_NS", 0)  # every stamp counts as settled
+    assert reader.poll() == [] and reader.poll() == []
+    assert len(listings) == 1, "an unchanged inbox is not listed again"
+
+    first = inbox.write(batch(1)).name
+    assert [m.batch_id for m in reader.poll()] == [first]
+    # a batch the drainer moved to processed/ before this replica polled is still seen
+    second = inbox.write(batch(2))
+    (inbox.folder / "processed").mkdir(exist_ok=True)
+    second.rename(inbox.folder / "processed" / second.name)
+    assert [m.batch_id for m in reader.poll()] == [second.name]
+    assert reader.poll() == []
+
+
+def test_embedded_bus_sees_a_batch_written_in_the_same_tick_as_a_listing(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path / "inbox")
+    reader = InboxBus(inbox)
+    for n in range(20):  # no sleep: writes land within the file system's clock granularity
+        assert reader.poll() == []
+        name = inbox.write(batch(n)).name
+        assert [m.batch_id for m in reader.poll()] == [name]

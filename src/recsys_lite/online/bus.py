@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ import pyarrow.parquet as pq
 
 from recsys_lite.config import Settings
 from recsys_lite.online.inbox import Inbox
+
+STAMP_SETTLE_NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class InboxBus(EventBus):
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
         self._cursor = ""
+        self._quiet_stamp: tuple[int, int] | None = None
 
     def publish(self, batch_id: str, events: pa.Table) -> None:
         return None  # the API already wrote the inbox file before answering
@@ -84,9 +88,19 @@ class InboxBus(EventBus):
         return messages
 
     def poll(self) -> list[Message]:
+        # processed/ holds up to an hour of batches, so listing both folders ten times a second
+        # would cost a busy shop more than the events themselves: two stats tell when nothing
+        # has changed since a poll that found nothing new
+        stamp = self.inbox.change_stamp()
+        if stamp == self._quiet_stamp:
+            return []
         messages = self._read(self._cursor)
         if messages:
             self._cursor = messages[-1].id
+        # A stamp is trusted only once it is older than the file system's clock granularity:
+        # a file landing in the same tick as the listing would not move it.
+        settled = time.time_ns() - max(stamp) > STAMP_SETTLE_NS
+        self._quiet_stamp = stamp if settled else None
         return messages
 
     def consume(self, group: str, consumer: str, count: int = 100) -> list[Message]:

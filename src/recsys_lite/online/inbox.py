@@ -75,6 +75,17 @@ class Inbox:
             files.append(path)
         return sorted(files, key=lambda p: p.name)
 
+    def change_stamp(self) -> tuple[int, int]:
+        """Modification times (ns) of the inbox and its processed folder: either moves whenever a
+        spooled file is added, renamed or removed."""
+        stamps = []
+        for folder in (self.folder, self.folder / PROCESSED):
+            try:
+                stamps.append(folder.stat().st_mtime_ns)
+            except FileNotFoundError:
+                stamps.append(0)
+        return stamps[0], stamps[1]
+
     def files_after(self, cursor: str) -> list[Path]:
         """Spooled files (pending or processed) whose name sorts after ``cursor``."""
         found = []
