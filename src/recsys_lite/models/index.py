@@ -71,10 +71,6 @@ class VectorIndex:
         elif self.kind == "ivf":
             self.index.nprobe = settings.faiss_nprobe
 
-    @property
-    def exact(self) -> bool:
-        return self.kind == "flat"
-
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Candidate item indices per query, best first (-1 pads where the index found fewer),
         and their inner products when the index computes them exactly.
