@@ -17,10 +17,30 @@ class RecsysError(Exception):
         self.details = details or []
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return body
+        """The one error body of the HTTP API: ``{error, message, details}``."""
+        return error_body(self.code, self.message, self.details)
+
+
+def error_body(
+    code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {"error": code, "message": message, "details": details or []}
+
+
+# Codes of errors raised by the HTTP layer itself (routing, methods, limits), by status.
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
 
 
 class InvalidInputError(RecsysError):

@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_lite.errors import NotFoundError
+from recsys_lite.data.ids import id_problem, invalid_ids
+from recsys_lite.errors import DataValidationError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,13 @@ class IdMap:
 
     @classmethod
     def from_values(cls, values: Iterable[str] | pa.Array | pa.ChunkedArray) -> IdMap:
-        """Unique values in order of first appearance."""
+        """Unique values in order of first appearance; each must be a canonical id (ids.py)."""
         if isinstance(values, pa.ChunkedArray | pa.Array):
-            return cls(np.asarray(pc.unique(values).to_numpy(zero_copy_only=False)))
-        return cls(np.asarray(list(dict.fromkeys(values))))
+            unique = pc.unique(values)
+        else:
+            unique = pa.array(list(dict.fromkeys(values)), pa.string())
+        _require_canonical(unique)
+        return cls(np.asarray(unique.to_numpy(zero_copy_only=False)))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,4 +74,18 @@ class IdMap:
         fresh = [i for i in dict.fromkeys(new_ids) if i not in self._lookup]
         if not fresh:
             return self
+        _require_canonical(pa.array(fresh, pa.string()))
         return IdMap(np.concatenate([self.ids, np.asarray(fresh, dtype=str)]))
+
+
+def _require_canonical(ids: pa.Array | pa.ChunkedArray) -> None:
+    """Before numpy sees them: numpy's fixed-width strings drop trailing NULs, which would make
+    "U1\\0" and "U1" one id (the store's checks keep such ids out; this names any that got in)."""
+    if not len(ids):
+        return
+    bad = invalid_ids(ids)
+    if pc.any(bad).as_py():
+        first = str(pc.filter(ids, bad)[0].as_py())
+        raise DataValidationError(
+            f"not a valid id: {first[:40]!r} ({id_problem(first) or 'not in canonical form'})"
+        )

@@ -14,31 +14,36 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import orjson
 import pyarrow as pa
 from fastapi import FastAPI, Request
+from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
-from recsys_lite.errors import InvalidInputError, NotFoundError, RecsysError
+from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
+from recsys_lite.data.validation import SET_FIELDS
+from recsys_lite.errors import InvalidInputError, NotFoundError
 from recsys_lite.models.base import Ranked
+from recsys_lite.serving.errors import ERROR_RESPONSES, Json, install_error_handlers
 from recsys_lite.serving.runtime import Runtime, ServingState
 from recsys_lite.serving.schemas import (
     MAX_BATCH,
     AcceptedResponse,
-    ErrorResponse,
     EventIn,
-    EventsIn,
+    EventsBody,
     HealthResponse,
     ItemIn,
-    ItemsIn,
+    ItemOut,
+    ItemsBody,
     ListQuery,
     RecommendQuery,
     RecommendResponse,
@@ -49,18 +54,11 @@ from recsys_lite.serving.telemetry import Telemetry, TelemetryMiddleware
 
 log = logging.getLogger(__name__)
 ENDPOINTS = {
-    "/recommend", "/similar-items", "/events", "/items", "/health", "/live", "/ready", "/metrics",
+    "/recommend", "/similar-items", "/events", "/items", "/items/{item_id}", "/health", "/live",
+    "/ready", "/metrics",
 }  # fmt: skip
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 503)
-}
 QueryModel = TypeVar("QueryModel", bound=ListQuery)
 JSON = "application/json"
-
-
-class Json(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 def read_query(model: type[QueryModel], request: Request, max_k: int) -> QueryModel:
@@ -121,37 +119,22 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         yield
         await runtime.stop()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from an installed package, not a CDN: the
+    # machines this runs on are often offline or may not reach third-party hosts
+    app = FastAPIOffline(
         title="RecSys-Lite",
         version=__version__,
         description="Recommendations from a model trained on this shop's own data.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.runtime = runtime
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
 
-    @app.exception_handler(RecsysError)
-    async def recsys_error(request: Request, exc: RecsysError) -> Json:
-        telemetry.errors.labels(telemetry.endpoint_label(request.url.path), exc.code).inc()
-        return Json(exc.to_dict(), status_code=exc.status_code)
+    def count_error(request: Request, code: str) -> None:
+        telemetry.errors.labels(telemetry.endpoint_label(request.url.path), code).inc()
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> Json:
-        telemetry.errors.labels(telemetry.endpoint_label(request.url.path), "invalid_input").inc()
-        details = [
-            {"location": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-            for e in exc.errors()
-        ]
-        message = "; ".join(f"{d['location']}: {d['message']}" for d in details)
-        return Json(
-            {"error": "invalid_input", "message": message, "details": details}, status_code=422
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Json:
-        log.exception("unhandled error on %s", request.url.path)
-        telemetry.errors.labels(telemetry.endpoint_label(request.url.path), "internal").inc()
-        return Json({"error": "internal_error", "message": "internal error"}, status_code=500)
+    install_error_handlers(app, count_error)
 
     def answer(
         endpoint: str, key: str, value: str, source: str, state: ServingState, ranked: Ranked
@@ -162,7 +145,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         return Response(head + b',"recommendations":' + items + b"}", media_type=JSON)
 
     @app.get(
-        "/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES,
+        "/recommend", response_model=RecommendResponse,
         summary="Top-k items for a user; unknown users get popular items",
         openapi_extra=query_parameters(RecommendQuery, max_k),
     )  # fmt: skip
@@ -193,7 +176,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         return answer("/recommend", "user_id", user_id, source, state, ranked)
 
     @app.get(
-        "/similar-items", response_model=SimilarItemsResponse, responses=ERROR_RESPONSES,
+        "/similar-items", response_model=SimilarItemsResponse,
         summary="Items most similar to an item",
         openapi_extra=query_parameters(SimilarItemsQuery, max_k),
     )  # fmt: skip
@@ -216,13 +199,11 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         return answer("/similar-items", "item_id", item_id, source, state, ranked)
 
     @app.post(
-        "/events", response_model=AcceptedResponse, responses=ERROR_RESPONSES,
+        "/events", response_model=AcceptedResponse,
         summary=f"Record one event or a batch of up to {MAX_BATCH:,}; acknowledged once durable",
     )  # fmt: skip
-    async def post_events(body: EventIn | EventsIn) -> Json:
+    async def post_events(body: EventsBody) -> Json:
         rows = [body] if isinstance(body, EventIn) else body.events
-        if len(rows) > MAX_BATCH:
-            raise InvalidInputError(f"at most {MAX_BATCH:,} events per request, got {len(rows):,}")
         now = int(time.time())
         table = _table(
             [
@@ -239,20 +220,41 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         return Json({"accepted": count, "batch_id": batch_id})
 
     @app.post(
-        "/items", response_model=AcceptedResponse, responses=ERROR_RESPONSES,
-        summary="Add or update catalog items; new ones are recommendable at once",
+        "/items", response_model=AcceptedResponse,
+        summary="Add or update catalog items (omitted fields keep their values, null clears);"
+        " new ones are recommendable at once",
     )  # fmt: skip
-    async def post_items(body: ItemIn | ItemsIn) -> Json:
+    async def post_items(body: ItemsBody) -> Json:
         rows = [body] if isinstance(body, ItemIn) else body.items
-        if len(rows) > MAX_BATCH:
-            raise InvalidInputError(f"at most {MAX_BATCH:,} items per request, got {len(rows):,}")
         table = _table(
             [row.model_dump() for row in rows],
             ("item_id", "category", "brand", "price", "img_url", "title", "description"),
-        )
+        ).append_column(
+            SET_FIELDS,
+            pa.array([sorted(row.model_fields_set - {"item_id"}) for row in rows],
+                     pa.list_(pa.string())),
+        )  # fmt: skip
         batch_id, items = await asyncio.to_thread(runtime.accept_items, table)
         added = runtime.state.add_items(items)
         return Json({"accepted": items.num_rows, "batch_id": batch_id, "new": added})
+
+    @app.get(
+        "/items/{item_id}", response_model=ItemOut,
+        summary="A catalog item as the service now serves it",
+    )  # fmt: skip
+    async def get_item(
+        item_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
+    ) -> Json:
+        try:
+            item_id = normalise_id(item_id)
+        except ValueError as exc:
+            raise InvalidInputError(f"item_id: {exc}") from None
+        state = runtime.state
+        row = state.catalog.item(item_id)
+        recommendable = item_id in state.model.item_map
+        if row is None and not recommendable:
+            raise NotFoundError(f"unknown item {item_id!r}")
+        return Json((row or {"item_id": item_id}) | {"recommendable": recommendable})
 
     @app.get("/health", response_model=HealthResponse, summary="Status of the served model")
     async def health() -> Json:

@@ -11,12 +11,17 @@ import orjson
 import pyarrow as pa
 
 from recsys_lite.data.idmap import IdMap
-from recsys_lite.data.store import Store
+from recsys_lite.data.store import ITEM_FIELDS, Store
+from recsys_lite.data.validation import SET_FIELDS
 from recsys_lite.errors import EmptyDataError
 
 log = logging.getLogger(__name__)
 RESPONSE_FIELDS = ("title", "category", "brand", "price", "img_url")
 FILTER_FIELDS = ("category", "brand")
+ITEM_SCHEMA = pa.schema(
+    [("item_id", pa.string())]
+    + [(name, pa.float64() if name == "price" else pa.string()) for name in ITEM_FIELDS]
+)
 
 
 def _fragment(row: dict[str, Any]) -> bytes:
@@ -32,6 +37,9 @@ class Catalog:
         self._fragments: list[bytes] = []
         self._fields: dict[str, np.ndarray] = {}
         self._masks: dict[tuple[str, str], np.ndarray] = {}
+        # every catalog row, recommendable or not, as stored (JSON): what GET /items shows and
+        # what a partial update merges onto
+        self._rows: dict[str, bytes] = {}
         self.upsert(items, item_map)
 
     @classmethod
@@ -46,28 +54,59 @@ class Catalog:
     def field(self, name: str) -> np.ndarray:
         return self._fields[name]
 
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        """The stored catalog row of an item (all fields), or None if the catalog lacks it."""
+        row = self._rows.get(item_id)
+        return None if row is None else dict(orjson.loads(row))
+
+    def merge(self, updates: pa.Table) -> pa.Table:
+        """Full catalog rows after ``updates``: the fields a row sets (its ``set_fields``, or
+        all of its columns) replace the held ones, the others stay; the store's rule too."""
+        columns = [name for name in ITEM_FIELDS if name in updates.column_names]
+        merged = []
+        for row in updates.to_pylist():
+            given = row.get(SET_FIELDS)
+            given = columns if given is None else given
+            held = self.item(row["item_id"]) or {}
+            merged.append(
+                {"item_id": row["item_id"]}
+                | {name: row.get(name) if name in given else held.get(name) for name in ITEM_FIELDS}
+            )
+        return pa.Table.from_pylist(merged, schema=ITEM_SCHEMA)
+
     def upsert(self, rows: pa.Table | None, item_map: IdMap) -> None:
-        """New or changed catalog rows; new items must already be in ``item_map`` (appended).
+        """New or changed full catalog rows (see ``merge``); items new to the model must
+        already be in ``item_map`` (appended).
 
         Items the catalog does not describe are answered with their id and null fields.
         """
+        given = [] if rows is None else rows.to_pylist()
+        for row in given:
+            self._rows[row["item_id"]] = orjson.dumps(
+                {"item_id": row["item_id"]} | {name: row.get(name) for name in ITEM_FIELDS}
+            )
         known = len(self._fragments)
-        new_ids = item_map.ids[known:].tolist()
-        self._fragments += [_fragment({"item_id": item_id}) for item_id in new_ids]
+        new_rows = [self.item(i) or {"item_id": i} for i in item_map.ids[known:].tolist()]
+        self._fragments += [_fragment(row) for row in new_rows]
         fields = {
             name: np.concatenate(
-                [self._fields.get(name, np.zeros(0, object)), np.full(len(new_ids), None)]
+                [
+                    self._fields.get(name, np.zeros(0, object)),
+                    np.array([row.get(name) for row in new_rows], dtype=object),
+                ]
             )
             for name in FILTER_FIELDS
         }
-        if rows is not None:
-            for row in rows.select(["item_id", *RESPONSE_FIELDS]).to_pylist():
+        if given:
+            for row in given:
                 index = item_map.get(row["item_id"])
-                if index is None:  # catalog rows of items the model cannot recommend
+                # rows of items the model cannot recommend are kept only in _rows; items new
+                # to the model got theirs above
+                if index is None or index >= known:
                     continue
                 self._fragments[index] = _fragment(row)
                 for name in FILTER_FIELDS:
-                    fields[name][index] = row[name]
+                    fields[name][index] = row.get(name)
         self._fields = fields
         self._masks = {}
 

@@ -20,8 +20,8 @@ import faiss
 import pyarrow as pa
 
 from recsys_lite.config import Settings
-from recsys_lite.data.ingest import validate_events, validate_items
 from recsys_lite.data.store import Store
+from recsys_lite.data.validation import validate_events, validate_items
 from recsys_lite.errors import RecsysError
 from recsys_lite.models.artifact import MANIFEST, Artifact, load_artifact
 from recsys_lite.online.bus import EventBus, create_bus
@@ -49,9 +49,11 @@ class ServingState:
         catalog = Catalog.from_store(artifact.model.item_map, Store(settings.db_path))
         return cls(artifact, catalog, OnlineState(artifact.model))
 
-    def add_items(self, rows: pa.Table) -> list[str]:
-        """Catalog rows into the catalog and, for new items, into the model and its indexes."""
+    def add_items(self, updates: pa.Table) -> list[str]:
+        """Catalog updates into the catalog (merged onto what it holds) and, for new items, into
+        the model and its indexes."""
         model = self.model
+        rows = self.catalog.merge(updates)
         ids = rows.column("item_id").to_pylist()
         new_rows = rows.filter(pa.array([i not in model.item_map for i in ids]))
         vectors = estimate_vectors(model, self.catalog, new_rows) if new_rows.num_rows else None

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
 
-MAX_ID_LENGTH = 256
+from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
+
+MAX_BATCH = 10_000
+MAX_TEXT_LENGTH = 10_000
+# An id as a client sends it: the same bound in a query and in a body; normalised (trimmed,
+# NFC) and refused for control characters by the one id rule (data/ids.py).
+ExternalId = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(normalise_id)
+]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
 
 
 class ListQuery(BaseModel):
@@ -32,12 +50,12 @@ class ListQuery(BaseModel):
 
 
 class RecommendQuery(ListQuery):
-    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="external user id")
+    user_id: ExternalId = Field(description="external user id")
     exclude_seen: bool = Field(True, description="leave out items the user already has")
 
 
 class SimilarItemsQuery(ListQuery):
-    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="external item id")
+    item_id: ExternalId = Field(description="external item id")
 
 
 class RecommendedItem(BaseModel):
@@ -75,38 +93,80 @@ class ErrorResponse(BaseModel):
     details: list[dict[str, Any]] = []
 
 
-MAX_BATCH = 10_000
-
-
 class EventIn(BaseModel):
     """One event. ``ts`` accepts epoch seconds/ms/µs or ISO-8601 (default: now)."""
 
-    user_id: str
-    item_id: str
-    ts: int | float | str | None = None
-    qty: int | float | str | None = None
-    event_type: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: ExternalId
+    item_id: ExternalId
+    ts: int | float | Annotated[str, Field(max_length=64)] | None = None
+    qty: int | float | Annotated[str, Field(max_length=32)] | None = None
+    event_type: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = None
 
 
 class EventsIn(BaseModel):
-    events: list[EventIn]
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class ItemIn(BaseModel):
-    item_id: str
-    category: str | None = None
-    brand: str | None = None
-    price: float | str | None = None
-    img_url: str | None = None
-    title: str | None = None
-    description: str | None = None
+    """A catalog row. Fields left out keep their stored values; an explicit null clears one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: ExternalId
+    category: Text | None = None
+    brand: Text | None = None
+    # bounds documented here, checked with the file rules (row-level messages, one rule)
+    price: float | None = Field(
+        None, description="finite, non-negative", json_schema_extra={"minimum": 0}
+    )
+    img_url: Text | None = Field(None, description="an http(s) URL or a relative path")
+    title: Text | None = None
+    description: Text | None = None
 
 
 class ItemsIn(BaseModel):
-    items: list[ItemIn]
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ItemOut(BaseModel):
+    """A catalog item as the service now serves it."""
+
+    item_id: str
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    img_url: str | None = None
+    title: str | None = None
+    description: str | None = None
+    recommendable: bool = Field(description="the served model can recommend it")
 
 
 class AcceptedResponse(BaseModel):
     accepted: int
     batch_id: str
     new: list[str] | None = None
+
+
+def _one_or_batch(key: str) -> Discriminator:
+    """A body is one row or ``{key: [rows]}``: validate it as the shape it has, so errors
+    name that shape's fields instead of listing both shapes' complaints."""
+
+    def shape(value: Any) -> str:
+        has_key = key in value if isinstance(value, dict) else hasattr(value, key)
+        return "batch" if has_key else "one"
+
+    return Discriminator(shape)
+
+
+EventsBody = Annotated[
+    Annotated[EventIn, Tag("one")] | Annotated[EventsIn, Tag("batch")], _one_or_batch("events")
+]
+ItemsBody = Annotated[
+    Annotated[ItemIn, Tag("one")] | Annotated[ItemsIn, Tag("batch")], _one_or_batch("items")
+]
