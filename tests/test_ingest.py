@@ -4,6 +4,7 @@ nothing is written; good input of each format lands once."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -236,3 +237,64 @@ def test_a_store_made_before_arrival_order_still_ingests(tmp_path: Path) -> None
     csv = write(tmp_path / "new.csv", HEADER + "u1,new,2,1,view\nu1,newer,2,1,view\n")
     assert ingest(store, csv, show_progress=False).events_added == 2
     assert read_order(store) == [("u1", "old"), ("u1", "new"), ("u1", "newer")]
+
+
+def test_duplicates_inside_the_input_are_told_apart_from_stored_ones(
+    tmp_path: Path, store: Store
+) -> None:
+    row = "u1,i1,1700000000,1,view\n"
+    first = ingest(store, write(tmp_path / "a.csv", HEADER + row * 3), show_progress=False)
+    assert (first.events_added, first.duplicates_in_input, first.already_stored) == (1, 2, 0)
+    second = ingest(
+        store, write(tmp_path / "b.csv", HEADER + row + "u2,i1,1700000000,1,view\n"),
+        show_progress=False,
+    )  # fmt: skip
+    assert (second.events_added, second.duplicates_in_input, second.already_stored) == (1, 0, 1)
+
+
+def items_in(db: Path) -> dict[str, tuple[object, ...]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT * FROM items ORDER BY item_id").fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_an_items_file_sets_only_the_columns_it_has(tmp_path: Path, store: Store) -> None:
+    full = "item_id,category,brand,price,img_url,title,description\n"
+    ingest(store, items=write(tmp_path / "a.csv", full + "i1,Toys,Zizi,3.5,/i1.png,Kite,Red\n"),
+           show_progress=False)  # fmt: skip
+    # a price list: other fields stay
+    ingest(store, items=write(tmp_path / "b.csv", "item_id,price\ni1,4.0\n"), show_progress=False)
+    assert items_in(store.path)["i1"] == ("Toys", "Zizi", 4.0, "/i1.png", "Kite", "Red")
+    # a present column with an empty cell clears that field
+    ingest(store, items=write(tmp_path / "c.csv", "item_id,brand,title\ni1,,Big kite\n"),
+           show_progress=False)  # fmt: skip
+    assert items_in(store.path)["i1"] == ("Toys", None, 4.0, "/i1.png", "Big kite", "Red")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("price", "NaN", "not a finite number"),
+        ("price", "Infinity", "not a finite number"),
+        ("price", "-1", "negative price"),
+        ("img_url", "javascript:alert(1)", "not an http(s) URL or a relative path"),
+        ("img_url", "data:image/png;base64,AAAA", "not an http(s) URL or a relative path"),
+        ("img_url", "//elsewhere.example/x.png", "not an http(s) URL or a relative path"),
+    ],
+)
+def test_catalog_values_a_page_would_misuse_are_refused(
+    tmp_path: Path, store: Store, column: str, value: str, reason: str
+) -> None:
+    path = write(tmp_path / "items.csv", f'item_id,{column}\ni1,"{value}"\n')
+    with pytest.raises(DataValidationError, match=re.escape(f"row 1, column {column}: {reason}")):
+        ingest(store, items=path, show_progress=False)
+    assert items_in(store.path) == {}
+
+
+def test_links_may_be_http_urls_or_relative_paths(tmp_path: Path, store: Store) -> None:
+    links = ["https://cdn.shop.example/i1.png", "HTTP://cdn.shop.example/a?b=1", "/img/i3.png",
+             "img/i4.png"]  # fmt: skip
+    rows = "".join(f"i{n},{link}\n" for n, link in enumerate(links))
+    ingest(store, items=write(tmp_path / "items.csv", "item_id,img_url\n" + rows),
+           show_progress=False)  # fmt: skip
+    assert [row[3] for row in items_in(store.path).values()] == links

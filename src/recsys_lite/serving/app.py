@@ -277,7 +277,10 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         ok = runtime.state.model.fitted
         return Json({"ready": ok}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    @app.get(
+        "/metrics", summary="Prometheus metrics",
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )  # fmt: skip
     async def metrics() -> PlainTextResponse:
         state = runtime.state
         telemetry.model_info.clear()

@@ -75,7 +75,8 @@ def install_error_handlers(app: FastAPI, count_error: Callable[[Request, str], N
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
-            allowed = (exc.headers or {}).get("allow", "")
+            headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+            allowed = headers.get("allow", "")
             message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
         else:
             message = str(exc.detail)

@@ -24,6 +24,8 @@ MAX_TEXT_LENGTH = 10_000
 ExternalId = Annotated[
     str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(normalise_id)
 ]
+# In a body, ids are checked with the file rules instead (row-level messages for a batch).
+BodyId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
 
 
@@ -98,8 +100,8 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: ExternalId
-    item_id: ExternalId
+    user_id: BodyId
+    item_id: BodyId
     ts: int | float | Annotated[str, Field(max_length=64)] | None = None
     qty: int | float | Annotated[str, Field(max_length=32)] | None = None
     event_type: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = None
@@ -116,7 +118,7 @@ class ItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: ExternalId
+    item_id: BodyId
     category: Text | None = None
     brand: Text | None = None
     # bounds documented here, checked with the file rules (row-level messages, one rule)

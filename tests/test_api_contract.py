@@ -1,0 +1,218 @@
+"""The HTTP contract a shop's developer codes against: one error body everywhere, offline docs,
+catalog writes that merge, and hostile values refused before anything is stored."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import duckdb
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from conftest import running_server
+from recsys_lite.serving.errors import install_error_handlers
+
+
+@pytest.fixture(scope="module")
+def shop(
+    shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[httpx.Client, Path]]:
+    folder = tmp_path_factory.mktemp("contract")
+    shutil.copy(shop_db, folder / "shop.db")
+    shutil.copytree(als_artifact, folder / "model")
+    env = {"INBOX_DRAIN_INTERVAL": "0.3", "MODEL_WATCH_INTERVAL": "0"}
+    with (
+        running_server(folder / "model", folder / "shop.db", folder, env) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        yield http, folder / "shop.db"
+
+
+@pytest.fixture(scope="module")
+def client(shop: tuple[httpx.Client, Path]) -> httpx.Client:
+    return shop[0]
+
+
+def assert_error_body(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body: dict[str, object] = response.json()
+    assert set(body) == {"error", "message", "details"}
+    assert body["error"] == code and isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["details"], list)
+    return body
+
+
+def test_routing_errors_have_the_one_error_body(client: httpx.Client) -> None:
+    body = assert_error_body(client.get("/no-such-thing"), 404, "not_found")
+    assert "GET /no-such-thing" in str(body["message"])
+    response = client.delete("/recommend")
+    body = assert_error_body(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["allow"] and "GET" in str(body["message"])
+    assert_error_body(client.get("/items/I-unknown"), 404, "not_found")
+
+
+def test_a_body_that_is_not_json_is_a_422_with_the_one_body(client: httpx.Client) -> None:
+    response = client.post(
+        "/events", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    body = assert_error_body(response, 422, "invalid_input")
+    assert "not valid JSON" in str(body["message"])
+    assert_error_body(client.get("/recommend", params={"k": 5}), 422, "invalid_input")
+
+
+def test_an_unexpected_exception_has_the_one_body() -> None:
+    app = FastAPI()
+    install_error_handlers(app, lambda request, code: None)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret detail that must not leak")
+
+    response = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal_error",
+        "message": "internal error",
+        "details": [],
+    }
+
+
+def test_every_operation_documents_the_error_body(client: httpx.Client) -> None:
+    schema = client.get("/openapi.json").json()
+    error_ref = "#/components/schemas/ErrorResponse"
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status in ("404", "500"):
+                content = operation["responses"][status]["content"]["application/json"]
+                assert content["schema"]["$ref"] == error_ref, (method, path, status)
+            if "422" in operation["responses"]:  # not FastAPI's own {detail} shape
+                content = operation["responses"]["422"]["content"]["application/json"]
+                assert content["schema"]["$ref"] == error_ref, (method, path)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_load_nothing_from_other_hosts(client: httpx.Client, page: str) -> None:
+    response = client.get(page)
+    assert response.status_code == 200
+    html = response.text
+    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
+    references += re.findall(r"""(?:url|spec-url)\s*:\s*["']([^"']+)["']""", html)
+    assert references, "the page references its assets"
+    own_host = urlparse(str(client.base_url)).netloc
+    for reference in references:
+        absolute = urljoin(str(client.base_url) + page, reference)
+        assert urlparse(absolute).netloc == own_host, reference
+        assert client.get(absolute).status_code == 200, reference
+    assert not re.search(r"https?://(?!127\.0\.0\.1)", html.replace(str(client.base_url), ""))
+
+
+def stored_item(db: Path, item_id: str) -> tuple[object, ...] | None:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            "SELECT category, brand, price, img_url, title, description FROM items"
+            " WHERE item_id = ?",
+            [item_id],
+        ).fetchone()
+
+
+def wait_for_store(db: Path, item_id: str, expected: tuple[object, ...]) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if stored_item(db, item_id) == expected:
+                return
+        except duckdb.IOException:  # the server is folding its inbox in right now
+            pass
+        assert time.monotonic() < deadline, stored_item(db, item_id)
+        time.sleep(0.2)
+
+
+def test_a_partial_item_update_keeps_the_other_fields(shop: tuple[httpx.Client, Path]) -> None:
+    client, db = shop
+    full = {
+        "item_id": "NEW-1", "category": "Toys", "brand": "Zizi", "price": 3.5,
+        "img_url": "https://cdn.shop.example/new-1.png", "title": "Kite", "description": "Red",
+    }  # fmt: skip
+    assert client.post("/items", json=full).status_code == 200
+    assert client.post("/items", json={"item_id": "NEW-1", "price": 4.0}).status_code == 200
+    item = client.get("/items/NEW-1").json()
+    assert item == {**full, "price": 4.0, "recommendable": True}
+    # an explicit null clears that field only
+    assert client.post("/items", json={"item_id": "NEW-1", "brand": None}).status_code == 200
+    assert client.get("/items/NEW-1").json() == {**full, "price": 4.0, "brand": None,
+                                                 "recommendable": True}  # fmt: skip
+    # the store follows the same rule once the server folds its inbox in
+    wait_for_store(db, "NEW-1", ("Toys", None, 4.0, full["img_url"], "Kite", "Red"))
+    # and what is served is what GET shows
+    similar = client.get("/similar-items", params={"item_id": "NEW-1", "k": 3})
+    assert similar.status_code == 200
+
+
+def test_an_existing_item_updated_in_part_keeps_its_metadata(client: httpx.Client) -> None:
+    before = client.get("/items/I00001").json()
+    assert before["title"] and before["category"]
+    assert client.post("/items", json={"item_id": "I00001", "price": 9.99}).status_code == 200
+    after = client.get("/items/I00001").json()
+    assert after == {**before, "price": 9.99}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('{"item_id": "X1", "price": NaN}', "not a finite number"),
+        ('{"item_id": "X1", "price": Infinity}', "not a finite number"),
+        ({"item_id": "X1", "price": -1}, "negative price"),
+        ({"item_id": "X1", "img_url": "javascript:alert(1)"}, "not an http(s) URL"),
+        ({"item_id": "X1\u0000"}, "control or invisible character"),
+        ({"items": []}, "at least 1 item"),
+        ({"item_id": "x" * 257}, "at most 256 characters"),
+    ],
+)
+def test_hostile_catalog_writes_are_refused_and_nothing_is_stored(
+    client: httpx.Client, body: dict[str, object] | str, fragment: str
+) -> None:
+    # NaN and Infinity are what Python's and JavaScript's encoders emit for such numbers
+    response = (
+        client.post("/items", content=body, headers={"content-type": "application/json"})
+        if isinstance(body, str)
+        else client.post("/items", json=body)
+    )
+    message = assert_error_body(response, 422, response.json()["error"])["message"]
+    assert fragment in str(message)
+    assert client.get("/items/X1").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("event", "fragment"),
+    [
+        ({"user_id": "U1\u0000", "item_id": "I00001"}, "control or invisible character"),
+        ({"user_id": "U1", "item_id": "I00001\n"}, "control or invisible character"),
+        ({"user_id": " ", "item_id": "I00001"}, "empty id"),
+        ({"user_id": "U1", "item_id": "I00001", "qty": "NaN"}, "not a finite number"),
+    ],
+)
+def test_hostile_events_are_refused(
+    client: httpx.Client, event: dict[str, object], fragment: str
+) -> None:
+    response = client.post("/events", json=event)
+    assert fragment in str(assert_error_body(response, 422, "invalid_data")["message"])
+
+
+def test_an_empty_event_batch_is_a_422(client: httpx.Client) -> None:
+    assert_error_body(client.post("/events", json={"events": []}), 422, "invalid_input")
+
+
+def test_query_ids_follow_the_same_rule(client: httpx.Client) -> None:
+    spaced = client.get("/recommend", params={"user_id": " U00001 ", "k": 3}).json()
+    plain = client.get("/recommend", params={"user_id": "U00001", "k": 3}).json()
+    assert spaced == plain and spaced["source"] == "als"
+    assert_error_body(
+        client.get("/recommend", params={"user_id": "U1\u0000"}), 422, "invalid_input"
+    )
