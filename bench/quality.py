@@ -34,7 +34,7 @@ from typing import Any
 import _datasets
 from _common import WORK, Recipe, console, parse_variant, table, warn_if_busy, write_results
 from recsys_lite.evaluation.split import SplitMethod
-from recsys_lite.models.base import MODEL_MODULES
+from recsys_lite.models import MODELS
 from recsys_lite.training import holdout_metrics
 
 NAME = "quality"
@@ -127,7 +127,7 @@ def verdicts(rows: list[dict[str, Any]], split: SplitMethod) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=_datasets.ALL, default=_datasets.ALL)
-    models = list(MODEL_MODULES)
+    models = list(MODELS)
     parser.add_argument("--models", nargs="+", choices=models, default=models)
     parser.add_argument("--variant", type=parse_variant, action="append", default=[])
     parser.add_argument("--tune", nargs="+", choices=models, default=[], help="models to tune")

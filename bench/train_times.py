@@ -37,7 +37,7 @@ from _common import (
 )
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
-from recsys_lite.models.base import MODEL_MODULES
+from recsys_lite.models import MODELS
 from recsys_lite.training import train
 
 NAME = "train_times"
@@ -50,7 +50,7 @@ def directory_mb(path: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    models = list(MODEL_MODULES)
+    models = list(MODELS)
     parser.add_argument("--models", nargs="+", choices=models, default=models)
     parser.add_argument("--variant", type=parse_variant, action="append", default=[])
     parser.add_argument("--seed", type=int, default=42)

@@ -11,7 +11,7 @@ import pytest
 
 from recsys_lite.data.store import Store
 from recsys_lite.errors import InvalidInputError, NotFoundError
-from recsys_lite.models import MODEL_MODULES, Recommender, create_model
+from recsys_lite.models import MODELS, Recommender, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
 from recsys_lite.training import holdout_metrics
 
@@ -39,7 +39,7 @@ def fitted(request: pytest.FixtureRequest, events: pa.Table, items: pa.Table) ->
 
 
 def test_every_model_is_covered() -> None:
-    assert set(FAST_PARAMS) == set(MODEL_MODULES)
+    assert set(FAST_PARAMS) == set(MODELS)
 
 
 def test_recommendations_exclude_what_the_user_has(fitted: Recommender) -> None:

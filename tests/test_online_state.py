@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_lite.models.base import create_model
+from recsys_lite.models import create_model
 from recsys_lite.online.state import POPULAR_HEAD, OnlineState
 
 N_ITEMS = 3 * POPULAR_HEAD

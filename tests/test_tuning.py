@@ -12,11 +12,12 @@ import pytest
 
 from recsys_lite.data.store import Store
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.evaluation.leaderboard import compare
+from recsys_lite.tuning.leaderboard import compare
 from recsys_lite.evaluation.split import temporal_split
+from recsys_lite.models import MODELS, Recommender, create_model
 from recsys_lite.models.artifact import load_artifact
-from recsys_lite.models.base import MODEL_MODULES, Recommender, create_model
-from recsys_lite.tuning.search import SearchSpace, optimize, parse_metric, tune
+from recsys_lite.evaluation.metrics import parse_metric
+from recsys_lite.tuning.search import SearchSpace, optimize, tune
 
 
 def test_trials_train_and_validate_before_the_test_period(
@@ -57,7 +58,7 @@ def test_optimize_writes_a_servable_tuned_artifact(shop_db: Path, tmp_path: Path
     assert "tuning.json" in artifact.manifest["checksums"]
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_MODULES))
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_has_a_search_space_within_its_params(name: str) -> None:
     space = SearchSpace.for_model(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))

@@ -15,6 +15,12 @@ from rich.table import Table
 
 from recsys_lite.config import get_settings
 from recsys_lite.errors import InvalidInputError, RecsysError
+from recsys_lite.evaluation.metrics import METRIC_HELP
+from recsys_lite.evaluation.split import SPLIT_METHODS, check_split_method
+from recsys_lite.models.registry import MODELS, check_model_name
+
+MODEL_HELP = f"one of {', '.join(MODELS)} (`recsys-lite models` says when to use each)"
+SPLIT_HELP = " or ".join(SPLIT_METHODS)
 
 app = typer.Typer(
     help="RecSys-Lite: recommendations for one shop on one machine.",
@@ -81,10 +87,14 @@ def ingest(
         _fail(exc)
         return
     out.print(
-        f"ingested {report.events_added:,} new events ({report.duplicates_skipped:,} already"
-        f" stored) and {report.items_upserted:,} items from {len(report.files)} file(s)"
-        f" into {_db(db)}"
+        f"ingested {report.events_added:,} new events and {report.items_upserted:,} items from"
+        f" {len(report.files)} file(s) into {_db(db)}"
     )
+    if report.duplicates_in_input or report.already_stored:
+        out.print(
+            f"skipped {report.duplicates_in_input:,} rows repeating an earlier row of the same"
+            f" input and {report.already_stored:,} events already in the store"
+        )
 
 
 def _parse_params(params: str | None) -> dict[str, Any] | None:
@@ -101,30 +111,30 @@ def _parse_params(params: str | None) -> dict[str, Any] | None:
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Argument(help="popular, als or bpr")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     output: Annotated[Path, typer.Option("--output", help="artifact directory")] = Path(
         "artifacts/current"
     ),
     db: DbOption = None,
     test_size: float = typer.Option(0.2, min=0.0, max=0.9, help="0 skips the evaluation"),
-    split: str = typer.Option("temporal", help="temporal or leave-last"),
+    split: str = typer.Option("temporal", help=SPLIT_HELP),
     last_n: int = typer.Option(1, min=1, help="events held out per user with leave-last"),
-    params: Optional[str] = typer.Option(None, help="model parameters as JSON"),  # noqa: UP045
+    params: Optional[str] = typer.Option(  # noqa: UP045
+        None, help="model parameters as JSON (`recsys-lite models NAME` lists them)"
+    ),
 ) -> None:
     """Train a model, evaluate it on a time-aware holdout, and write an artifact."""
     from recsys_lite.data.store import Store
     from recsys_lite.training import train as run_train
 
     try:
-        if split not in ("temporal", "leave-last"):
-            raise InvalidInputError(f"unknown split {split!r}; use temporal or leave-last")
         result = run_train(
             Store(_db(db)),
-            model,
+            check_model_name(model),
             output,
             params=_parse_params(params),
             test_size=test_size,
-            split_method=split,  # type: ignore[arg-type]
+            split_method=check_split_method(split),
             last_n=last_n,
             show_progress=console.is_terminal,
         )
@@ -201,21 +211,22 @@ def serve(
 
 @app.command()
 def optimize(
-    model: Annotated[str, typer.Argument(help="model to tune")],
+    model: Annotated[str, typer.Argument(help=f"model to tune: {MODEL_HELP}")],
     output: Annotated[Path, typer.Option("--output", help="artifact directory")],
     db: DbOption = None,
     trials: int = typer.Option(20, min=1),
-    metric: str = typer.Option("ndcg@20", help="hr, ndcg, recall, map or coverage at k"),
+    metric: str = typer.Option("ndcg@20", help=METRIC_HELP),
     timeout: Optional[float] = typer.Option(None, help="stop tuning after S seconds"),  # noqa: UP045
     test_size: float = typer.Option(0.2, min=0.01, max=0.9),
     study: Optional[Path] = typer.Option(None, help="study journal (default: beside output)"),  # noqa: UP045
 ) -> None:
     """Tune a model with Optuna on training data only, then train the best into an artifact."""
     from recsys_lite.data.store import Store
+    from recsys_lite.evaluation.metrics import parse_metric
     from recsys_lite.tuning.search import optimize as run_optimize
-    from recsys_lite.tuning.search import parse_metric
 
     try:
+        check_model_name(model)
         parse_metric(metric)
         outcome, result = run_optimize(
             Store(_db(db)),
@@ -239,22 +250,23 @@ def optimize(
 @app.command()
 def compare(
     db: DbOption = None,
-    models: str = typer.Option("all", help="comma-separated model names, or all of them"),
+    models: str = typer.Option("all", help=f"comma-separated, or all: {', '.join(MODELS)}"),
     tune_trials: int = typer.Option(0, min=0, help="tune each model first (0: defaults)"),
-    metric: str = typer.Option("ndcg@20", help="tuning metric"),
+    metric: str = typer.Option("ndcg@20", help=f"tuning metric: {METRIC_HELP}"),
     test_size: float = typer.Option(0.2, min=0.01, max=0.9),
     output: Path = typer.Option(Path("artifacts/leaderboard"), help="folder for JSON and PNG"),
 ) -> None:
     """Train and evaluate several models on one split and print a leaderboard."""
     from recsys_lite.data.store import Store
-    from recsys_lite.evaluation.leaderboard import compare as run_compare
-    from recsys_lite.models.base import MODEL_MODULES
+    from recsys_lite.evaluation.metrics import parse_metric
+    from recsys_lite.tuning.leaderboard import compare as run_compare
 
     if models.strip() == "all":
-        names = list(MODEL_MODULES)
+        names = list(MODELS)
     else:
         names = [m.strip() for m in models.split(",") if m.strip()]
     try:
+        parse_metric(metric)
         rows = run_compare(
             Store(_db(db)),
             names,
@@ -280,6 +292,78 @@ def compare(
         )
     out.print(table)
     out.print(f"wrote {output / 'leaderboard.json'} and {output / 'leaderboard.png'}")
+
+
+@app.command()
+def models(
+    name: Annotated[
+        Optional[str], typer.Argument(help="a model, for its parameters")  # noqa: UP045
+    ] = None,
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """The models, when to use each, and their parameters (what --params accepts)."""
+    from recsys_lite.models.params import describe_params
+    from recsys_lite.models.registry import model_class
+    from recsys_lite.tuning.search import SearchSpace
+
+    try:
+        names = [check_model_name(name)] if name else list(MODELS)
+        with console.status("loading model definitions"):
+            described = {
+                model: (
+                    # the model's own parameters first, the shared weighting block after them
+                    sorted(describe_params(model_class(model).params_type),
+                           key=lambda p: p.name.startswith("weighting.")),
+                    SearchSpace.for_model(model),
+                )
+                for model in names
+            }  # fmt: skip
+    except RecsysError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    model: {
+                        "summary": MODELS[model].summary,
+                        "params": [
+                            {**vars(p), "tuning_range": space.describe(p.name) or None}
+                            for p in params
+                        ],
+                    }
+                    for model, (params, space) in described.items()
+                },
+                default=str,
+            )
+        )
+        return
+    if name is None:
+        table = Table(title="models (recsys-lite models NAME for a model's parameters)")
+        for column in ("model", "when to use it", "parameters"):
+            table.add_column(column)
+        for model, (params, _) in described.items():
+            top = sorted({p.name.split(".")[0] for p in params}, key=[
+                p.name.split(".")[0] for p in params].index)  # fmt: skip
+            table.add_row(model, MODELS[model].summary, ", ".join(top))
+        out.print(table)
+        return
+    params, space = described[name]
+    table = Table(title=f"{name}: {MODELS[name].summary}")
+    for column in ("parameter", "type", "default", "bounds", "optimize searches", "meaning"):
+        table.add_column(column, overflow="fold")
+    for p in params:
+        table.add_row(
+            p.name, escape(p.type), escape(json.dumps(p.default, default=str)), p.bounds,
+            escape(space.describe(p.name)), escape(p.description),
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"example: recsys-lite train {name} --params '{_example_params(params)}'")
+
+
+def _example_params(params: list[Any]) -> str:
+    first = next((p for p in params if not p.name.startswith("weighting.")), params[0])
+    return json.dumps({first.name: first.default})
 
 
 @app.command("stream-ingest")

@@ -83,6 +83,7 @@ def train(
     the same recipe trained without that period.
     """
     settings = settings or get_settings()
+    create_model(name, params)  # refuse bad params before reading or fitting anything
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     events = store.read_events()
@@ -91,7 +92,6 @@ def train(
     timings["read"] = time.perf_counter() - clock
     if events.num_rows == 0:
         raise EmptyDataError(f"{store.path}: the store holds no events; ingest some first")
-    create_model(name, params)  # refuse bad params before spending time on the holdout
 
     metrics: dict[str, Any] = {}
     if test_size > 0:

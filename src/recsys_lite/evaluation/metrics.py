@@ -9,7 +9,25 @@ from __future__ import annotations
 
 import numpy as np
 
-METRIC_NAMES = ("hr", "ndcg", "recall", "map")
+from recsys_lite.errors import InvalidInputError
+
+METRIC_NAMES = ("hr", "ndcg", "recall", "map")  # per-user ranking metrics
+# every metric an evaluation reports at a cutoff k (coverage is of the catalog, not per user)
+REPORTED_METRICS = (*METRIC_NAMES, "coverage")
+
+
+def parse_metric(metric: str) -> tuple[str, int]:
+    """``ndcg@20`` → ("ndcg", 20); the error lists what exists."""
+    name, _, k = metric.lower().partition("@")
+    if name not in REPORTED_METRICS or not k.isdigit() or int(k) < 1:
+        raise InvalidInputError(
+            f"metric must look like ndcg@20 (one of {', '.join(REPORTED_METRICS)} at some k),"
+            f" got {metric!r}"
+        )
+    return name, int(k)
+
+
+METRIC_HELP = f"{', '.join(REPORTED_METRICS)} at a cutoff, e.g. ndcg@20"
 
 
 def _discounts(k: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +12,13 @@ import pyarrow.compute as pc
 from recsys_lite.errors import EmptyDataError, InvalidInputError
 
 SplitMethod = Literal["temporal", "leave-last"]
+SPLIT_METHODS: tuple[str, ...] = get_args(SplitMethod)
+
+
+def check_split_method(method: str) -> SplitMethod:
+    if method not in SPLIT_METHODS:
+        raise InvalidInputError(f"unknown split {method!r}; use {' or '.join(SPLIT_METHODS)}")
+    return method  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

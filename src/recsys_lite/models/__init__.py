@@ -1,18 +1,10 @@
-"""Models behind one interface (``base.Recommender``) and one registry (``create_model``)."""
+"""Models behind one interface (``base.Recommender``) and one registry (``registry``)."""
 
-from recsys_lite.models.base import (
-    MODEL_MODULES,
-    MODEL_REGISTRY,
-    History,
-    Ranked,
-    Recommender,
-    TrainingData,
-    create_model,
-    model_class,
-)
+from recsys_lite.models.base import History, Ranked, Recommender, TrainingData
+from recsys_lite.models.registry import MODEL_REGISTRY, MODELS, create_model, model_class
 
 __all__ = [
-    "MODEL_MODULES",
+    "MODELS",
     "MODEL_REGISTRY",
     "History",
     "Ranked",

@@ -27,8 +27,9 @@ from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.errors import ArtifactError, InvalidInputError
 from recsys_lite.files import file_sha256
-from recsys_lite.models.base import Recommender, create_model
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.index import VectorIndex
+from recsys_lite.models.registry import create_model
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

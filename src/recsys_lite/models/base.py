@@ -7,28 +7,28 @@ has) and item popularity (the fallback for users it has never seen).
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recsys_lite.config import Settings
 from recsys_lite.data.idmap import IdMap
 from recsys_lite.data.interactions import (
     Interactions,
-    Weighting,
     build_interactions,
     event_weights,
 )
-from recsys_lite.errors import EmptyDataError, InvalidInputError, NotFittedError
+from recsys_lite.errors import EmptyDataError, NotFittedError
 from recsys_lite.models.index import VectorIndex
+from recsys_lite.models.params import ModelParams as ModelParams  # re-exported for models
+from recsys_lite.models.params import parse_params
+from recsys_lite.models.registry import register as register  # re-exported for models
 
 NEG_INF = np.float32(-np.inf)
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
@@ -63,14 +63,6 @@ def align_catalog(items: pa.Table, item_map: IdMap) -> pa.Table:
     positions = pc.index_in(pa.array(item_map.ids), value_set=items.column("item_id"))
     aligned = items.take(positions)
     return aligned.set_column(0, "item_id", pa.array(item_map.ids))
-
-
-class ModelParams(BaseModel):
-    """Base of every model's hyperparameters; unknown keys are refused, not ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    weighting: Weighting = Field(default_factory=Weighting)
 
 
 @dataclass(frozen=True)
@@ -478,60 +470,3 @@ def _blocked(
     if item_mask is not None:
         scores[~item_mask] = NEG_INF
     return scores
-
-
-P = TypeVar("P", bound=ModelParams)
-
-
-def parse_params(params_type: type[P], params: ModelParams | dict[str, Any] | None) -> P:
-    if isinstance(params, params_type):
-        return params
-    raw = params.model_dump() if isinstance(params, ModelParams) else (params or {})
-    try:
-        return params_type.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInputError(f"invalid parameters for this model: {problems}") from exc
-
-
-MODEL_REGISTRY: dict[str, type[Recommender]] = {}
-
-# Where each model lives. Modules are imported on first use, so serving an ALS model never
-# pays for importing torch or gensim.
-MODEL_MODULES = {
-    "popular": "recsys_lite.models.popular",
-    "als": "recsys_lite.models.implicit_mf",
-    "bpr": "recsys_lite.models.implicit_mf",
-    "ease": "recsys_lite.models.ease",
-    "item2vec": "recsys_lite.models.item2vec",
-    "lightfm": "recsys_lite.models.lightfm_hybrid",
-    "gru4rec": "recsys_lite.models.gru4rec",
-    "two_tower": "recsys_lite.models.two_tower",
-}
-
-R = TypeVar("R", bound=type[Recommender])
-
-
-def register(name: str) -> Callable[[R], R]:
-    def decorate(cls: R) -> R:
-        cls.name = name
-        MODEL_REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def model_class(name: str) -> type[Recommender]:
-    if name not in MODEL_MODULES:
-        known = ", ".join(sorted(MODEL_MODULES))
-        raise InvalidInputError(f"unknown model {name!r}; known models: {known}")
-    if name not in MODEL_REGISTRY:
-        importlib.import_module(MODEL_MODULES[name])
-    return MODEL_REGISTRY[name]
-
-
-def create_model(name: str, params: ModelParams | dict[str, Any] | None = None) -> Recommender:
-    """The one way to turn a model name and its params into a model."""
-    return model_class(name)(params)

@@ -15,7 +15,9 @@ from scipy.linalg import blas, lapack
 from threadpoolctl import threadpool_limits
 
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.params import ModelParams
+from recsys_lite.models.registry import register
 
 _MIRROR_BLOCK = 2048  # rows mirrored at a time, so symmetrising never copies the whole matrix
 

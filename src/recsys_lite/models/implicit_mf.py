@@ -9,7 +9,9 @@ import numpy as np
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.params import ModelParams
+from recsys_lite.models.registry import register
 
 
 class ALSParams(ModelParams):

@@ -19,7 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.params import ModelParams
+from recsys_lite.models.registry import register
 
 
 class Item2VecParams(ModelParams):

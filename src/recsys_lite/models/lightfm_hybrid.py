@@ -36,14 +36,9 @@ from pydantic import Field
 from rich.progress import Progress
 
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.models.base import (
-    HISTORY_LENGTH,
-    History,
-    ModelParams,
-    Recommender,
-    TrainingData,
-    register,
-)
+from recsys_lite.models.base import HISTORY_LENGTH, History, Recommender, TrainingData
+from recsys_lite.models.params import ModelParams
+from recsys_lite.models.registry import register
 
 TOKEN = re.compile(r"[^\W_]+")
 UserFeatures = Literal["identity", "history", "categories", "history+categories"]

@@ -6,7 +6,9 @@ import numpy as np
 from pydantic import Field
 
 from recsys_lite.data.interactions import SECONDS_PER_DAY
-from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.params import ModelParams
+from recsys_lite.models.registry import register
 
 
 class PopularParams(ModelParams):

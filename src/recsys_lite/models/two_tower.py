@@ -22,14 +22,9 @@ import scipy.sparse as sp
 from pydantic import Field
 from rich.progress import Progress
 
-from recsys_lite.models.base import (
-    HISTORY_LENGTH,
-    History,
-    ModelParams,
-    Recommender,
-    TrainingData,
-    register,
-)
+from recsys_lite.models.base import HISTORY_LENGTH, History, Recommender, TrainingData
+from recsys_lite.models.params import ModelParams
+from recsys_lite.models.registry import register
 from recsys_lite.models.torch_runtime import load_torch
 
 if TYPE_CHECKING:

@@ -28,12 +28,12 @@ from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import Store
 from recsys_lite.errors import EmptyDataError, InvalidInputError
 from recsys_lite.evaluation.evaluate import evaluate_model
+from recsys_lite.evaluation.metrics import parse_metric
 from recsys_lite.evaluation.split import temporal_split
 from recsys_lite.models import create_model, model_class
 from recsys_lite.training import TrainResult, train
 
 SPACES = Path(__file__).parent / "spaces"
-METRIC_NAMES = ("hr", "ndcg", "recall", "map", "coverage")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,16 @@ class SearchSpace:
         spec = tomllib.loads(path.read_text())
         tuning = spec.pop("tuning", {})
         return cls(params=spec, report_every=tuning.get("report_every"))
+
+    def describe(self, name: str) -> str:
+        """The range ``optimize`` searches for one (dotted) parameter, or '' if it is fixed."""
+        spec = self.params.get(name)
+        if spec is None:
+            return ""
+        if spec["type"] == "categorical":
+            return " | ".join(str(choice) for choice in spec["choices"])
+        scale = " (log)" if spec.get("log") else ""
+        return f"{spec['low']} to {spec['high']}{scale}"
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Draw one configuration; dotted names ("weighting.qty") become nested dicts."""
@@ -81,16 +91,6 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     if nested.get("window_days") == 0:
         nested["window_days"] = None
     return nested
-
-
-def parse_metric(metric: str) -> tuple[str, int]:
-    name, _, k = metric.lower().partition("@")
-    if name not in METRIC_NAMES or not k.isdigit() or int(k) < 1:
-        raise InvalidInputError(
-            f"metric must look like ndcg@20 (one of {', '.join(METRIC_NAMES)} at some k),"
-            f" got {metric!r}"
-        )
-    return name, int(k)
 
 
 @dataclass

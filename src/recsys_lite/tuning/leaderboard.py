@@ -13,6 +13,7 @@ from recsys_lite.errors import EmptyDataError
 from recsys_lite.evaluation.evaluate import evaluate_model
 from recsys_lite.evaluation.split import temporal_split
 from recsys_lite.models import create_model
+from recsys_lite.models.registry import check_model_name
 
 COLUMNS = (
     "ndcg@10", "hr@10", "recall@10", "map@10", "ndcg@20", "hr@20", "recall@20", "map@20",
@@ -38,6 +39,8 @@ def compare(
     """
     from recsys_lite.tuning.search import tune  # optuna is only needed when tuning
 
+    for name in models:  # a typo fails now, not after the models before it have trained
+        check_model_name(name)
     settings = settings or get_settings()
     events, items = store.read_events(), store.read_items()
     if events.num_rows == 0:
