@@ -12,11 +12,11 @@ import pytest
 
 from recsys_lite.data.store import Store
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.tuning.leaderboard import compare
+from recsys_lite.evaluation.metrics import parse_metric
 from recsys_lite.evaluation.split import temporal_split
 from recsys_lite.models import MODELS, Recommender, create_model
 from recsys_lite.models.artifact import load_artifact
-from recsys_lite.evaluation.metrics import parse_metric
+from recsys_lite.tuning.leaderboard import compare
 from recsys_lite.tuning.search import SearchSpace, optimize, tune
 
 

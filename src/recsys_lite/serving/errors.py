@@ -75,9 +75,7 @@ def install_error_handlers(app: FastAPI, count_error: Callable[[Request, str], N
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
-            allowed = next(
-                (v for k, v in (exc.headers or {}).items() if k.lower() == "allow"), ""
-            )
+            allowed = next((v for k, v in (exc.headers or {}).items() if k.lower() == "allow"), "")
             message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
         else:
             message = str(exc.detail)
