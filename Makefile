@@ -10,23 +10,33 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: deps install demo test lint bench clean
+
+# System components (Debian packages) the product and its tests start: installed when this can
+# (root or sudo), otherwise reported; tests needing a missing one are skipped with the reason.
+deps:
+	@scripts/deps.sh
 
 $(STAMP): pyproject.toml
+	@echo "==> Python environment in $(VENV): the first time takes about 3 minutes (torch, faiss, implicit, ...)"
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --progress-bar on -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: deps $(STAMP)
+	@echo "==> 1/4 a synthetic shop in $(DEMO_DIR) (a few seconds)"
 	$(CLI) demo-data --out $(DEMO_DIR)
+	@echo "==> 2/4 ingest into $(DB_PATH) (a few seconds)"
 	$(CLI) ingest --events $(DEMO_DIR)/events.parquet --items $(DEMO_DIR)/items.csv --db $(DB_PATH)
+	@echo "==> 3/4 train ALS into $(MODEL_DIR) (about 10 seconds)"
 	$(CLI) train als --db $(DB_PATH) --output $(MODEL_DIR)
+	@echo "==> 4/4 serve (Ctrl-C stops it)"
 	$(CLI) serve --model-dir $(MODEL_DIR) --db $(DB_PATH) --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: deps $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)

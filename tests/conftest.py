@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,40 @@ from recsys_lite.data.store import Store
 from recsys_lite.training import train
 
 SMALL_SHOP = {"n_users": 600, "n_items": 400, "n_events": 20_000, "seed": 7}
+
+# System components tests start for real: command -> how to get it (scripts/deps.sh installs them)
+COMPONENTS = {"redis-server": "sudo apt-get install redis-server (or: make deps)"}
+
+
+def require_component(command: str) -> str:
+    """The component's path; without it the test is skipped with the reason, or fails when
+    RECSYS_REQUIRE_ALL=1 (CI), so a missing install can never pass as green."""
+    path = shutil.which(command)
+    if path:
+        return path
+    how = COMPONENTS[command]
+    reason = f"{command} is not installed: {how}"
+    if os.environ.get("RECSYS_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason} (RECSYS_REQUIRE_ALL=1 requires every component)")
+    pytest.skip(reason)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per missing component at the end of the run: how many tests it cost, and
+    how to get it."""
+    skipped = [str(report.longrepr) for report in terminalreporter.stats.get("skipped", [])]
+    counts = {
+        command: sum(f"{command} is not installed" in reason for reason in skipped)
+        for command in COMPONENTS
+    }
+    if not any(counts.values()):
+        return
+    terminalreporter.section("skipped for missing system components")
+    for command, count in counts.items():
+        if count:
+            terminalreporter.line(
+                f"{command}: {count} test(s) skipped; install it with {COMPONENTS[command]}"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -104,11 +139,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server (Debian package) on a loopback port, for the session."""
     import redis
 
+    binary = require_component("redis-server")
     port = free_port()
     folder = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
         [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
             "--save", "", "--appendonly", "no", "--dir", str(folder),
         ],
         stdout=subprocess.DEVNULL,
