@@ -216,3 +216,10 @@ def test_query_ids_follow_the_same_rule(client: httpx.Client) -> None:
     assert_error_body(
         client.get("/recommend", params={"user_id": "U1\u0000"}), 422, "invalid_input"
     )
+
+
+def test_serve_prints_the_urls_to_open(shop: tuple[httpx.Client, Path]) -> None:
+    client, db = shop
+    (log,) = db.parent.glob("server-*.log")
+    printed = log.read_text()
+    assert f"{client.base_url}/docs" in printed and "/recommend?user_id=" in printed

@@ -198,6 +198,14 @@ def serve(
     os.environ["MODEL_DIR"] = str(resolved_model_dir)
     os.environ["DB_PATH"] = str(_db(db))
     get_settings.cache_clear()
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    out.print(
+        f"RecSys-Lite serves {resolved_model_dir} on {base} once loaded; open\n"
+        f"  {base}/docs                     the API, to try in the browser\n"
+        f"  {base}/recommend?user_id=U00042  recommendations for a shopper\n"
+        f"  {base}/health                   the served model",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
     uvicorn.run(
         "recsys_lite.serving.app:app_factory",
         factory=True,

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     def inbox(self) -> Path:
         return self.inbox_dir or self.db_path.parent / "inbox"
 
+    @property
+    def worker_status_file(self) -> Path:
+        """Where the worker reports its cycles, for the API's /ready and /metrics."""
+        return self.db_path.parent / "worker-status.json"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -26,6 +26,7 @@ from recsys_lite.evaluation.evaluate import evaluate_model
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import load_artifact
 from recsys_lite.online.bus import EventBus, InboxBus, create_bus
+from recsys_lite.online.health import WorkerHealth
 from recsys_lite.online.inbox import Inbox, drain
 from recsys_lite.training import train
 
@@ -105,15 +106,22 @@ def run_worker(
     settings: Settings | None = None,
 ) -> list[CycleReport]:
     """Fold events every ``interval`` seconds; retrain when ``min_new_events`` have arrived or
-    ``retrain_every`` seconds have passed with at least some new events."""
+    ``retrain_every`` seconds have passed with at least some new events.
+
+    A cycle that fails for any reason (a bad row, a full disk, a bug) never stops the worker:
+    the served model stays, the failure is reported, and the cycle is retried after a backoff
+    that doubles up to ``retrain_every``.
+    """
     settings = settings or get_settings()
     inbox = Inbox(settings.inbox_dir or store.path.parent / "inbox")
     bus = create_bus(settings, inbox)
     consumer = f"{socket.gethostname()}-worker"
+    health = WorkerHealth(store.path.parent / settings.worker_status_file.name)
     last_retrain = time.monotonic()
     reports = []
     try:
         while True:
+            wait = interval
             try:
                 fold_bus_into_store(bus, inbox, store, consumer)
                 overdue = time.monotonic() - last_retrain >= retrain_every
@@ -128,11 +136,15 @@ def run_worker(
                         report.new_events, _short(report.served), _short(report.candidate),
                     )  # fmt: skip
                 reports.append(report)
-            except RecsysError as exc:
-                log.warning("worker cycle skipped: %s", exc)
+                health.succeeded(report.decision)
+            except Exception as exc:
+                wait = min(interval * 2**health.consecutive_failures, max(retrain_every, interval))
+                log.error("worker cycle failed (retrying in %.0f s): %s", wait, exc,
+                          exc_info=not isinstance(exc, RecsysError))  # fmt: skip
+                health.failed(exc, wait)
             if once:
                 return reports
-            time.sleep(interval)
+            time.sleep(wait)
     finally:
         bus.close()
 

@@ -33,6 +33,7 @@ from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.data.validation import SET_FIELDS
 from recsys_lite.errors import InvalidInputError, NotFoundError
 from recsys_lite.models.base import Ranked
+from recsys_lite.online.health import read_worker_health
 from recsys_lite.serving.errors import ERROR_RESPONSES, Json, install_error_handlers
 from recsys_lite.serving.runtime import Runtime, ServingState
 from recsys_lite.serving.schemas import (
@@ -109,7 +110,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper())
     runtime = Runtime(settings, state)
-    telemetry = Telemetry(ENDPOINTS)
+    telemetry = Telemetry(ENDPOINTS, settings.worker_status_file)
     started = time.monotonic()
     max_k = settings.max_recommendations
 
@@ -274,8 +275,11 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
 
     @app.get("/ready", summary="Readiness probe: a model is loaded")
     async def ready() -> Json:
+        # a failing worker does not make this process unready (it serves the model it has),
+        # but its report is here for whoever watches
         ok = runtime.state.model.fitted
-        return Json({"ready": ok}, status_code=200 if ok else 503)
+        worker = read_worker_health(settings.worker_status_file)
+        return Json({"ready": ok, "details": {"worker": worker}}, status_code=200 if ok else 503)
 
     @app.get(
         "/metrics", summary="Prometheus metrics",

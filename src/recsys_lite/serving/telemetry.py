@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+class WorkerHealthCollector(Collector):
+    """The worker's counters as it last reported them (its status file), scraped with the API's
+    metrics: the worker has no HTTP port of its own."""
+
+    def __init__(self, read: Callable[[], dict[str, Any] | None]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        health = self.read() or {}
+        failures = CounterMetricFamily(
+            "recsys_worker_retrain_failures", "Worker cycles (fold + retrain) that failed"
+        )
+        failures.add_metric([], float(health.get("failures_total", 0)))
+        yield failures
+        streak = GaugeMetricFamily(
+            "recsys_worker_consecutive_failures", "Failed worker cycles since the last success"
+        )
+        streak.add_metric([], float(health.get("consecutive_failures", 0)))
+        yield streak
+
+
 class Telemetry:
-    def __init__(self, endpoints: set[str]) -> None:
+    def __init__(self, endpoints: set[str], worker_status: Path | None = None) -> None:
         self.registry = CollectorRegistry()
+        if worker_status is not None:
+            from recsys_lite.online.health import read_worker_health
+
+            self.registry.register(WorkerHealthCollector(lambda: read_worker_health(worker_status)))
         self.endpoints = endpoints
         self.requests = Counter(
             "recsys_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry
