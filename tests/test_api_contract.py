@@ -223,3 +223,8 @@ def test_serve_prints_the_urls_to_open(shop: tuple[httpx.Client, Path]) -> None:
     (log,) = db.parent.glob("server-*.log")
     printed = log.read_text()
     assert f"{client.base_url}/docs" in printed and "/recommend?user_id=" in printed
+
+
+def test_admin_endpoints_are_off_without_a_key(client: httpx.Client) -> None:
+    body = assert_error_body(client.get("/status"), 403, "forbidden")
+    assert "ADMIN_API_KEY" in str(body["message"])

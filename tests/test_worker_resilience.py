@@ -63,7 +63,7 @@ def test_hostile_ids_are_refused_and_a_failing_retrain_keeps_the_worker_alive(
     ingest(store, tmp_path / "old.parquet", shop_files[1], show_progress=False)
     train(store, "als", model, params={"iterations": 4}, test_size=0, show_progress=False)
 
-    env = {"INBOX_DRAIN_INTERVAL": "0.5", "MODEL_WATCH_INTERVAL": "0.5"}
+    env = {"INBOX_DRAIN_INTERVAL": "0.5", "MODEL_WATCH_INTERVAL": "0.5", "ADMIN_API_KEY": "s3cret"}
     with running_server(model, db, tmp_path, env) as url, httpx.Client(base_url=url) as client:
         for hostile in HOSTILE_IDS:
             for event in ({"user_id": hostile, "item_id": "I00001"},
@@ -92,6 +92,13 @@ def test_hostile_ids_are_refused_and_a_failing_retrain_keeps_the_worker_alive(
             assert "not a valid id" in str(status["last_error"])
             # backoff: the wait doubles after each failure in a row
             assert float(str(status["next_retry_in"])) >= 0.6
+            assert client.get("/status").status_code == 401
+            wrong = {"Authorization": "Bearer guess"}
+            assert client.get("/status", headers=wrong).status_code == 401
+            admin = {"Authorization": "Bearer s3cret"}
+            status_answer = client.get("/status", headers=admin).json()
+            assert status_answer["worker"]["failures_total"] >= 2
+            assert status_answer["model"]["type"] == "als" and status_answer["store"]["events"]
             ready = client.get("/ready").json()
             assert ready["ready"] is True
             assert ready["details"]["worker"]["consecutive_failures"] >= 2

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     bus_poll_interval: float = Field(0.1, gt=0, description="seconds between bus polls")
     inbox_drain_interval: float = Field(
         2.0, ge=0, description="the API folds its inbox into the store this often (0: never)"
+    )
+    admin_api_key: SecretStr | None = Field(
+        None, description="the full-scope admin key (Authorization: Bearer); unset: admin off"
     )
     model_watch_interval: float = Field(
         1.0, ge=0, description="seconds between checks for a new artifact (0: never)"

@@ -62,6 +62,20 @@ class NotFoundError(RecsysError):
     code = "not_found"
 
 
+class UnauthorizedError(RecsysError):
+    """No key, or a key that is not valid."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(RecsysError):
+    """The endpoint is disabled (no key configured) or the key may not use it."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class ArtifactError(RecsysError):
     """A model artifact is missing, corrupt or was written by an incompatible version."""
 

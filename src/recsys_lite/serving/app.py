@@ -31,14 +31,16 @@ from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.data.validation import SET_FIELDS
-from recsys_lite.errors import InvalidInputError, NotFoundError
+from recsys_lite.errors import InvalidInputError, NotFoundError, RecsysError
 from recsys_lite.models.base import Ranked
 from recsys_lite.online.health import read_worker_health
+from recsys_lite.serving.auth import require_admin
 from recsys_lite.serving.errors import ERROR_RESPONSES, Json, install_error_handlers
 from recsys_lite.serving.runtime import Runtime, ServingState
 from recsys_lite.serving.schemas import (
     MAX_BATCH,
     AcceptedResponse,
+    ErrorResponse,
     EventIn,
     EventsBody,
     HealthResponse,
@@ -56,7 +58,7 @@ from recsys_lite.serving.telemetry import Telemetry, TelemetryMiddleware
 log = logging.getLogger(__name__)
 ENDPOINTS = {
     "/recommend", "/similar-items", "/events", "/items", "/items/{item_id}", "/health", "/live",
-    "/ready", "/metrics",
+    "/ready", "/metrics", "/status",
 }  # fmt: skip
 QueryModel = TypeVar("QueryModel", bound=ListQuery)
 JSON = "application/json"
@@ -280,6 +282,36 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         ok = runtime.state.model.fitted
         worker = read_worker_health(settings.worker_status_file)
         return Json({"ready": ok, "details": {"worker": worker}}, status_code=200 if ok else 503)
+
+    @app.get(
+        "/status", summary="Admin: the store, the served model, online state and the worker",
+        responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+    )  # fmt: skip
+    async def status(request: Request) -> Json:
+        require_admin(settings, request)
+        state = runtime.state
+        manifest, model = state.artifact.manifest, state.model
+        try:
+            counts: dict[str, int] | None = await asyncio.to_thread(runtime.store.counts)
+        except RecsysError as exc:  # busy or empty: the rest of the status still answers
+            counts = None
+            log.warning("status without store counts: %s", exc.message)
+        index = model.user_index or model.item_index
+        return Json(
+            {
+                "store": counts,
+                "model": {
+                    "type": model.name, "params": manifest.get("params"),
+                    "created_at": manifest.get("created_at"),
+                    "trained_until_ts": manifest.get("trained_until_ts"),
+                    "holdout_metrics": state.artifact.metrics.get("metrics"),
+                    "users": len(model.user_map), "items": len(model.item_map),
+                    "index": index.kind if index is not None else "exact",
+                },
+                "online": {"events_applied": state.online.applied, "swaps": runtime.swaps},
+                "worker": read_worker_health(settings.worker_status_file),
+            }
+        )  # fmt: skip
 
     @app.get(
         "/metrics", summary="Prometheus metrics",
