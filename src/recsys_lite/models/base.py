@@ -26,9 +26,7 @@ from recsys_lite.data.interactions import (
 )
 from recsys_lite.errors import EmptyDataError, NotFittedError
 from recsys_lite.models.index import VectorIndex
-from recsys_lite.models.params import ModelParams as ModelParams  # re-exported for models
-from recsys_lite.models.params import parse_params
-from recsys_lite.models.registry import register as register  # re-exported for models
+from recsys_lite.models.params import ModelParams, parse_params
 
 NEG_INF = np.float32(-np.inf)
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in

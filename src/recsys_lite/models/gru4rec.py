@@ -47,7 +47,9 @@ from pydantic import Field, field_validator
 from rich.progress import Progress
 
 from recsys_lite.errors import RecsysError
-from recsys_lite.models.base import History, ModelParams, Recommender, TrainingData, register
+from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.params import ModelParams
+from recsys_lite.models.registry import register
 from recsys_lite.models.torch_runtime import load_torch
 
 load_torch()  # before the first `import torch` (see torch_runtime)

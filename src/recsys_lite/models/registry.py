@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from recsys_lite.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from recsys_lite.models.base import ModelParams, Recommender
+    from recsys_lite.models.base import Recommender
+    from recsys_lite.models.params import ModelParams
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recsys_lite.online.health import read_worker_health
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -40,8 +42,6 @@ class Telemetry:
     def __init__(self, endpoints: set[str], worker_status: Path | None = None) -> None:
         self.registry = CollectorRegistry()
         if worker_status is not None:
-            from recsys_lite.online.health import read_worker_health
-
             self.registry.register(WorkerHealthCollector(lambda: read_worker_health(worker_status)))
         self.endpoints = endpoints
         self.requests = Counter(
