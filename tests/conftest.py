@@ -20,6 +20,9 @@ from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.training import train
 
+# The full-scope key of test servers (ADMIN_API_KEY), and the header that sends it.
+ADMIN_KEY = "test-admin-key"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 SMALL_SHOP = {"n_users": 600, "n_items": 400, "n_events": 20_000, "seed": 7}
 
 # System components tests start for real: command -> how to get it (scripts/deps.sh installs them)
@@ -91,7 +94,11 @@ def running_server(
     env: dict[str, str] | None = None,
     workers: int = 1,
 ) -> Iterator[str]:
-    """A real ``recsys-lite serve`` process on a loopback port, stopped afterwards."""
+    """A real ``recsys-lite serve`` process on a loopback port, stopped afterwards.
+
+    It has the admin key ``ADMIN_KEY`` and no per-address rate limit (tests send hundreds of
+    requests a second from one address) unless ``env`` says otherwise.
+    """
     port = free_port()
     log = (log_dir / f"server-{port}.log").open("w")
     process = subprocess.Popen(
@@ -101,7 +108,10 @@ def running_server(
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "LOG_LEVEL": "WARNING", **(env or {})},
+        env={
+            **os.environ, "LOG_LEVEL": "WARNING", "ADMIN_API_KEY": ADMIN_KEY,
+            "RATE_LIMIT_PER_IP": "0", **(env or {}),
+        },
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

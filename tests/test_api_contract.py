@@ -16,7 +16,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from conftest import running_server
+from conftest import AUTH, running_server
+from recsys_lite.config import Settings
+from recsys_lite.serving.app import create_app
 from recsys_lite.serving.errors import install_error_handlers
 
 
@@ -30,7 +32,7 @@ def shop(
     env = {"INBOX_DRAIN_INTERVAL": "0.3", "MODEL_WATCH_INTERVAL": "0"}
     with (
         running_server(folder / "model", folder / "shop.db", folder, env) as url,
-        httpx.Client(base_url=url, timeout=10) as http,
+        httpx.Client(base_url=url, timeout=10, headers=AUTH) as http,
     ):
         yield http, folder / "shop.db"
 
@@ -225,6 +227,12 @@ def test_serve_prints_the_urls_to_open(shop: tuple[httpx.Client, Path]) -> None:
     assert f"{client.base_url}/docs" in printed and "/recommend?user_id=" in printed
 
 
-def test_admin_endpoints_are_off_without_a_key(client: httpx.Client) -> None:
-    body = assert_error_body(client.get("/status"), 403, "forbidden")
-    assert "ADMIN_API_KEY" in str(body["message"])
+def test_admin_endpoints_are_off_without_a_key(shop_db: Path, als_artifact: Path) -> None:
+    settings = Settings(db_path=shop_db, model_dir=als_artifact, admin_api_key=None)
+    with TestClient(create_app(settings)) as http:
+        body = assert_error_body(http.get("/status"), 403, "forbidden")
+        assert "ADMIN_API_KEY" in str(body["message"])
+        # without keys, nothing writes the catalog or server-side events either
+        assert_error_body(http.post("/items", json={"item_id": "X1"}), 403, "forbidden")
+        purchase = {"user_id": "U1", "item_id": "I00001", "event_type": "purchase"}
+        assert_error_body(http.post("/events", json=purchase), 403, "forbidden")

@@ -11,7 +11,7 @@ import duckdb
 import httpx
 import pytest
 
-from conftest import running_server
+from conftest import AUTH, running_server
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def client(
     logs = tmp_path_factory.mktemp("logs")
     with (
         running_server(model, db, logs, env) as url,
-        httpx.Client(base_url=url, timeout=10) as http,
+        httpx.Client(base_url=url, timeout=10, headers=AUTH) as http,
     ):
         yield http
 
@@ -92,10 +92,11 @@ def test_bad_events_are_refused_whole_with_row_and_column(client: httpx.Client) 
 def test_accepted_events_reach_the_store(
     client: httpx.Client, shop_copy: tuple[Path, Path]
 ) -> None:
-    client.post(
+    response = client.post(
         "/events",
-        json={"user_id": "durable-user", "item_id": "I00007", "ts": 1_800_000_000, "qty": 2},
+        json={"user_id": "durable-user", "item_id": "I00007", "ts": 1_700_000_000, "qty": 2},
     )
+    assert response.status_code == 200, response.text
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -108,7 +109,7 @@ def test_accepted_events_reach_the_store(
         ).fetchall()
         con.close()
         if rows:
-            assert rows == [("I00007", 1_800_000_000, 2, "purchase")]
+            assert rows == [("I00007", 1_700_000_000, 2, "purchase")]
             return
         time.sleep(0.2)
     pytest.fail("the event never reached the store")

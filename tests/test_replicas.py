@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import running_server
+from conftest import AUTH, running_server
 
 
 @pytest.mark.parametrize("bus", ["embedded", "redis"])
@@ -33,7 +33,9 @@ def test_two_workers_answer_consistently_after_an_event(
             before = body
         assert before is not None and len(pids) == 2, "both workers should have answered"
         bought = before["recommendations"][0]["item_id"]
-        posted = httpx.post(f"{url}/events", json={"user_id": "U00011", "item_id": bought})
+        posted = httpx.post(
+            f"{url}/events", json={"user_id": "U00011", "item_id": bought}, headers=AUTH
+        )
         assert posted.status_code == 200
         time.sleep(1.0)  # the promise: within a second, every replica knows
         answers = set()

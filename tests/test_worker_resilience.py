@@ -64,16 +64,18 @@ def test_hostile_ids_are_refused_and_a_failing_retrain_keeps_the_worker_alive(
     train(store, "als", model, params={"iterations": 4}, test_size=0, show_progress=False)
 
     env = {"INBOX_DRAIN_INTERVAL": "0.5", "MODEL_WATCH_INTERVAL": "0.5", "ADMIN_API_KEY": "s3cret"}
+    admin = {"Authorization": "Bearer s3cret"}
     with running_server(model, db, tmp_path, env) as url, httpx.Client(base_url=url) as client:
         for hostile in HOSTILE_IDS:
             for event in ({"user_id": hostile, "item_id": "I00001"},
                           {"user_id": "U00001", "item_id": hostile}):  # fmt: skip
-                assert client.post("/events", json=event).status_code == 422, event
-            assert client.post("/items", json={"item_id": hostile}).status_code == 422
+                assert client.post("/events", json=event, headers=admin).status_code == 422, event
+            refused = client.post("/items", json={"item_id": hostile}, headers=admin)
+            assert refused.status_code == 422
         now = int(time.time())
         fresh = [{"user_id": f"U{n % 50:05d}", "item_id": f"I{n % 40:05d}", "ts": now - n,
                   "event_type": "purchase"} for n in range(300)]  # fmt: skip
-        assert client.post("/events", json={"events": fresh}).status_code == 200
+        assert client.post("/events", json={"events": fresh}, headers=admin).status_code == 200
 
         # a store written around the checks (an old version, a hand-made INSERT)
         execute_with_retry(
@@ -95,7 +97,6 @@ def test_hostile_ids_are_refused_and_a_failing_retrain_keeps_the_worker_alive(
             assert client.get("/status").status_code == 401
             wrong = {"Authorization": "Bearer guess"}
             assert client.get("/status", headers=wrong).status_code == 401
-            admin = {"Authorization": "Bearer s3cret"}
             status_answer = client.get("/status", headers=admin).json()
             assert status_answer["worker"]["failures_total"] >= 2
             assert status_answer["model"]["type"] == "als" and status_answer["store"]["events"]

@@ -18,6 +18,7 @@ from recsys_lite.errors import InvalidInputError, RecsysError
 from recsys_lite.evaluation.metrics import METRIC_HELP
 from recsys_lite.evaluation.split import SPLIT_METHODS, check_split_method
 from recsys_lite.models.registry import MODELS, check_model_name
+from recsys_lite.security.commands import keys_app
 
 MODEL_HELP = f"one of {', '.join(MODELS)} (`recsys-lite models` says when to use each)"
 SPLIT_HELP = " or ".join(SPLIT_METHODS)
@@ -27,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 # Piped output gets a fixed, wide layout instead of rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=140)

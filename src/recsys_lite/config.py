@@ -45,9 +45,38 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = Field(
         None, description="the full-scope admin key (Authorization: Bearer); unset: admin off"
     )
+    api_keys: SecretStr | None = Field(
+        None, description="more keys: name:secret[:scope+scope],... (default scopes: writes)"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="a TOML file of hashed keys (recsys-lite keys add writes it)"
+    )
+    max_body_bytes: int = Field(2_000_000, ge=1, description="larger request bodies get 413")
+    max_clock_skew: int = Field(
+        300, ge=0, description="seconds an event time may lie in the future (files and API)"
+    )
+    rate_limit_per_ip: float = Field(
+        100.0, ge=0, description="requests/s per client address without a key (0: no limit)"
+    )
+    rate_limit_per_key: float = Field(
+        1000.0, ge=0, description="requests/s per API key (0: no limit)"
+    )
+    rate_limit_burst_seconds: float = Field(
+        2.0, gt=0, description="a client may burst this many seconds' worth of requests"
+    )
+    public_events_per_user: float = Field(
+        10.0, ge=0, description="browser events/s one user id may send without a key (0: none)"
+    )
+    cors_origins: str = Field(
+        "", description="comma-separated origins allowed to call the API from a browser"
+    )
     model_watch_interval: float = Field(
         1.0, ge=0, description="seconds between checks for a new artifact (0: never)"
     )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def inbox(self) -> Path:

@@ -76,6 +76,17 @@ class ForbiddenError(RecsysError):
     code = "forbidden"
 
 
+class RateLimitedError(RecsysError):
+    """Too many requests from one client; ``retry_after`` says when to try again."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ArtifactError(RecsysError):
     """A model artifact is missing, corrupt or was written by an incompatible version."""
 

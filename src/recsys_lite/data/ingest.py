@@ -13,14 +13,16 @@ from pathlib import Path
 
 import duckdb
 
+from recsys_lite.config import get_settings
 from recsys_lite.data.store import ITEM_FIELDS, Store, run_with_progress
 from recsys_lite.data.validation import (
-    EVENT_CHECKS,
     ITEM_CHECKS,
     NORMALIZED_ITEM_COLUMNS,
     SET_FIELDS,
+    Check,
     Problem,
     duplicate_item_problems,
+    event_checks,
     find_problems,
     normalized_events_sql,
 )
@@ -157,6 +159,7 @@ def ingest(
     *,
     show_progress: bool = True,
     skip_ingested: bool = False,
+    max_clock_skew: int | None = None,
 ) -> IngestReport:
     """Validate every input file, then write all of them in one transaction or none at all.
 
@@ -181,7 +184,10 @@ def ingest(
             return report
         # Staging happens outside the transaction: temp tables are private to this connection,
         # and rowids (our row numbers) are only dense for committed rows.
-        event_tables, item_tables = _stage_and_validate(con, event_files, item_files, show_progress)
+        skew = get_settings().max_clock_skew if max_clock_skew is None else max_clock_skew
+        event_tables, item_tables = _stage_and_validate(
+            con, event_files, item_files, show_progress, event_checks(skew)
+        )
         con.execute("BEGIN TRANSACTION")
         try:
             _write(con, event_tables, item_tables, report, show_progress)
@@ -205,6 +211,7 @@ def _stage_and_validate(
     event_files: list[Path],
     item_files: list[Path],
     show_progress: bool,
+    checks: tuple[Check, ...],
 ) -> tuple[list[str], list[tuple[str, list[str]]]]:
     problems: list[Problem] = []
     event_tables = []
@@ -215,7 +222,7 @@ def _stage_and_validate(
         )
         if "qty" in absent:  # a log without quantities counts each event once
             con.execute(f"UPDATE {table} SET qty = '1'")
-        problems += find_problems(con, table, str(path), EVENT_CHECKS)
+        problems += find_problems(con, table, str(path), checks)
         event_tables.append(table)
     item_tables = []
     for n, path in enumerate(item_files):

@@ -22,7 +22,9 @@ class Weighting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_weights: dict[str, float] = Field(
-        default_factory=lambda: {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
+        default_factory=lambda: {
+            "impression": 0.0, "view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0
+        }
     )
     default_event_weight: float = Field(1.0, ge=0, description="types not in event_weights")
     qty: Literal["linear", "log", "ignore"] = Field(
@@ -94,7 +96,8 @@ def build_interactions(
     users = user_map.to_index(events.column("user_id"), strict=False)
     items = item_map.to_index(events.column("item_id"), strict=False)
     weights = event_weights(events, weighting, now)
-    keep = (users >= 0) & (items >= 0)
+    # a zero weight (an impression: shown, not chosen) is no interaction at all
+    keep = (users >= 0) & (items >= 0) & (weights > 0)
     matrix = sp.csr_matrix(
         (weights[keep], (users[keep], items[keep])),
         shape=(len(user_map), len(item_map)),

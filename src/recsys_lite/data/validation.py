@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys_lite.config import get_settings
 from recsys_lite.data.ids import FORBIDDEN_CHARACTERS, MAX_ID_LENGTH, id_problem_sql, id_sql
 from recsys_lite.data.store import ITEM_FIELDS
 from recsys_lite.errors import DataValidationError
@@ -75,6 +76,21 @@ EVENT_CHECKS = (
     Check("event_type", f"length(trim(event_type)) > {MAX_ID_LENGTH}",
           f"longer than {MAX_ID_LENGTH} characters"),
 )  # fmt: skip
+
+
+
+@functools.cache
+def event_checks(max_clock_skew: int) -> tuple[Check, ...]:
+    """The event checks, with times more than ``max_clock_skew`` seconds ahead refused: one
+    event stamped years ahead would otherwise sit at the end of every time split and hold back
+    every retrain that waits for newer data."""
+    future = Check(
+        "ts",
+        f"({_TS_SQL}) > CAST(epoch(current_timestamp) AS BIGINT) + {int(max_clock_skew)}",
+        f"more than {int(max_clock_skew)} s in the future (MAX_CLOCK_SKEW)",
+    )
+    return (*EVENT_CHECKS, future)
+
 
 # A link is an absolute http(s) URL or a relative path; anything else (javascript:, data:,
 # //other-host) would be rendered by a shop's page as given.
@@ -266,15 +282,18 @@ def _validate_in_memory(
         con.close()
 
 
-def validate_events(events: pa.Table, source: str = "request") -> pa.Table:
+def validate_events(
+    events: pa.Table, source: str = "request", *, max_clock_skew: int | None = None
+) -> pa.Table:
     """Check and normalise events that arrive in memory (the API) exactly as files are checked.
 
     A missing ``qty`` column means one of each, as in files; the store is not touched.
     """
+    skew = get_settings().max_clock_skew if max_clock_skew is None else max_clock_skew
     if "qty" not in {name.strip().lower() for name in events.column_names}:
         events = events.append_column("qty", pa.array(["1"] * events.num_rows, pa.string()))
     return _validate_in_memory(
-        events, source, ("user_id", "item_id", "ts"), ("qty", "event_type"), EVENT_CHECKS,
+        events, source, ("user_id", "item_id", "ts"), ("qty", "event_type"), event_checks(skew),
         normalized_events_sql("stage"),
     )  # fmt: skip
 

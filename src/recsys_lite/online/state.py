@@ -51,6 +51,8 @@ class OnlineState:
         stamps = events.column("ts").to_pylist()
         with self._lock:
             for user, item, weight, ts in zip(users, items, weights.tolist(), stamps, strict=True):
+                if weight <= 0:  # shown, not chosen (an impression): no preference to learn
+                    continue
                 queue = self._events.get(user)
                 if queue is None:
                     queue = self._events[user] = deque(maxlen=HISTORY_LENGTH)

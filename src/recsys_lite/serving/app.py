@@ -22,6 +22,7 @@ import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,12 +31,16 @@ from pydantic import ValidationError
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
-from recsys_lite.data.validation import SET_FIELDS
+from recsys_lite.data.validation import SET_FIELDS, validate_events
 from recsys_lite.errors import InvalidInputError, NotFoundError, RecsysError
 from recsys_lite.models.base import Ranked
 from recsys_lite.online.health import read_worker_health
-from recsys_lite.serving.auth import require_admin
+from recsys_lite.security.keys import KeyRing
+from recsys_lite.security.limits import RateLimiter
+from recsys_lite.serving.auth import require
 from recsys_lite.serving.errors import ERROR_RESPONSES, Json, install_error_handlers
+from recsys_lite.serving.guards import GuardMiddleware
+from recsys_lite.serving.public_events import PublicEventPolicy, is_public
 from recsys_lite.serving.runtime import Runtime, ServingState
 from recsys_lite.serving.schemas import (
     MAX_BATCH,
@@ -115,6 +120,14 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     telemetry = Telemetry(ENDPOINTS, settings.worker_status_file)
     started = time.monotonic()
     max_k = settings.max_recommendations
+    keys = KeyRing.from_settings(settings)
+    public_events = PublicEventPolicy(
+        settings.public_events_per_user, settings.rate_limit_burst_seconds
+    )
+    # documented on the operations that take a key (401 and 429 apply everywhere)
+    keyed: dict[int | str, dict[str, Any]] = {
+        403: {"model": ErrorResponse, "description": "forbidden"}
+    }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,6 +145,20 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         responses=ERROR_RESPONSES,
     )
     app.state.runtime = runtime
+    burst = settings.rate_limit_burst_seconds
+    app.add_middleware(
+        GuardMiddleware, keys=keys,
+        per_ip=RateLimiter(settings.rate_limit_per_ip, settings.rate_limit_per_ip * burst),
+        per_key=RateLimiter(settings.rate_limit_per_key, settings.rate_limit_per_key * burst),
+        max_body_bytes=settings.max_body_bytes,
+    )  # fmt: skip
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600,
+        )  # fmt: skip
+    # outermost, so refusals by the guards are counted too
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
 
     def count_error(request: Request, code: str) -> None:
@@ -203,10 +230,20 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
 
     @app.post(
         "/events", response_model=AcceptedResponse,
-        summary=f"Record one event or a batch of up to {MAX_BATCH:,}; acknowledged once durable",
+        summary=f"Record one event or a batch of up to {MAX_BATCH:,}; acknowledged once durable."
+        " view, click and impression need no key (rate-limited per shopper, known items only);"
+        " other types need a key with the events scope",
+        responses=keyed,
     )  # fmt: skip
-    async def post_events(body: EventsBody) -> Json:
+    async def post_events(request: Request, body: EventsBody) -> Json:
         rows = [body] if isinstance(body, EventIn) else body.events
+        authorization = request.headers.get("authorization")
+        anonymous = authorization is None and is_public([row.event_type for row in rows])
+        if not anonymous:
+            require(keys, request, "events")
+        replay = runtime.idempotent.get(request.headers.get("idempotency-key"))
+        if replay is not None:
+            return Json(replay, headers={"Idempotent-Replayed": "true"})
         now = int(time.time())
         table = _table(
             [
@@ -219,15 +256,22 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
             ],
             ("user_id", "item_id", "ts", "qty", "event_type"),
         )
-        batch_id, count = runtime.accept_events(table)
-        return Json({"accepted": count, "batch_id": batch_id})
+        events = await asyncio.to_thread(validate_events, table)
+        if anonymous:
+            public_events.check(events, runtime.state)
+        batch_id = await runtime.accept_events(events)
+        answer = {"accepted": events.num_rows, "batch_id": batch_id}
+        runtime.idempotent.put(request.headers.get("idempotency-key"), answer)
+        return Json(answer)
 
     @app.post(
         "/items", response_model=AcceptedResponse,
         summary="Add or update catalog items (omitted fields keep their values, null clears);"
-        " new ones are recommendable at once",
+        " new ones are recommendable at once. Needs a key with the catalog scope",
+        responses=keyed,
     )  # fmt: skip
-    async def post_items(body: ItemsBody) -> Json:
+    async def post_items(request: Request, body: ItemsBody) -> Json:
+        require(keys, request, "catalog")
         rows = [body] if isinstance(body, ItemIn) else body.items
         table = _table(
             [row.model_dump() for row in rows],
@@ -285,10 +329,10 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
 
     @app.get(
         "/status", summary="Admin: the store, the served model, online state and the worker",
-        responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+        responses=keyed,
     )  # fmt: skip
     async def status(request: Request) -> Json:
-        require_admin(settings, request)
+        require(keys, request, "admin")
         state = runtime.state
         manifest, model = state.artifact.manifest, state.model
         try:

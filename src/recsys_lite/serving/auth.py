@@ -1,29 +1,19 @@
-"""Admin keys: who may call the endpoints that change or reveal the shop's operation.
+"""Who may call what: the HTTP side of the key ring (security/keys.py).
 
-``ADMIN_API_KEY``, when set, is one full-scope key named ``admin``; clients send
-``Authorization: Bearer <key>``. Without any key configured the admin endpoints answer 403, so
-a service exposed by mistake reveals nothing. Keys are compared in constant time and never
-logged. (Named, scoped keys for writes and privacy build on this.)
+Reads are public. Catalog writes, server-side events (purchase, add_to_cart, custom types),
+admin and privacy endpoints take a key with the matching scope, sent as
+``Authorization: Bearer <key>``. An endpoint whose scope no configured key has answers 403, so
+a service exposed by mistake neither reveals nor changes anything; a missing or unknown key is
+401. Keys are compared in constant time and never logged.
 """
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request
 
-from recsys_lite.config import Settings
-from recsys_lite.errors import ForbiddenError, UnauthorizedError
+from recsys_lite.security.keys import KeyRing, Scope
 
 
-def require_admin(settings: Settings, request: Request) -> str:
-    """The key's name, or an error: 403 when no admin key is configured, 401 otherwise."""
-    expected = settings.admin_api_key
-    if expected is None or not expected.get_secret_value():
-        raise ForbiddenError("admin API disabled: set ADMIN_API_KEY to enable it")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.get_secret_value().encode()
-    ):
-        raise UnauthorizedError("a valid admin key is required: Authorization: Bearer <key>")
-    return "admin"
+def require(keys: KeyRing, request: Request, scope: Scope) -> str:
+    """The name of the request's key if it may use ``scope``; otherwise the 401/403 error."""
+    return keys.authorize(request.headers.get("authorization"), scope)

@@ -54,6 +54,9 @@ class Catalog:
     def field(self, name: str) -> np.ndarray:
         return self._fields[name]
 
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._rows
+
     def item(self, item_id: str) -> dict[str, Any] | None:
         """The stored catalog row of an item (all fields), or None if the catalog lacks it."""
         row = self._rows.get(item_id)

@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from recsys_lite.errors import HTTP_ERROR_CODES, RecsysError, error_body
+from recsys_lite.errors import HTTP_ERROR_CODES, RateLimitedError, RecsysError, error_body
+from recsys_lite.security.limits import retry_after
 from recsys_lite.serving.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": code.replace("_", " ")}
     for status, code in HTTP_ERROR_CODES.items()
-    if status not in (401, 403, 429)  # added where keys and limits apply
+    if status != 403  # added where a key is required
 }
 
 
@@ -59,7 +60,10 @@ def install_error_handlers(app: FastAPI, count_error: Callable[[Request, str], N
     @app.exception_handler(RecsysError)
     async def product_error(request: Request, exc: RecsysError) -> Json:
         count_error(request, exc.code)
-        return Json(exc.to_dict(), status_code=exc.status_code)
+        headers = None
+        if isinstance(exc, RateLimitedError):
+            headers = {"Retry-After": retry_after(exc.retry_after)}
+        return Json(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Json:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from recsys_lite.config import Settings
 from recsys_lite.data.store import Store
-from recsys_lite.data.validation import validate_events, validate_items
+from recsys_lite.data.validation import validate_items
 from recsys_lite.errors import RecsysError
 from recsys_lite.models.artifact import MANIFEST, Artifact, load_artifact
 from recsys_lite.online.bus import EventBus, create_bus
@@ -29,8 +30,12 @@ from recsys_lite.online.inbox import ITEMS_PREFIX, Inbox, drain
 from recsys_lite.online.items import estimate_vectors
 from recsys_lite.online.state import OnlineState
 from recsys_lite.serving.catalog import Catalog
+from recsys_lite.serving.idempotency import IdempotentAnswers
 
 log = logging.getLogger(__name__)
+MAX_OWN_BATCHES = 10_000
+MAX_UNPUBLISHED = 10_000  # batches awaiting a bus that is down; older ones reach replicas by
+# the store (the worker's drain) instead
 
 
 @dataclass
@@ -86,27 +91,58 @@ class Runtime:
         if start_at_end is not None:
             start_at_end()
         self.store = Store(settings.db_path, lock_timeout=5.0)
-        self._own_batches: set[str] = set()
+        # batches this process wrote (skipped when the bus echoes them back), bounded
+        self._own_batches: OrderedDict[str, None] = OrderedDict()
+        self._unpublished: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNPUBLISHED)
+        self.idempotent = IdempotentAnswers()
         self._signature = _artifact_signature(settings.model_dir)
         self.swaps = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     # ----- writes -----------------------------------------------------------------------------
 
-    def accept_events(self, raw: pa.Table) -> tuple[str, int]:
-        """Validate, spool durably, apply locally, publish. Runs in a worker thread."""
-        events = validate_events(raw)
-        batch_id = self.inbox.write(events).name
-        self._own_batches.add(batch_id)
+    async def accept_events(self, events: pa.Table) -> str:
+        """Spool validated events durably, apply them here, publish them to the replicas.
+
+        The file write and its fsync run off the event loop, which keeps serving reads. Once the
+        batch is durable the write is acknowledged whatever the bus does: a failed publish is
+        retried by the bus loop, since answering an error would make the client send the same
+        events again.
+        """
+        batch_id = (await asyncio.to_thread(self.inbox.write, events)).name
+        self._remember_own(batch_id)
         self.state.online.apply(events)
-        self.bus.publish(batch_id, events)
-        return batch_id, events.num_rows
+        await self._publish(batch_id, events)
+        return batch_id
+
+    def _remember_own(self, batch_id: str) -> None:
+        self._own_batches[batch_id] = None
+        while len(self._own_batches) > MAX_OWN_BATCHES:  # a bus that never echoes them back
+            self._own_batches.popitem(last=False)
+
+    async def _publish(self, batch_id: str, table: pa.Table) -> None:
+        try:
+            await asyncio.to_thread(self.bus.publish, batch_id, table)
+        except Exception as exc:
+            log.warning("batch %s is stored but not yet published (%s); retrying", batch_id, exc)
+            self._unpublished.append((batch_id, table))
+
+    async def _republish(self) -> None:
+        """Publish batches whose first publish failed, oldest first, until one fails again."""
+        while self._unpublished:
+            batch_id, table = self._unpublished[0]
+            await asyncio.to_thread(self.bus.publish, batch_id, table)
+            self._unpublished.popleft()
 
     def accept_items(self, raw: pa.Table) -> tuple[str, pa.Table]:
         items = validate_items(raw)
         batch_id = self.inbox.write(items, items=True).name
-        self._own_batches.add(batch_id)
-        self.bus.publish(batch_id, items)
+        self._remember_own(batch_id)
+        try:
+            self.bus.publish(batch_id, items)
+        except Exception as exc:
+            log.warning("catalog batch %s is stored but not yet published (%s)", batch_id, exc)
+            self._unpublished.append((batch_id, items))
         return batch_id, items
 
     # ----- background loops -----------------------------------------------------------------
@@ -129,7 +165,7 @@ class Runtime:
 
     def apply_message(self, batch_id: str, table: pa.Table) -> None:
         if batch_id in self._own_batches:
-            self._own_batches.discard(batch_id)
+            del self._own_batches[batch_id]
             return
         if batch_id.startswith(ITEMS_PREFIX):
             self.state.add_items(table)
@@ -139,6 +175,7 @@ class Runtime:
     async def _poll_bus(self) -> None:
         while True:
             try:
+                await self._republish()
                 for message in await asyncio.to_thread(self.bus.poll):
                     self.apply_message(message.batch_id, message.events)
             except Exception:  # keep serving; the next poll retries
