@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -152,3 +154,64 @@ def test_embedded_bus_sees_a_batch_written_in_the_same_tick_as_a_listing(tmp_pat
         assert reader.poll() == []
         name = inbox.write(batch(n)).name
         assert [m.batch_id for m in reader.poll()] == [name]
+
+
+# Writes small batches until the stop file appears (at least three), or one large batch whose
+# Parquet encoding and fsync take long enough for many small ones to be renamed meanwhile.
+WRITER = """
+import sys
+from pathlib import Path
+import pyarrow as pa
+from recsys_lite.online.inbox import Inbox
+
+folder, stop, rows = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+inbox = Inbox(folder)
+table = pa.table({
+    "user_id": [f"u{n}" for n in range(rows)], "item_id": [f"i{n}" for n in range(rows)],
+    "ts": pa.array(range(rows), pa.int64()), "qty": pa.array([1] * rows, pa.int32()),
+    "event_type": ["view"] * rows,
+})
+written = 0
+while True:
+    print(inbox.write(table).name, flush=True)
+    written += 1
+    if rows > 1 or (written >= 3 and stop.exists()):
+        break
+"""
+
+
+def test_embedded_bus_readers_see_every_batch_of_concurrent_writers_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """A batch that takes long to write is renamed into place after batches begun later: no
+    reader may skip it, or replicas disagree for as long as they run."""
+    inbox = Inbox(tmp_path / "inbox")
+    readers = [InboxBus(inbox), InboxBus(inbox)]
+    for reader in readers:
+        reader.start_at_end()
+    stop = tmp_path / "stop"
+
+    def start(rows: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(inbox.folder), str(stop), str(rows)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    small = [start(1) for _ in range(3)]
+    large = start(300_000)
+    seen: list[list[str]] = [[], []]
+    deadline = time.monotonic() + 60
+    while large.poll() is None:
+        assert time.monotonic() < deadline, "the large batch was never written"
+        for reader, names in zip(readers, seen, strict=True):
+            names += [m.batch_id for m in reader.poll()]
+    stop.touch()
+    written = set(large.communicate()[0].split())
+    for writer in small:
+        written |= set(writer.communicate(timeout=60)[0].split())
+    assert len(written) >= 10
+    caught_up = time.monotonic() + 10
+    for reader, names in zip(readers, seen, strict=True):
+        while set(names) != written and time.monotonic() < caught_up:
+            names += [m.batch_id for m in reader.poll()]
+        assert sorted(names) == sorted(written), "every batch, each exactly once"

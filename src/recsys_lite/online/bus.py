@@ -27,9 +27,13 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from recsys_lite.config import Settings
-from recsys_lite.online.inbox import Inbox
+from recsys_lite.online.inbox import Inbox, position, stamp_of
 
 STAMP_SETTLE_NS = 1_000_000_000
+# Readers list again the batches stamped this long before the newest they have seen: a listing
+# is not a snapshot, so a file renamed into place while the folder was being read may be
+# missing from it even though a later-stamped one is there.
+REREAD_WINDOW_NS = 10_000_000_000
 
 
 @dataclass(frozen=True)
@@ -70,11 +74,15 @@ class EventBus(ABC):
 
 
 class InboxBus(EventBus):
-    """Embedded: the inbox folder is the log; file names (time-ordered) are the positions."""
+    """Embedded: the inbox folder is the log; file names (stamped in the order they appear) are
+    the positions. A replica remembers the positions it has delivered within the last
+    ``REREAD_WINDOW_NS`` of stamps and everything older is behind its floor, so it delivers
+    every batch exactly once."""
 
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
-        self._cursor = ""
+        self._floor = ""
+        self._delivered: set[str] = set()
         self._quiet_stamp: tuple[int, int] | None = None
 
     def publish(self, batch_id: str, events: pa.Table) -> None:
@@ -84,7 +92,7 @@ class InboxBus(EventBus):
         messages = []
         for path in self.inbox.files_after(after):
             with contextlib.suppress(FileNotFoundError):  # moved to processed/ meanwhile
-                messages.append(Message(_position(path), path.name, pq.read_table(path)))
+                messages.append(Message(position(path.name), path.name, pq.read_table(path)))
         return messages
 
     def poll(self) -> list[Message]:
@@ -94,9 +102,12 @@ class InboxBus(EventBus):
         stamp = self.inbox.change_stamp()
         if stamp == self._quiet_stamp:
             return []
-        messages = self._read(self._cursor)
+        messages = [m for m in self._read(self._floor) if m.id not in self._delivered]
         if messages:
-            self._cursor = messages[-1].id
+            self._delivered.update(m.id for m in messages)
+            floor = f"{stamp_of(max(self._delivered)) - REREAD_WINDOW_NS:020d}"
+            self._floor = max(self._floor, floor)
+            self._delivered = {d for d in self._delivered if d > self._floor}
         # A stamp is trusted only once it is older than the file system's clock granularity:
         # a file landing in the same tick as the listing would not move it.
         settled = time.time_ns() - max(stamp) > STAMP_SETTLE_NS
@@ -122,11 +133,8 @@ class InboxBus(EventBus):
     def start_at_end(self) -> None:
         """Skip what is already there (a new replica's state comes from its artifact)."""
         existing = self.inbox.files_after("")
-        self._cursor = _position(existing[-1]) if existing else ""
-
-
-def _position(path: Path) -> str:
-    return path.name.split("-", 1)[-1]
+        self._floor = position(existing[-1].name) if existing else ""
+        self._delivered = set()
 
 
 class RedisBus(EventBus):

@@ -1,20 +1,25 @@
 """A folder of event files: what the API writes before it answers, and what gets ingested.
 
 Writers create a file under a dot-name and rename it into place, so a reader never sees half a
-file; the rename is fsynced, so an acknowledged event survives a crash. ``drain`` ingests each
-file in its own transaction together with the file's content hash, then moves it to
-``processed/``: a crash at any point either leaves the file to be ingested again (its rows were
-not committed) or leaves a hash that marks it done, so every file lands exactly once.
+file; the rename is fsynced, so an acknowledged event survives a crash. The name is stamped when
+the file is renamed, under a lock shared by every process writing the folder, so names appear in
+the order they sort: a batch that took long to write cannot appear behind one named later.
+``drain`` ingests each file in its own transaction together with the file's content hash, then
+moves it to ``processed/``: a crash at any point either leaves the file to be ingested again
+(its rows were not committed) or leaves a hash that marks it done, so every file lands exactly
+once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +35,24 @@ log = logging.getLogger(__name__)
 PROCESSED = "processed"
 REJECTED = "rejected"
 ITEMS_PREFIX = "items"  # files named items*.csv / items*.parquet are catalog updates
+SEQUENCE_FILE = ".sequence"  # the last stamp given out, and the lock that orders renames
 _sequence = itertools.count()
 
 
-def spool_name(prefix: str) -> str:
-    """Names sort by creation time across processes: tailing readers use them as a cursor."""
-    return f"{prefix}{time.time_ns():020d}-{os.getpid()}-{next(_sequence):06d}.parquet"
+def spool_name(prefix: str, stamp: int) -> str:
+    return f"{prefix}{stamp:020d}-{os.getpid()}-{next(_sequence):06d}.parquet"
+
+
+def position(name: str) -> str:
+    """The part of a spooled file's name that orders it among all others (prefix dropped)."""
+    return name.split("-", 1)[-1]
+
+
+def stamp_of(position: str) -> int:
+    try:
+        return int(position.split("-", 1)[0])
+    except ValueError:  # a file not named by ``Inbox.write``
+        return 0
 
 
 @dataclass
@@ -47,15 +64,37 @@ class Inbox:
 
     def write(self, table: pa.Table, *, items: bool = False) -> Path:
         """Durably add one batch; returns its final path."""
-        name = spool_name(f"{ITEMS_PREFIX}-" if items else "events-")
-        temporary = self.folder / f".{name}.tmp"
+        prefix = f"{ITEMS_PREFIX}-" if items else "events-"
+        temporary = self.folder / f".{spool_name(prefix, time.time_ns())}.tmp"
         pq.write_table(table, temporary)
         with temporary.open("rb+") as handle:
             os.fsync(handle.fileno())
-        final = self.folder / name
-        os.replace(temporary, final)
+        with self._next_stamp() as stamp:
+            final = self.folder / spool_name(prefix, stamp)
+            os.replace(temporary, final)
         fsync_directory(self.folder)
         return final
+
+    @contextlib.contextmanager
+    def _next_stamp(self) -> Iterator[int]:
+        """A stamp above every one given out before, held until the caller's rename is done.
+
+        Stamping at creation let a large batch, still being written, be overtaken by small ones
+        stamped after it; a reader that had moved past those never looked back. The stamp is
+        also at least the clock, so a counter lost in a crash cannot repeat an earlier one.
+        """
+        descriptor = os.open(self.folder / SEQUENCE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            try:
+                last = int(os.pread(descriptor, 32, 0).strip() or 0)
+            except ValueError:
+                last = 0
+            stamp = max(time.time_ns(), last + 1)
+            os.pwrite(descriptor, f"{stamp:020d}".encode(), 0)
+            yield stamp
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def ready_files(self, settle_seconds: float = 0.0) -> list[Path]:
         """Complete files waiting to be ingested, oldest name first.
@@ -87,16 +126,16 @@ class Inbox:
         return stamps[0], stamps[1]
 
     def files_after(self, cursor: str) -> list[Path]:
-        """Spooled files (pending or processed) whose name sorts after ``cursor``."""
+        """Spooled files (pending or processed) whose position sorts after ``cursor``."""
         found = []
         for folder in (self.folder, self.folder / PROCESSED):
             if folder.is_dir():
                 found += [
                     p
                     for p in folder.glob("*.parquet")
-                    if not p.name.startswith(".") and p.name.split("-", 1)[-1] > cursor
+                    if not p.name.startswith(".") and position(p.name) > cursor
                 ]
-        return sorted(found, key=lambda p: p.name.split("-", 1)[-1])
+        return sorted(found, key=lambda p: position(p.name))
 
 
 @dataclass
