@@ -40,6 +40,31 @@ def test_trials_train_and_validate_before_the_test_period(
     assert set(outcome.best_params) >= {"factors", "regularization", "alpha", "weighting"}
 
 
+def test_trials_know_only_the_catalog_items_their_training_part_mentions(
+    shop_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(shop_db)
+    events, items = store.read_events(), store.read_items()
+    never_sold = set(items.column("item_id").to_pylist()) - set(
+        events.column("item_id").to_pylist()
+    )
+    unknown: list[set[str]] = []
+    original_fit = Recommender.fit
+
+    def spying_fit(
+        self: Recommender, train: pa.Table, catalog: pa.Table | None = None, **kwargs: Any
+    ) -> Recommender:
+        assert catalog is not None
+        known = set(train.column("item_id").to_pylist()) | never_sold
+        unknown.append(set(catalog.column("item_id").to_pylist()) - known)
+        return original_fit(self, train, catalog, **kwargs)
+
+    monkeypatch.setattr(Recommender, "fit", spying_fit)
+    tune("popular", events, items, trials=2, study_path=tmp_path / "s.jsonl", show_progress=False)
+    # items first sold in the test period or the validation window reach no trial
+    assert unknown == [set(), set()]
+
+
 def test_a_study_resumes_from_its_file(shop_db: Path, tmp_path: Path) -> None:
     events = Store(shop_db).read_events()
     journal = tmp_path / "study.jsonl"

@@ -14,7 +14,7 @@ from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import Store
 from recsys_lite.errors import EmptyDataError
 from recsys_lite.evaluation.evaluate import evaluate_model
-from recsys_lite.evaluation.split import SplitMethod, make_split
+from recsys_lite.evaluation.split import SplitMethod, forward_split, make_split
 from recsys_lite.models import Recommender, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
 
@@ -52,11 +52,15 @@ def holdout_metrics(
     settings: Settings | None = None,
     show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Fit a fresh model on the training part of a split and evaluate it on the test part."""
+    """Fit a fresh model on the training part of a split and evaluate it on the test part.
+
+    Items first seen in the test part are out of both: the fit gets the catalog without them,
+    and their test events are not targets (the split's description counts them).
+    """
     settings = settings or get_settings()
     split = make_split(events, split_method, test_size, last_n)
     started = time.perf_counter()
-    model = _fit(name, params, split.train, items, settings, show_progress)
+    model = _fit(name, params, split.train, split.catalog(items), settings, show_progress)
     fit_seconds = time.perf_counter() - started
     metrics = evaluate_model(model, split.test, show_progress=show_progress)
     metrics["split"] = split.description
@@ -139,7 +143,8 @@ def evaluate_artifact(
     """Evaluate a served artifact against a store.
 
     Events newer than the artifact's training data are a true forward holdout for the served
-    model itself. Without such events the recipe (model type and params) is re-evaluated on the
+    model itself (except those of items first seen after it, which it could not know). Without
+    such events the recipe (model type and params) is re-evaluated on the
     holdout recorded in the artifact, since scoring the served model on data it was trained on
     would flatter it.
     """
@@ -149,10 +154,10 @@ def evaluate_artifact(
     items = store.read_items()
     trained_until = artifact.manifest.get("trained_until_ts")
     if trained_until is not None:
-        newer = events.filter(pc.greater(events.column("ts"), trained_until))
-        if newer.num_rows:
-            result = evaluate_model(artifact.model, newer, show_progress=show_progress)
-            result["split"] = {"method": "forward", "after_ts": trained_until}
+        forward = forward_split(events, trained_until)
+        if forward.test.num_rows:
+            result = evaluate_model(artifact.model, forward.test, show_progress=show_progress)
+            result["split"] = forward.description
             return result
     split = artifact.manifest.get("evaluation") or {"method": "temporal", "test_size": 0.2}
     return holdout_metrics(

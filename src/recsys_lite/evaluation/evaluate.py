@@ -3,7 +3,9 @@
 Every item of the catalog is ranked for every test user (no sampled negatives); the items the
 user interacted with in training are removed from both the ranking and the targets. Test users
 the model never saw cannot be personalised: they are scored separately, on the popular fallback
-they would get when served.
+they would get when served. Test items the model does not know count as relevant and can never
+be hit; the splits (split.py) drop the items their training part never mentions before this, so
+a holdout scores a model only on items it could have learned.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def compare(
         model = create_model(name, params)
         model.threads = settings.threads
         started = time.perf_counter()
-        model.fit(split.train, items, show_progress=show_progress)
+        model.fit(split.train, split.catalog(items), show_progress=show_progress)
         train_seconds = time.perf_counter() - started
         result = evaluate_model(model, split.test, show_progress=show_progress)
         rows.append(

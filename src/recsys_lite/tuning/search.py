@@ -2,9 +2,10 @@
 
 Honesty rules: the test split (the last ``test_size`` of time) is cut first and never seen
 while tuning; trials train on the older part of the remaining data and are scored on a
-validation window cut from its end, exactly as the test split is cut from the whole. The study
-lives in a journal file keyed by model, metric and data fingerprint, so rerunning the same
-command resumes it.
+validation window cut from its end, exactly as the test split is cut from the whole (items first
+seen in that window are neither in a trial's catalog nor among its targets). The study lives in
+a journal file keyed by model, metric and data fingerprint, so rerunning the same command
+resumes it.
 """
 
 from __future__ import annotations
@@ -120,8 +121,11 @@ def tune(
     settings = settings or get_settings()
     space = SearchSpace.for_model(name)
     _, k = parse_metric(metric)
-    development = temporal_split(events, test_size).train  # the test period is cut off here
-    split = temporal_split(development, validation_size)
+    test_split = temporal_split(events, test_size)  # the test period is cut off here
+    split = temporal_split(test_split.train, validation_size)
+    # the catalog loses the items first seen in the test period, then those first seen in the
+    # validation window: a trial knows only the items its own training part mentions
+    catalog = split.catalog(test_split.catalog(items))
 
     def score(model: Any) -> float:
         result = evaluate_model(model, split.test, ks=(k,))
@@ -141,7 +145,7 @@ def tune(
                     raise optuna.TrialPruned()
 
             model.epoch_callback = report
-        model.fit(split.train, items)
+        model.fit(split.train, catalog)
         value = score(model)
         return value if math.isfinite(value) else 0.0
 
