@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from recsys_lite.online.bus import EventBus, create_bus
 from recsys_lite.online.inbox import ITEMS_PREFIX, Inbox, drain
 from recsys_lite.online.items import estimate_vectors
 from recsys_lite.online.state import OnlineState
-from recsys_lite.serving.catalog import Catalog
+from recsys_lite.serving.catalog import ITEM_SCHEMA, Catalog
 from recsys_lite.serving.idempotency import IdempotentAnswers
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class ServingState:
     artifact: Artifact
     catalog: Catalog
     online: OnlineState
+    # full catalog rows this process accepted (posted here or by a replica), by item: a new
+    # artifact may have been trained, or its catalog read, before they reached the store
+    accepted_items: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def model(self) -> Any:
@@ -59,6 +62,8 @@ class ServingState:
         the model and its indexes."""
         model = self.model
         rows = self.catalog.merge(updates)
+        for row in rows.to_pylist():
+            self.accepted_items[row["item_id"]] = row
         ids = rows.column("item_id").to_pylist()
         new_rows = rows.filter(pa.array([i not in model.item_map for i in ids]))
         vectors = estimate_vectors(model, self.catalog, new_rows) if new_rows.num_rows else None
@@ -66,6 +71,15 @@ class ServingState:
         self.catalog.upsert(rows, model.item_map)
         self.online.grow()
         return added
+
+    def carry_items(self, previous: ServingState) -> None:
+        """Re-apply the catalog rows the previous state accepted that this one has not (a
+        catalog row is the item's whole row, so applying one twice changes nothing)."""
+        # a copy: writes on the event loop may add to it while a swap loads in a thread
+        accepted = dict(previous.accepted_items)
+        rows = [row for item, row in accepted.items() if self.accepted_items.get(item) != row]
+        if rows:
+            self.add_items(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA))
 
 
 def _artifact_signature(model_dir: Path) -> str:
@@ -205,11 +219,21 @@ class Runtime:
                 self._signature = signature  # do not retry a broken artifact every second
 
     async def swap_in(self, signature: str) -> None:
-        """Load the new artifact off the event loop, carry online events over, switch."""
-        fresh = await asyncio.to_thread(ServingState.load, self.settings)
+        """Load the new artifact off the event loop, carry over the items and online events
+        accepted since, switch."""
+        previous = self.state
+        fresh = await asyncio.to_thread(self._load_carrying_items, previous)
+        # Writes run on the event loop too, so from here to the switch nothing interleaves:
+        # items accepted while the artifact loaded are carried now, and none after.
+        fresh.carry_items(previous)
         trained_until = fresh.artifact.manifest.get("trained_until_ts")
-        fresh.online.carry_over(self.state.online, after_ts=trained_until)
+        fresh.online.carry_over(previous.online, after_ts=trained_until)
         self.state = fresh
         self._signature = signature
         self.swaps += 1
         log.info("now serving %s from %s", fresh.model.name, fresh.artifact.manifest["created_at"])
+
+    def _load_carrying_items(self, previous: ServingState) -> ServingState:
+        fresh = ServingState.load(self.settings)
+        fresh.carry_items(previous)
+        return fresh
