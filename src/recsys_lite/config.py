@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     public_events_per_user: float = Field(
         10.0, ge=0, description="browser events/s one user id may send without a key (0: none)"
     )
+    public_events_per_ip: float = Field(
+        20.0, ge=0, description="browser events/s one client address may send without a key"
+    )
     cors_origins: str = Field(
         "", description="comma-separated origins allowed to call the API from a browser"
     )

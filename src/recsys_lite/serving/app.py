@@ -122,8 +122,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     max_k = settings.max_recommendations
     keys = KeyRing.from_settings(settings)
     public_events = PublicEventPolicy(
-        settings.public_events_per_user, settings.rate_limit_burst_seconds
-    )
+        settings.public_events_per_user, settings.public_events_per_ip,
+        settings.rate_limit_burst_seconds,
+    )  # fmt: skip
     # documented on the operations that take a key (401 and 429 apply everywhere)
     keyed: dict[int | str, dict[str, Any]] = {
         403: {"model": ErrorResponse, "description": "forbidden"}
@@ -258,7 +259,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         )
         events = await asyncio.to_thread(validate_events, table)
         if anonymous:
-            public_events.check(events, runtime.state)
+            client = request.client
+            public_events.check(events, runtime.state, client.host if client else "unknown")
         batch_id = await runtime.accept_events(events)
         answer = {"accepted": events.num_rows, "batch_id": batch_id}
         runtime.idempotent.put(request.headers.get("idempotency-key"), answer)

@@ -103,7 +103,10 @@ class Runtime:
         self.bus: EventBus = create_bus(settings, self.inbox)
         start_at_end = getattr(self.bus, "start_at_end", None)
         if start_at_end is not None:
-            start_at_end()
+            try:
+                start_at_end()
+            except Exception as exc:  # serve without the bus; its loop retries
+                log.warning("event bus unreachable at start-up (%s); serving without it", exc)
         self.store = Store(settings.db_path, lock_timeout=5.0)
         # batches this process wrote (skipped when the bus echoes them back), bounded
         self._own_batches: OrderedDict[str, None] = OrderedDict()
