@@ -92,3 +92,11 @@ def test_upsert_changes_known_items_and_adds_new_ones() -> None:
     # filters follow the new rows
     assert catalog.mask(category="Books").tolist() == [True, True, False]
     assert catalog.mask(category="Toys", brand="Nuven").tolist() == [False, False, False]
+
+
+def test_made_up_filter_values_cost_no_memory() -> None:
+    catalog = Catalog(IdMap(np.array(["a", "b", "c"])), ROWS)
+    for n in range(1_000):
+        assert not catalog.mask(category=f"no-such-category-{n}").any()
+    assert catalog.mask(category="Toys").tolist() == [True, False, False]
+    assert len(catalog._masks) == 1  # only values the catalog has are kept

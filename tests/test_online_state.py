@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from recsys_lite.models import create_model
-from recsys_lite.online.state import POPULAR_HEAD, OnlineState
+from recsys_lite.online.state import MAX_COUNTED_ITEMS, POPULAR_HEAD, OnlineState
 
 N_ITEMS = 3 * POPULAR_HEAD
 
@@ -79,3 +79,40 @@ def test_events_move_the_fallback_at_once(online: OnlineState) -> None:
     after = online.popular(3)
     assert online.model.item_map.ids[after.items[0]] == outsider
     assert after.items[1:].tolist() == before.items[:2].tolist()
+
+
+def events_of(pairs: list[tuple[str, str]], event_type: str = "view") -> pa.Table:
+    return pa.table(
+        {
+            "user_id": [user for user, _ in pairs],
+            "item_id": [item for _, item in pairs],
+            "ts": np.arange(len(pairs), dtype=np.int64),
+            "qty": np.ones(len(pairs), dtype=np.int64),
+            "event_type": [event_type] * len(pairs),
+        }
+    )
+
+
+def test_memory_is_bounded_by_users_kept_whatever_clients_send() -> None:
+    online = OnlineState(create_model("popular").fit(shop_events()), max_users=1_000)
+    for batch in range(20):  # 20,000 one-off shoppers, each viewing one item
+        online.apply(events_of([(f"bot{batch}-{n}", f"i{n % 50}") for n in range(1_000)]))
+    assert len(online._events) == 1_000
+    assert len(online._counted) == 1_000  # forgotten together with the users
+
+
+def test_one_shopper_cannot_count_towards_trending_without_limit() -> None:
+    online = OnlineState(create_model("popular").fit(shop_events()))
+    before = online.popularity().sum()
+    online.apply(events_of([("scraper", f"i{n}") for n in range(N_ITEMS)]))
+    assert online.popularity().sum() - before == MAX_COUNTED_ITEMS
+    online.apply(events_of([("scraper", "i0")] * 10))  # repeats never count twice
+    assert online.popularity().sum() - before == MAX_COUNTED_ITEMS
+
+
+def test_impressions_teach_nothing() -> None:
+    online = OnlineState(create_model("popular").fit(shop_events()))
+    before = online.popularity().copy()
+    online.apply(events_of([("shopper", "i5"), ("shopper", "i6")], event_type="impression"))
+    assert not online.has_events("shopper")
+    assert np.array_equal(online.popularity(), before)

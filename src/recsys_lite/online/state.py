@@ -18,7 +18,8 @@ import pyarrow as pa
 from recsys_lite.data.interactions import event_weights
 from recsys_lite.models.base import HISTORY_LENGTH, History, Ranked, Recommender
 
-MAX_ONLINE_USERS = 500_000  # least recently active users are forgotten beyond this
+MAX_ONLINE_USERS = 100_000  # least recently active users are forgotten beyond this
+MAX_COUNTED_ITEMS = 1_000
 # The popular fallback answers from this many of the most popular items, ranked once per change
 # of the counts: ranking a 100k-item catalog for every anonymous request cost several times a
 # personal answer. Filters that leave fewer than k of them fall back to the full ranking.
@@ -33,12 +34,20 @@ class OnlineEvent:
 
 
 class OnlineState:
-    def __init__(self, model: Recommender) -> None:
+    """Memory is bounded whatever clients send: at most ``max_users`` users (the least recently
+    active are forgotten), ``HISTORY_LENGTH`` events each, and ``MAX_COUNTED_ITEMS`` distinct
+    items counted per user towards trending (a person does not look at thousands of items
+    between two retrains; a script that does gets no more weight than that)."""
+
+    def __init__(self, model: Recommender, max_users: int = MAX_ONLINE_USERS) -> None:
         self.model = model
+        self.max_users = max_users
         self._lock = threading.Lock()
         self._events: OrderedDict[str, deque[OnlineEvent]] = OrderedDict()
+        # items counted towards trending, per user: forgotten with the user, so this is bounded
+        # by the users kept (a forgotten user who comes back may be counted again)
+        self._counted: dict[str, set[str]] = {}
         self._online_counts = np.zeros(len(model.item_map), dtype=np.float32)
-        self._counted: set[tuple[str, str]] = set()
         self.applied = 0
         self._counts_version = 0  # bumped whenever a count changes
         self._head: tuple[int, Ranked] | None = None
@@ -51,23 +60,33 @@ class OnlineState:
         stamps = events.column("ts").to_pylist()
         with self._lock:
             for user, item, weight, ts in zip(users, items, weights.tolist(), stamps, strict=True):
-                if weight <= 0:  # shown, not chosen (an impression): no preference to learn
-                    continue
-                queue = self._events.get(user)
-                if queue is None:
-                    queue = self._events[user] = deque(maxlen=HISTORY_LENGTH)
-                else:
-                    self._events.move_to_end(user)
-                queue.append(OnlineEvent(item, weight, ts))
-                index = self.model.item_map.get(item)
-                # trending counts distinct users per item, like the popularity it adds to
-                if index is not None and (user, item) not in self._counted:
-                    self._counted.add((user, item))
-                    self._online_counts[index] += 1.0
-                    self._counts_version += 1
-            while len(self._events) > MAX_ONLINE_USERS:
-                self._events.popitem(last=False)
+                self._add(user, item, weight, ts)
+            self._forget_beyond_capacity()
             self.applied += events.num_rows
+
+    def _add(self, user: str, item: str, weight: float, ts: int) -> None:
+        if weight <= 0:  # shown, not chosen (an impression): no preference to learn
+            return
+        queue = self._events.get(user)
+        if queue is None:
+            queue = self._events[user] = deque(maxlen=HISTORY_LENGTH)
+        else:
+            self._events.move_to_end(user)
+        queue.append(OnlineEvent(item, weight, ts))
+        index = self.model.item_map.get(item)
+        if index is None:
+            return
+        # trending counts distinct users per item, like the popularity it adds to
+        counted = self._counted.setdefault(user, set())
+        if item not in counted and len(counted) < MAX_COUNTED_ITEMS:
+            counted.add(item)
+            self._online_counts[index] += 1.0
+            self._counts_version += 1
+
+    def _forget_beyond_capacity(self) -> None:
+        while len(self._events) > self.max_users:
+            user, _ = self._events.popitem(last=False)
+            self._counted.pop(user, None)
 
     def grow(self) -> None:
         """The model gained items: extend the per-item counters."""
@@ -82,22 +101,12 @@ class OnlineState:
         """Re-apply the previous state's events the new model was not trained on."""
         with previous._lock:
             users = {user: list(queue) for user, queue in previous._events.items()}
-        rows = [
-            (user, e.item_id, e.ts, e.weight)
-            for user, queue in users.items()
-            for e in queue
-            if after_ts is None or e.ts > after_ts
-        ]
         with self._lock:
-            for user, item, ts, weight in rows:
-                self._events.setdefault(user, deque(maxlen=HISTORY_LENGTH)).append(
-                    OnlineEvent(item, weight, ts)
-                )
-                index = self.model.item_map.get(item)
-                if index is not None and (user, item) not in self._counted:
-                    self._counted.add((user, item))
-                    self._online_counts[index] += 1.0
-                    self._counts_version += 1
+            for user, queue in users.items():
+                for event in queue:
+                    if after_ts is None or event.ts > after_ts:
+                        self._add(user, event.item_id, event.weight, event.ts)
+            self._forget_beyond_capacity()
 
     def has_events(self, user_id: str) -> bool:
         return user_id in self._events

@@ -120,9 +120,14 @@ class Catalog:
             if value is None:
                 continue
             key = (name, value)
-            if key not in self._masks:
-                self._masks[key] = self._fields[name] == value
-            result = self._masks[key] if result is None else result & self._masks[key]
+            allowed = self._masks.get(key)
+            if allowed is None:
+                allowed = self._fields[name] == value
+                # only values the catalog has are kept: a client sending made-up filter values
+                # would otherwise grow a catalog-sized array per value
+                if allowed.any():
+                    self._masks[key] = allowed
+            result = allowed if result is None else result & allowed
         return result
 
     def encode(self, items: np.ndarray, scores: np.ndarray) -> bytes:
