@@ -33,7 +33,7 @@ from _common import (
     verdict,
     write_results,
 )
-from serving_load import LUA_DONE, LUA_RANDOM_USER, free_port, running_server
+from serving_load import AUTH, LUA_DONE, LUA_RANDOM_USER, free_port, running_server
 
 NAME = "online_latency"
 P99_TARGET_MS = 1000.0
@@ -86,6 +86,7 @@ def main() -> None:
                     client.post(
                         "/events",
                         json={"user_id": user, "item_id": bought, "event_type": "purchase"},
+                        headers=AUTH,
                     ).raise_for_status()
                     n = 0
                     while True:

@@ -118,12 +118,22 @@ def cli_path() -> str:
     return found
 
 
+BENCH_KEY = "bench-admin-key"
+AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
+
+
 @contextlib.contextmanager
 def running_server(
     artifact: Path, db: Path, port: int, log: Path, omp_threads: int | None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """The server as a child process, stopped on the way out whatever happened."""
-    env = dict(os.environ, LOG_LEVEL="WARNING")
+    """The server as a child process, stopped on the way out whatever happened.
+
+    Keys and limits are on, as in production: the rate limiter runs on every request, with a
+    budget no load generator on this machine reaches, so its cost is measured, not its refusals.
+    """
+    env = dict(
+        os.environ, LOG_LEVEL="WARNING", ADMIN_API_KEY=BENCH_KEY, RATE_LIMIT_PER_IP="1000000"
+    )
     if omp_threads:
         env["OMP_NUM_THREADS"] = str(omp_threads)
     command = [cli_path(), "serve", "--model-dir", str(artifact), "--db", str(db)]
