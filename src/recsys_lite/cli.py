@@ -13,12 +13,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recsys_lite.cli_artifacts import rollback
 from recsys_lite.config import get_settings
 from recsys_lite.errors import InvalidInputError, RecsysError
 from recsys_lite.evaluation.metrics import METRIC_HELP
 from recsys_lite.evaluation.split import SPLIT_METHODS, check_split_method
 from recsys_lite.models.registry import MODELS, check_model_name
 from recsys_lite.security.commands import keys_app
+from recsys_lite.security.keys import KeyRing
 
 MODEL_HELP = f"one of {', '.join(MODELS)} (`recsys-lite models` says when to use each)"
 SPLIT_HELP = " or ".join(SPLIT_METHODS)
@@ -29,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_app, name="keys")
+app.command()(rollback)
 console = Console(stderr=True)
 # Piped output gets a fixed, wide layout instead of rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=140)
@@ -193,6 +196,7 @@ def serve(
     resolved_model_dir = model_dir or settings.model_dir
     try:
         read_manifest(resolved_model_dir)  # fail here, clearly, not inside a worker
+        keys = KeyRing.from_settings(settings)
     except RecsysError as exc:
         _fail(exc)
         return
@@ -208,6 +212,15 @@ def serve(
         f"  {base}/health                   the served model",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
+    if keys.keys:
+        names = ", ".join(f"{key.name} ({'+'.join(sorted(key.scopes))})" for key in keys.keys)
+        out.print(f"API keys: {names}", highlight=False, soft_wrap=True)
+    else:
+        out.print(
+            "No API key is configured: reads and browser events only. Catalog writes, purchases"
+            " and the admin API need one (ADMIN_API_KEY, API_KEYS or `recsys-lite keys add`).",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     uvicorn.run(
         "recsys_lite.serving.app:app_factory",
         factory=True,
