@@ -38,6 +38,7 @@ from _common import (
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.models import MODELS
+from recsys_lite.models.versions import versions_folder
 from recsys_lite.training import train
 
 NAME = "train_times"
@@ -86,7 +87,8 @@ def main() -> None:
                 "target_met": clock.seconds <= TARGET_SECONDS,
             }
         )
-        shutil.rmtree(output)  # a 20k-item EASE artifact alone is 1.6 GB
+        shutil.rmtree(versions_folder(output))  # a 20k-item EASE artifact alone is 1.6 GB
+        output.unlink()
         console.print(f"  {recipe.label}: {clock.seconds:.1f} s")
 
     console.print(

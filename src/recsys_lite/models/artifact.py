@@ -1,6 +1,8 @@
 """Self-contained model artifacts: written atomically, verified when loaded.
 
-Layout of an artifact directory::
+Each artifact written to a served path is a new version directory and the path a symlink to it
+(versions.py); directories written before versions existed are still read. Layout of an
+artifact directory::
 
     manifest.json   model type, params, versions, data fingerprint, checksums of the files
     metrics.json    offline evaluation of the recipe (see evaluation.evaluate)
@@ -11,7 +13,6 @@ Layout of an artifact directory::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -30,6 +31,7 @@ from recsys_lite.files import file_sha256
 from recsys_lite.models.base import Recommender
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.registry import create_model
+from recsys_lite.models.versions import new_version_id, publish_version, versions_folder
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -69,13 +71,16 @@ def save_artifact(
     extra: dict[str, Any] | None = None,
     extra_files: dict[str, str] | None = None,
 ) -> Path:
-    """Write into a temporary sibling directory, then rename it into place.
+    """Write a new version beside the served one, then switch ``output`` to it.
 
-    A reader never sees a half-written artifact: it finds either the old directory or the new.
+    A reader never sees a half-written artifact, nor the path missing: it finds either the old
+    version or the new.
     """
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    folder = versions_folder(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    version = new_version_id()
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=folder))
     try:
         np.savez(staging / ARRAYS, **model.state())  # type: ignore[arg-type]
         indexes = {}
@@ -91,6 +96,7 @@ def save_artifact(
             "model_type": model.name,
             "params": model.params.model_dump(mode="json"),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "version": version,
             "libraries": library_versions(),
             "n_users": len(model.user_map),
             "n_items": len(model.item_map),
@@ -101,22 +107,11 @@ def save_artifact(
             p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.name != MANIFEST
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        _replace_directory(staging, output)
+        publish_version(staging, output, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
-
-
-def _replace_directory(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    retired.rmdir()
-    os.replace(target, retired)
-    os.replace(new, target)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -140,7 +135,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def load_artifact(path: Path, settings: Settings | None = None) -> Artifact:
     settings = settings or get_settings()
-    path = Path(path)
+    # every file from one version, even if the served path is switched while they are read
+    path = Path(path).resolve()
     manifest = read_manifest(path)
     for name, expected in manifest.get("checksums", {}).items():
         file = path / name

@@ -83,13 +83,17 @@ class ServingState:
 
 
 def _artifact_signature(model_dir: Path) -> str:
-    """Changes whenever a new artifact is renamed into place."""
+    """Changes whenever another artifact is served there (a new one or a rollback)."""
     try:
         manifest = json.loads((model_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         return ""
-    # the checksums cover every file, so any new artifact changes them
-    return json.dumps(manifest.get("checksums"), sort_keys=True)
+    return _manifest_signature(manifest)
+
+
+def _manifest_signature(manifest: dict[str, Any]) -> str:
+    # artifacts written before versions existed have none; their checksums cover every file
+    return str(manifest.get("version") or json.dumps(manifest.get("checksums"), sort_keys=True))
 
 
 class Runtime:
@@ -216,12 +220,12 @@ class Runtime:
             if not signature or signature == self._signature:
                 continue
             try:
-                await self.swap_in(signature)
+                await self.swap_in()
             except Exception:
                 log.exception("new artifact not loaded; still serving the previous one")
                 self._signature = signature  # do not retry a broken artifact every second
 
-    async def swap_in(self, signature: str) -> None:
+    async def swap_in(self) -> None:
         """Load the new artifact off the event loop, carry over the items and online events
         accepted since, switch."""
         previous = self.state
@@ -232,7 +236,8 @@ class Runtime:
         trained_until = fresh.artifact.manifest.get("trained_until_ts")
         fresh.online.carry_over(previous.online, after_ts=trained_until)
         self.state = fresh
-        self._signature = signature
+        # what was loaded, which may be newer than what the watcher saw
+        self._signature = _manifest_signature(fresh.artifact.manifest)
         self.swaps += 1
         log.info("now serving %s from %s", fresh.model.name, fresh.artifact.manifest["created_at"])
 
