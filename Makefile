@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: deps install demo test lint bench clean
+.PHONY: deps install demo test lint audit bench clean
 
 # System components (Debian packages) the product and its tests start: installed when this can
 # (root or sudo), otherwise reported; tests needing a missing one are skipped with the reason.
@@ -43,6 +43,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+
+# Known vulnerabilities in the installed packages (pip-audit); fails on any found.
+audit: $(STAMP)
+	@VENV=$(VENV) scripts/audit.sh
 
 bench: $(STAMP)
 	$(PY) bench/als_end_to_end.py

@@ -102,8 +102,13 @@ class Store:
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                # another process holds the file ("lock"), or another thread of this one holds
+                # it in the other mode ("different configuration"): both end when it closes
+                busy = ("lock", "different configuration")
+                if not any(word in str(exc).lower() for word in busy) or (
+                    time.monotonic() > deadline
+                ):
                     from recsys_lite.errors import StoreBusyError
 
                     raise StoreBusyError(f"{self.path}: {str(exc).splitlines()[0]}") from exc

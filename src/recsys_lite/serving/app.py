@@ -32,7 +32,7 @@ from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.data.validation import SET_FIELDS, validate_events
-from recsys_lite.errors import InvalidInputError, NotFoundError, RecsysError
+from recsys_lite.errors import NotFoundError, RecsysError
 from recsys_lite.models.base import Ranked
 from recsys_lite.online.health import read_worker_health
 from recsys_lite.security.keys import KeyRing
@@ -296,8 +296,10 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     ) -> Json:
         try:
             item_id = normalise_id(item_id)
-        except ValueError as exc:
-            raise InvalidInputError(f"item_id: {exc}") from None
+        except ValueError as exc:  # the same 422 as an id refused in a query
+            raise RequestValidationError(
+                [{"loc": ("path", "item_id"), "msg": str(exc), "type": "value_error"}]
+            ) from None
         state = runtime.state
         row = state.catalog.item(item_id)
         recommendable = item_id in state.model.item_map
