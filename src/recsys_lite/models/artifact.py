@@ -133,6 +133,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def artifact_version(manifest: dict[str, Any]) -> str:
+    """What tells one artifact from another without reading more than its manifest."""
+    # artifacts written before versions existed have none; their checksums cover every file
+    return str(manifest.get("version") or json.dumps(manifest.get("checksums"), sort_keys=True))
+
+
 def load_artifact(path: Path, settings: Settings | None = None) -> Artifact:
     settings = settings or get_settings()
     # every file from one version, even if the served path is switched while they are read

@@ -3,9 +3,9 @@
 The gate is a forward test on data neither model has seen. The events that arrived after the
 served model's training cutoff are split in time into an older half H1 and a newer half H2.
 The served model (trained before H1) and a candidate trained with the same recipe on
-everything before H2 are both scored on H2. Only if the candidate is not worse is the recipe
-refit on all events and written over the served artifact (atomically: temp dir + rename);
-the API notices the new artifact and swaps it in between requests.
+everything before H2 are both scored on H2, for the same users against the same targets
+(gate.py). Only if the candidate is not worse is the recipe refit on all events and written as
+a new version of the served artifact; the API notices it and swaps it in between requests.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import pyarrow.compute as pc
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import Store
 from recsys_lite.errors import RecsysError
-from recsys_lite.evaluation.evaluate import evaluate_model
 from recsys_lite.models import create_model
-from recsys_lite.models.artifact import load_artifact
+from recsys_lite.models.artifact import Artifact, artifact_version, load_artifact, read_manifest
 from recsys_lite.online.bus import EventBus, InboxBus, create_bus
+from recsys_lite.online.gate import build_holdout, means, not_worse, score_on_holdout
 from recsys_lite.online.health import WorkerHealth
 from recsys_lite.online.inbox import Inbox, drain
 from recsys_lite.training import train
@@ -40,7 +40,28 @@ class CycleReport:
     decision: str = "waiting"  # waiting | swapped | kept
     served: dict[str, float] = field(default_factory=dict)
     candidate: dict[str, float] = field(default_factory=dict)
+    holdout_users: int = 0  # both models were scored for these users, on the same targets
     seconds: float = 0.0
+
+
+class ServedArtifact:
+    """The served artifact, loaded (every file checksummed) once per version: each cycle reads
+    only its manifest, and the model only when a retrain is due."""
+
+    def __init__(self, model_dir: Path, settings: Settings) -> None:
+        self.model_dir = model_dir
+        self.settings = settings
+        self._loaded: Artifact | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.model_dir)
+
+    def load(self, manifest: dict[str, Any]) -> Artifact:
+        if self._loaded is None or artifact_version(self._loaded.manifest) != artifact_version(
+            manifest
+        ):
+            self._loaded = load_artifact(self.model_dir, self.settings)
+        return self._loaded
 
 
 def fold_bus_into_store(bus: EventBus, inbox: Inbox, store: Store, consumer: str) -> int:
@@ -65,11 +86,13 @@ def retrain_cycle(
     metric: str = "ndcg@10",
     tolerance: float = 0.0,
     settings: Settings | None = None,
+    served_artifact: ServedArtifact | None = None,
 ) -> CycleReport:
     settings = settings or get_settings()
     started = time.perf_counter()
-    served = load_artifact(model_dir, settings)
-    cutoff = served.manifest.get("trained_until_ts") or 0
+    served_artifact = served_artifact or ServedArtifact(model_dir, settings)
+    manifest = served_artifact.manifest()
+    cutoff = manifest.get("trained_until_ts") or 0
     events, items = store.read_events(), store.read_items()
     new = events.filter(pc.greater(events.column("ts"), cutoff))
     report = CycleReport(new_events=new.num_rows)
@@ -80,13 +103,18 @@ def retrain_cycle(
     window = events.filter(pc.greater(events.column("ts"), boundary))
     if window.num_rows == 0:
         return report
-    name, params = served.manifest["model_type"], served.manifest.get("params")
+    served = served_artifact.load(manifest)
+    name, params = manifest["model_type"], manifest.get("params")
     candidate = create_model(name, params)
     candidate.threads = settings.threads
-    candidate.fit(events.filter(pc.less_equal(events.column("ts"), boundary)), items)
-    report.served = evaluate_model(served.model, window)["metrics"]
-    report.candidate = evaluate_model(candidate, window)["metrics"]
-    if report.candidate[metric] + 1e-12 >= report.served[metric] * (1.0 - tolerance):
+    before = events.filter(pc.less_equal(events.column("ts"), boundary))
+    candidate.fit(before, items)
+    holdout = build_holdout(before, window, [served.model, candidate])
+    report.holdout_users = len(holdout.users)
+    served_scores = score_on_holdout(served.model, holdout)
+    candidate_scores = score_on_holdout(candidate, holdout)
+    report.served, report.candidate = means(served_scores), means(candidate_scores)
+    if not_worse(served_scores[metric], candidate_scores[metric], tolerance=tolerance):
         train(store, name, model_dir, params=params, settings=settings, show_progress=False)
         report.decision = "swapped"
     else:
@@ -118,6 +146,7 @@ def run_worker(
     consumer = f"{socket.gethostname()}-worker"
     health = WorkerHealth(store.path.parent / settings.worker_status_file.name)
     last_retrain = time.monotonic()
+    served_artifact = ServedArtifact(model_dir, settings)
     reports = []
     try:
         while True:
@@ -127,7 +156,7 @@ def run_worker(
                 overdue = time.monotonic() - last_retrain >= retrain_every
                 report = retrain_cycle(
                     store, model_dir, min_new_events=1 if overdue else min_new_events,
-                    settings=settings,
+                    settings=settings, served_artifact=served_artifact,
                 )  # fmt: skip
                 if report.decision != "waiting":
                     last_retrain = time.monotonic()

@@ -24,7 +24,7 @@ from recsys_lite.config import Settings
 from recsys_lite.data.store import Store
 from recsys_lite.data.validation import validate_items
 from recsys_lite.errors import RecsysError
-from recsys_lite.models.artifact import MANIFEST, Artifact, load_artifact
+from recsys_lite.models.artifact import MANIFEST, Artifact, artifact_version, load_artifact
 from recsys_lite.online.bus import EventBus, create_bus
 from recsys_lite.online.inbox import ITEMS_PREFIX, Inbox, drain
 from recsys_lite.online.items import estimate_vectors
@@ -88,12 +88,7 @@ def _artifact_signature(model_dir: Path) -> str:
         manifest = json.loads((model_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         return ""
-    return _manifest_signature(manifest)
-
-
-def _manifest_signature(manifest: dict[str, Any]) -> str:
-    # artifacts written before versions existed have none; their checksums cover every file
-    return str(manifest.get("version") or json.dumps(manifest.get("checksums"), sort_keys=True))
+    return artifact_version(manifest)
 
 
 class Runtime:
@@ -237,7 +232,7 @@ class Runtime:
         fresh.online.carry_over(previous.online, after_ts=trained_until)
         self.state = fresh
         # what was loaded, which may be newer than what the watcher saw
-        self._signature = _manifest_signature(fresh.artifact.manifest)
+        self._signature = artifact_version(fresh.artifact.manifest)
         self.swaps += 1
         log.info("now serving %s from %s", fresh.model.name, fresh.artifact.manifest["created_at"])
 
