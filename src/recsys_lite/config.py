@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     public_events_per_ip: float = Field(
         20.0, ge=0, description="browser events/s one client address may send without a key"
     )
+    online_max_users: int = Field(
+        100_000, ge=1, description="shoppers with events since training kept per API process"
+    )
     cors_origins: str = Field(
         "", description="comma-separated origins allowed to call the API from a browser"
     )
