@@ -156,3 +156,32 @@ def test_trending_counts_move_the_popular_fallback(client: httpx.Client) -> None
     assert client.post("/events", json={"events": events}).status_code == 200
     after = client.get("/recommend", params={"user_id": "anonymous", "k": 3}).json()
     assert items_of(after)[0] == tail
+
+
+def test_a_click_cites_the_answer_it_came_from(
+    client: httpx.Client, shop_copy: tuple[Path, Path]
+) -> None:
+    answer = client.get("/recommend", params={"user_id": "U00005", "k": 5}).json()
+    clicked = answer["recommendations"][2]["item_id"]
+    click = {"user_id": "U00005", "item_id": clicked, "event_type": "click",
+             "recommendation_id": answer["recommendation_id"], "position": 2}  # fmt: skip
+    assert client.post("/events", json=click).status_code == 200
+    bad = client.post("/events", json={**click, "position": -1})
+    assert bad.status_code == 422
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            con = duckdb.connect(str(shop_copy[0]), read_only=True)
+        except duckdb.IOException:
+            time.sleep(0.1)
+            continue
+        rows = con.execute(
+            "SELECT item_id, recommendation_id, position FROM events"
+            " WHERE user_id = 'U00005' AND event_type = 'click' AND recommendation_id IS NOT NULL"
+        ).fetchall()
+        con.close()
+        if rows:
+            assert rows == [(clicked, answer["recommendation_id"], 2)]
+            return
+        time.sleep(0.2)
+    pytest.fail("the click never reached the store")

@@ -187,12 +187,14 @@ def test_a_retried_write_is_acknowledged_once(served: tuple[str, Path]) -> None:
 def test_rate_limits_per_address_answer_429_with_retry_after(
     shop_db: Path, als_artifact: Path, tmp_path: Path
 ) -> None:
-    env = {"RATE_LIMIT_PER_IP": "5", "RATE_LIMIT_BURST_SECONDS": "2", "MODEL_WATCH_INTERVAL": "0"}
+    env = {"RATE_LIMIT_PER_IP": "1", "RATE_LIMIT_BURST_SECONDS": "2", "MODEL_WATCH_INTERVAL": "0"}
     with running_server(als_artifact, shop_db, tmp_path, env) as url:
-        # the start-up probe spent some of the burst: the eleventh request in a row is refused
-        codes = [httpx.get(f"{url}/health").status_code for _ in range(11)]
-        assert codes[-1] == 429
-        refused = httpx.get(f"{url}/health")
+        started = time.monotonic()
+        responses = [httpx.get(f"{url}/health") for _ in range(12)]
+        elapsed = time.monotonic() - started
+        accepted = sum(response.is_success for response in responses)
+        assert accepted <= 2 + elapsed + 1  # the burst of two, then one a second
+        refused = next(response for response in responses if not response.is_success)
         error_of(refused, 429)
         assert int(refused.headers["retry-after"]) >= 1
         # a keyed client has its own budget

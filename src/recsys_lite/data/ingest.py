@@ -18,6 +18,7 @@ from recsys_lite.data.store import ITEM_FIELDS, Store, run_with_progress
 from recsys_lite.data.validation import (
     ITEM_CHECKS,
     NORMALIZED_ITEM_COLUMNS,
+    OPTIONAL_EVENT_COLUMNS,
     SET_FIELDS,
     Check,
     Problem,
@@ -218,7 +219,7 @@ def _stage_and_validate(
     for n, path in enumerate(event_files):
         table = f"stage_events_{n}"
         absent = _stage_file(
-            con, path, table, ("user_id", "item_id", "ts"), ("qty", "event_type"), show_progress
+            con, path, table, ("user_id", "item_id", "ts"), OPTIONAL_EVENT_COLUMNS, show_progress
         )
         if "qty" in absent:  # a log without quantities counts each event once
             con.execute(f"UPDATE {table} SET qty = '1'")
@@ -262,12 +263,16 @@ def _write(
             # a repeated event keeps its first arrival; new events are numbered after every
             # stored one, in arrival order
             con.execute(
-                "INSERT INTO events (user_id, item_id, ts, qty, event_type, seq)"
+                "INSERT INTO events (user_id, item_id, ts, qty, event_type, seq,"
+                " recommendation_id, position)"
                 " SELECT user_id, item_id, ts, qty, event_type,"
                 " (SELECT coalesce(max(seq), 0) FROM events)"
-                " + row_number() OVER (ORDER BY arrival)"
-                " FROM (SELECT user_id, item_id, ts, qty, event_type, min(arrival) AS arrival"
-                " FROM staged_events GROUP BY ALL) s WHERE NOT EXISTS ("
+                " + row_number() OVER (ORDER BY arrival), recommendation_id, position"
+                " FROM (SELECT user_id, item_id, ts, qty, event_type, min(arrival) AS arrival,"
+                " arg_min(recommendation_id, arrival) AS recommendation_id,"
+                " arg_min(position, arrival) AS position"
+                " FROM staged_events GROUP BY user_id, item_id, ts, qty, event_type) s"
+                " WHERE NOT EXISTS ("
                 " SELECT 1 FROM events e WHERE e.user_id = s.user_id AND e.item_id = s.item_id"
                 " AND e.ts = s.ts AND e.qty = s.qty AND e.event_type = s.event_type)"
             )

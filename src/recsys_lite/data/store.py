@@ -29,6 +29,10 @@ SCHEMA = (
     # in the order their files listed them, so every load of the same files numbers ids alike
     # and sequence models see each basket as it was written. Stores made before it get NULLs.
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS seq BIGINT",
+    # Attribution: the answer (/recommend, /similar-items) an event came from, and the place
+    # the item had in it; empty for events that did not come from a recommendation.
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS recommendation_id VARCHAR",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS position INTEGER",
     # Files already ingested (by content hash), written in the same transaction as their rows:
     # the watcher skips them, so a file is ingested exactly once even across crashes.
     """

@@ -22,6 +22,10 @@ from recsys_lite.data.store import ITEM_FIELDS
 from recsys_lite.errors import DataValidationError
 
 DEFAULT_EVENT_TYPE = "purchase"
+# Optional event columns besides the required user_id, item_id and ts.
+OPTIONAL_EVENT_COLUMNS = ("qty", "event_type", "recommendation_id", "position")
+MAX_RECOMMENDATION_ID_LENGTH = 64
+MAX_POSITION = 10_000
 MAX_ROWS_SHOWN = 5
 SHOWN_VALUE_LENGTH = 40
 
@@ -75,8 +79,16 @@ EVENT_CHECKS = (
           "control or invisible character"),
     Check("event_type", f"length(trim(event_type)) > {MAX_ID_LENGTH}",
           f"longer than {MAX_ID_LENGTH} characters"),
+    Check("recommendation_id", f"regexp_matches(recommendation_id, '{FORBIDDEN_CHARACTERS}')",
+          "control or invisible character"),
+    Check("recommendation_id",
+          f"length(trim(recommendation_id)) > {MAX_RECOMMENDATION_ID_LENGTH}",
+          f"longer than {MAX_RECOMMENDATION_ID_LENGTH} characters"),
+    Check("position",
+          f"trim(position) <> '' AND (TRY_CAST(position AS INTEGER) IS NULL"
+          f" OR TRY_CAST(position AS INTEGER) NOT BETWEEN 0 AND {MAX_POSITION})",
+          f"not an integer from 0 to {MAX_POSITION}"),
 )  # fmt: skip
-
 
 
 @functools.cache
@@ -216,7 +228,9 @@ def normalized_events_sql(table: str, *, arrival_from: int | None = None) -> str
         f"SELECT {arrival}{id_sql('user_id')} AS user_id, {id_sql('item_id')} AS item_id,"
         f" {_TS_SQL} AS ts,"
         f" CAST(TRY_CAST(qty AS DOUBLE) AS INTEGER) AS qty,"
-        f" coalesce(nullif(lower(trim(event_type)), ''), '{DEFAULT_EVENT_TYPE}') AS event_type"
+        f" coalesce(nullif(lower(trim(event_type)), ''), '{DEFAULT_EVENT_TYPE}') AS event_type,"
+        " nullif(trim(recommendation_id), '') AS recommendation_id,"
+        " TRY_CAST(nullif(trim(position), '') AS INTEGER) AS position"
         f" FROM {table}"
     )
 
@@ -293,7 +307,7 @@ def validate_events(
     if "qty" not in {name.strip().lower() for name in events.column_names}:
         events = events.append_column("qty", pa.array(["1"] * events.num_rows, pa.string()))
     return _validate_in_memory(
-        events, source, ("user_id", "item_id", "ts"), ("qty", "event_type"), event_checks(skew),
+        events, source, ("user_id", "item_id", "ts"), OPTIONAL_EVENT_COLUMNS, event_checks(skew),
         normalized_events_sql("stage"),
     )  # fmt: skip
 

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
+from recsys_lite.data.validation import MAX_POSITION, MAX_RECOMMENDATION_ID_LENGTH
 
 MAX_BATCH = 10_000
 MAX_TEXT_LENGTH = 10_000
@@ -73,12 +74,14 @@ class RecommendedItem(BaseModel):
 class RecommendResponse(BaseModel):
     user_id: str
     source: str
+    recommendation_id: str = Field(description="cite it in events, with the item's position")
     recommendations: list[RecommendedItem]
 
 
 class SimilarItemsResponse(BaseModel):
     item_id: str
     source: str
+    recommendation_id: str = Field(description="cite it in events, with the item's position")
     recommendations: list[RecommendedItem]
 
 
@@ -105,6 +108,20 @@ class EventIn(BaseModel):
     ts: int | float | Annotated[str, Field(max_length=64)] | None = None
     qty: int | float | Annotated[str, Field(max_length=32)] | None = None
     event_type: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | None = None
+    recommendation_id: (
+        Annotated[
+            str,
+            Field(max_length=MAX_RECOMMENDATION_ID_LENGTH, description="the answer it came from"),
+        ]
+        | None
+    ) = None
+    position: (
+        Annotated[
+            int,
+            Field(ge=0, le=MAX_POSITION, description="the item's place in that answer (0-based)"),
+        ]
+        | None
+    ) = None
 
 
 class EventsIn(BaseModel):
