@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
-from recsys_lite.data.validation import SET_FIELDS, validate_events
+from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS, validate_events
 from recsys_lite.errors import NotFoundError, RecsysError
 from recsys_lite.models.base import Ranked
 from recsys_lite.online.health import read_worker_health
@@ -171,7 +171,11 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         endpoint: str, key: str, value: str, source: str, state: ServingState, ranked: Ranked
     ) -> Response:
         telemetry.count_served(endpoint, source, len(ranked.items))
-        head = orjson.dumps({key: value, "source": source})[:-1]
+        # events cite it (with the item's position) so clicks and purchases can be attributed
+        recommendation_id = os.urandom(8).hex()
+        head = orjson.dumps(
+            {key: value, "source": source, "recommendation_id": recommendation_id}
+        )[:-1]
         items = state.catalog.encode(ranked.items, ranked.scores)
         return Response(head + b',"recommendations":' + items + b"}", media_type=JSON)
 
@@ -255,7 +259,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
                 }
                 for row in rows
             ],
-            ("user_id", "item_id", "ts", "qty", "event_type"),
+            ("user_id", "item_id", "ts", *OPTIONAL_EVENT_COLUMNS),
         )
         events = await asyncio.to_thread(validate_events, table)
         if anonymous:
