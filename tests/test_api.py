@@ -123,8 +123,11 @@ def test_health_and_probes(client: httpx.Client) -> None:
     health = HealthResponse.model_validate(client.get("/health").json())
     assert health.status == "ok" and health.model_type == "als" and health.uptime_seconds >= 0
     assert client.get("/live").status_code == 200
-    # no worker has run beside this server, so there is no report to show
-    assert client.get("/ready").json() == {"ready": True, "details": {"worker": None}}
+    # no worker has run beside this server, and nothing waits for the store
+    assert client.get("/ready").json() == {
+        "ready": True,
+        "details": {"worker": None, "store": {"catalog": None, "swap": None}},
+    }
     assert client.get("/docs").status_code == 200
     assert "/recommend" in client.get("/openapi.json").json()["paths"]
 

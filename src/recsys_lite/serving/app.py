@@ -331,9 +331,11 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     async def ready() -> Json:
         # a failing worker does not make this process unready (it serves the model it has),
         # but its report is here for whoever watches
-        ok = runtime.state.model.fitted
+        # answers without item metadata until a busy store gives the catalog: not ready
+        ok = runtime.state.model.fitted and runtime.catalog_loaded
         worker = read_worker_health(settings.worker_status_file)
-        return Json({"ready": ok, "details": {"worker": worker}}, status_code=200 if ok else 503)
+        details = {"worker": worker, "store": runtime.store_report()}
+        return Json({"ready": ok, "details": details}, status_code=200 if ok else 503)
 
     @app.get(
         "/status", summary="Admin: the store, the served model, online state and the worker",
@@ -362,6 +364,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
                 },
                 "online": {"events_applied": state.online.applied, "swaps": runtime.swaps},
                 "worker": read_worker_health(settings.worker_status_file),
+                "store_waits": runtime.store_report(),
             }
         )  # fmt: skip
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow as pa
 from recsys_lite.config import Settings
 from recsys_lite.data.store import Store
 from recsys_lite.data.validation import validate_items
-from recsys_lite.errors import RecsysError
+from recsys_lite.errors import RecsysError, StoreBusyError
 from recsys_lite.models.artifact import MANIFEST, Artifact, artifact_version, load_artifact
 from recsys_lite.online.bus import EventBus, create_bus
 from recsys_lite.online.inbox import ITEMS_PREFIX, Inbox, drain
@@ -31,6 +32,7 @@ from recsys_lite.online.items import estimate_vectors
 from recsys_lite.online.state import OnlineState
 from recsys_lite.serving.catalog import ITEM_SCHEMA, Catalog
 from recsys_lite.serving.idempotency import IdempotentAnswers
+from recsys_lite.serving.store_wait import ATTEMPT_SECONDS, StoreWait
 
 log = logging.getLogger(__name__)
 MAX_OWN_BATCHES = 10_000
@@ -52,9 +54,16 @@ class ServingState:
         return self.artifact.model
 
     @classmethod
-    def load(cls, settings: Settings) -> ServingState:
+    def load(cls, settings: Settings, *, without_catalog: bool = False) -> ServingState:
+        """The artifact served and its catalog; a busy store raises ``StoreBusyError`` after one
+        attempt (``without_catalog``: answer with ids only, never touching the store)."""
         artifact = load_artifact(settings.model_dir, settings)
-        catalog = Catalog.from_store(artifact.model.item_map, Store(settings.db_path))
+        store = Store(settings.db_path, lock_timeout=ATTEMPT_SECONDS)
+        catalog = (
+            Catalog(artifact.model.item_map, None)
+            if without_catalog
+            else Catalog.from_store(artifact.model.item_map, store)
+        )
         return cls(artifact, catalog, OnlineState(artifact.model))
 
     def add_items(self, updates: pa.Table) -> list[str]:
@@ -97,7 +106,9 @@ class Runtime:
         # loop, the load balancer and DuckDB need (seen as seconds of delay under load).
         faiss.omp_set_num_threads(1)
         self.settings = settings
-        self.state = state or ServingState.load(settings)
+        # what waits for a store held by another process: the catalog at start-up, a swap
+        self.catalog_wait, self.swap_wait = StoreWait(), StoreWait()
+        self.state = state or self._load_at_start_up()
         self.inbox = Inbox(settings.inbox)
         self.bus: EventBus = create_bus(settings, self.inbox)
         start_at_end = getattr(self.bus, "start_at_end", None)
@@ -163,8 +174,25 @@ class Runtime:
 
     # ----- background loops -----------------------------------------------------------------
 
+    def _load_at_start_up(self) -> ServingState:
+        try:
+            return ServingState.load(self.settings)
+        except StoreBusyError as exc:
+            wait = self.catalog_wait.failed(exc)
+            log.warning("serving without item metadata until the store is free (%s)", exc)
+            log.info("next attempt to read the catalog in %.1f s", wait)
+            return ServingState.load(self.settings, without_catalog=True)
+
+    @property
+    def catalog_loaded(self) -> bool:
+        return not self.catalog_wait.waiting
+
+    def store_report(self) -> dict[str, Any]:
+        """What is waiting for a busy store (None each when nothing is), for /ready and /status."""
+        return {"catalog": self.catalog_wait.report(), "swap": self.swap_wait.report()}
+
     def start(self) -> None:
-        loops = [self._poll_bus()]
+        loops = [self._poll_bus(), self._load_catalog()]
         if self.settings.inbox_drain_interval:
             loops.append(self._drain_inbox())
         if self.settings.model_watch_interval:
@@ -208,17 +236,51 @@ class Runtime:
             except Exception:
                 log.exception("inbox drain failed")
 
+    async def _load_catalog(self) -> None:
+        """Read the catalog the store was too busy to give at start-up."""
+        while self.catalog_wait.waiting:
+            await asyncio.sleep(max(0.0, self.catalog_wait.next_attempt_at - time.monotonic()))
+            if not self.catalog_wait.waiting:  # a swap read it meanwhile
+                return
+            store = Store(self.settings.db_path, lock_timeout=ATTEMPT_SECONDS)
+            model = self.state.model
+            try:
+                catalog = await asyncio.to_thread(Catalog.from_store, model.item_map, store)
+            except StoreBusyError as exc:
+                wait = self.catalog_wait.failed(exc)
+                log.warning("store still busy, catalog retried in %.1f s: %s", wait, exc)
+                continue
+            except Exception:
+                log.exception("catalog not loaded; retrying")
+                self.catalog_wait.failed(RuntimeError("catalog not loaded"))
+                continue
+            previous = self.state
+            if previous.model is model:  # else a swap brought a catalog of its own
+                catalog.upsert(None, model.item_map)  # items added while it was read
+                fresh = ServingState(previous.artifact, catalog, previous.online)
+                fresh.carry_items(previous)
+                self.state = fresh
+            self.catalog_wait.succeeded()
+            log.info("item metadata loaded from the store")
+
     async def _watch_model(self) -> None:
         while True:
             await asyncio.sleep(self.settings.model_watch_interval)
             signature = await asyncio.to_thread(_artifact_signature, self.settings.model_dir)
-            if not signature or signature == self._signature:
+            if not signature or signature == self._signature or not self.swap_wait.due():
                 continue
             try:
                 await self.swap_in()
+            except StoreBusyError as exc:
+                wait = self.swap_wait.failed(exc)
+                log.warning("new artifact waits for the store, retried in %.1f s: %s", wait, exc)
             except Exception:
                 log.exception("new artifact not loaded; still serving the previous one")
                 self._signature = signature  # do not retry a broken artifact every second
+                self.swap_wait.succeeded()
+            else:
+                self.swap_wait.succeeded()
+                self.catalog_wait.succeeded()  # the new state read the catalog
 
     async def swap_in(self) -> None:
         """Load the new artifact off the event loop, carry over the items and online events
