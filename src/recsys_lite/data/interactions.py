@@ -23,7 +23,11 @@ class Weighting(BaseModel):
 
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "impression": 0.0, "view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0
+            "impression": 0.0,
+            "view": 1.0,
+            "click": 2.0,
+            "add_to_cart": 4.0,
+            "purchase": 8.0,
         }
     )
     default_event_weight: float = Field(1.0, ge=0, description="types not in event_weights")

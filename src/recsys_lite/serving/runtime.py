@@ -64,7 +64,7 @@ class ServingState:
             if without_catalog
             else Catalog.from_store(artifact.model.item_map, store)
         )
-        return cls(artifact, catalog, OnlineState(artifact.model))
+        return cls(artifact, catalog, OnlineState(artifact.model, settings.online_max_users))
 
     def add_items(self, updates: pa.Table) -> list[str]:
         """Catalog updates into the catalog (merged onto what it holds) and, for new items, into
