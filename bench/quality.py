@@ -4,8 +4,10 @@ For each dataset (MovieLens ml-latest-small and UCI Online Retail from ../shared
 when absent, plus ``demo.generate()`` with its defaults), every registered model is fitted with
 its default params (and the catalog, for the models that use item features) on the first 80% of
 events by time and scored on the last 20% with ``training.holdout_metrics``: full-catalog
-ranking, seen items excluded. ``--split leave-last`` instead holds out each user's last event:
-next-item prediction, where GRU4Rec should beat item2vec and popularity.
+ranking, seen items excluded, items first seen in the test window left out of the targets and
+of the catalog the fit gets. ``--split leave-last`` instead holds out each user's last basket
+(the events sharing their last timestamp): next-basket prediction, where GRU4Rec should beat
+item2vec and popularity.
 
 ``--tune MODEL ...`` adds a "MODEL tuned" row per model: the product's own Optuna search
 (``tuning.search.tune``, validation window carved from the training 80%, NDCG@10) with
@@ -175,7 +177,9 @@ def main() -> None:
             f"{name}: {counts['events']:,} events, {counts['users']:,} users,"
             f" {counts['items_with_events']:,} items; test: {first['test_events']:,} events,"
             f" {first['users_evaluated']:,} known users evaluated,"
-            f" {first['cold_start_users']:,} new users (popular fallback, not in the table)"
+            f" {first['cold_start_users']:,} new users (popular fallback, not in the table),"
+            f" {first['split']['new_item_events']:,} events of {first['split']['new_items']:,}"
+            " items first seen in the test part left out"
         )
         console.print(
             table(
