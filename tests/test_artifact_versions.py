@@ -92,3 +92,21 @@ def test_rollback_serves_the_previous_model_again(
         )  # fmt: skip
         assert again.returncode == 1 and "no earlier version" in again.stderr
         assert served_type() == "als"
+
+
+def test_rollback_refuses_a_version_that_no_longer_loads(
+    als_artifact: Path, tmp_path: Path
+) -> None:
+    model = load_artifact(als_artifact).model
+    served = tmp_path / "current"
+    save_artifact(model, served)
+    damaged = served.resolve()
+    save_artifact(model, served)
+    now_served = served.resolve()
+    (damaged / "model.npz").write_bytes(b"not a model")
+    refused = subprocess.run(
+        [sys.executable, "-m", "recsys_lite.cli", "rollback", "--model-dir", str(served)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "corrupt" in refused.stderr
+    assert served.resolve() == now_served

@@ -23,20 +23,15 @@ def rollback(
     ] = None,
 ) -> None:
     """Serve the version before the current one; running servers swap it in."""
-    from recsys_lite.models.artifact import load_artifact, read_manifest
-    from recsys_lite.models.versions import rollback as roll_back
-    from recsys_lite.models.versions import switch_to
+    from recsys_lite.models.artifact import load_artifact
+    from recsys_lite.models.versions import previous_version, switch_to, versions_folder
 
     served = model_dir or get_settings().model_dir
     try:
-        previous, restored = roll_back(served)
-        # a version that no longer loads is not served: put the newer one back and say why
-        try:
-            load_artifact(served)
-        except RecsysError:
-            switch_to(served, previous)
-            raise
-        manifest = read_manifest(served)
+        previous, restored = previous_version(served)
+        # a version that no longer loads is never served, not even for a moment
+        manifest = load_artifact(versions_folder(served) / restored).manifest
+        switch_to(served, restored)
     except RecsysError as exc:
         console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None

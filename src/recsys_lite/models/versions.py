@@ -103,6 +103,13 @@ def prune(served: Path, keep: int = KEEP_VERSIONS) -> None:
 
 def rollback(served: Path) -> tuple[str, str]:
     """Serve the version before the one served now; returns (from, to)."""
+    current, previous = previous_version(served)
+    switch_to(served, previous)
+    return current, previous
+
+
+def previous_version(served: Path) -> tuple[str, str]:
+    """The version served now and the newest kept one before it."""
     current = served_version(served)
     if current is None:
         raise ArtifactError(
@@ -112,5 +119,4 @@ def rollback(served: Path) -> tuple[str, str]:
     earlier = [v for v in list_versions(served) if v < current]
     if not earlier:
         raise ArtifactError(f"{served}: no earlier version than {current} is kept")
-    switch_to(served, earlier[-1])
     return current, earlier[-1]
