@@ -79,7 +79,9 @@ def test_hostile_ids_are_refused_and_a_failing_retrain_keeps_the_worker_alive(
 
         # a store written around the checks (an old version, a hand-made INSERT)
         execute_with_retry(
-            db, f"INSERT INTO events VALUES ('U1' || chr(0), 'I00001', {now}, 1, 'view', NULL)"
+            db,
+            "INSERT INTO events (user_id, item_id, ts, qty, event_type)"
+            f" VALUES ('U1' || chr(0), 'I00001', {now}, 1, 'view')",
         )
         worker = subprocess.Popen(
             [sys.executable, "-m", "recsys_lite.cli", "worker", "--model-dir", str(model),

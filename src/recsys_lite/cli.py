@@ -19,6 +19,7 @@ from recsys_lite.errors import InvalidInputError, RecsysError
 from recsys_lite.evaluation.metrics import METRIC_HELP
 from recsys_lite.evaluation.split import SPLIT_METHODS, check_split_method
 from recsys_lite.models.registry import MODELS, check_model_name
+from recsys_lite.privacy.commands import gdpr_app
 from recsys_lite.security.commands import keys_app
 from recsys_lite.security.keys import KeyRing
 
@@ -31,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(gdpr_app, name="gdpr")
 app.command()(rollback)
 console = Console(stderr=True)
 # Piped output gets a fixed, wide layout instead of rich's 80-column default.

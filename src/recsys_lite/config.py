@@ -73,11 +73,22 @@ class Settings(BaseSettings):
     online_max_users: int = Field(
         100_000, ge=1, description="shoppers with events since training kept per API process"
     )
+    watch_dir: Path | None = Field(
+        None, description="the folder stream-ingest watches (erasure rewrites its processed/)"
+    )
+    erasure_retrain_hours: float = Field(
+        24.0, gt=0, description="a full retrain without an erased shopper is due within this"
+    )
     cors_origins: str = Field(
         "", description="comma-separated origins allowed to call the API from a browser"
     )
     model_watch_interval: float = Field(
         1.0, ge=0, description="seconds between checks for a new artifact (0: never)"
+    )
+    demo_dir: Path = Field(
+        # the widget's built demo shop in a source checkout (`make demo` builds it)
+        Path(__file__).resolve().parents[2] / "widget" / "dist-demo",
+        description="static demo shop served at /demo when the folder exists",
     )
 
     @property

@@ -15,6 +15,7 @@ import duckdb
 
 from recsys_lite.config import get_settings
 from recsys_lite.data.store import ITEM_FIELDS, Store, run_with_progress
+from recsys_lite.data.subjects import load_key, subject_hash_sql
 from recsys_lite.data.validation import (
     ITEM_CHECKS,
     NORMALIZED_ITEM_COLUMNS,
@@ -191,7 +192,7 @@ def ingest(
         )
         con.execute("BEGIN TRANSACTION")
         try:
-            _write(con, event_tables, item_tables, report, show_progress)
+            _write(con, event_tables, item_tables, report, show_progress, store.path)
             tables = [*event_tables, *(table for table, _ in item_tables)]
             staged = zip([*event_files, *item_files], tables, strict=True)
             for path, table in staged:
@@ -245,6 +246,7 @@ def _write(
     item_tables: list[tuple[str, list[str]]],
     report: IngestReport,
     show_progress: bool,
+    db_path: Path,
 ) -> None:
     if event_tables:
         # each row's place in the command's input: file by file, row by row
@@ -253,6 +255,7 @@ def _write(
             for n, table in enumerate(event_tables)
         )
         con.execute(f"CREATE TEMP TABLE staged_events AS {union}")
+        _drop_erased_subjects(con, db_path)
         (report.events_read, report.events_distinct) = con.execute(
             "SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT user_id, item_id, ts, qty,"
             " event_type FROM staged_events)) FROM staged_events"
@@ -282,6 +285,19 @@ def _write(
     for table, absent in item_tables:
         con.execute(_merge_items_sql(table, con, absent))
         report.items_upserted += _count(con, table)
+
+
+def _drop_erased_subjects(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
+    """Erased shoppers stay erased: rows from before their erasure, in any input (an old file
+    again, a late inbox file), are dropped before writing. Later rows are a returning shopper's
+    new history."""
+    (erased,) = con.execute("SELECT count(*) FROM erased_subjects").fetchone() or (0,)
+    if erased:
+        hashed = subject_hash_sql(load_key(db_path), "s.user_id")
+        con.execute(
+            "DELETE FROM staged_events s WHERE EXISTS (SELECT 1 FROM erased_subjects e"
+            f" WHERE e.subject = {hashed} AND s.ts <= e.erased_at)"
+        )
 
 
 def _merge_items_sql(table: str, con: duckdb.DuckDBPyConnection, absent: list[str]) -> str:

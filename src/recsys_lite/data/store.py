@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +15,8 @@ from typing import TypeVar
 import duckdb
 import pyarrow as pa
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recsys_lite.files import fsync_directory
 
 SCHEMA = (
     """
@@ -33,6 +37,14 @@ SCHEMA = (
     # the item had in it; empty for events that did not come from a recommendation.
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS recommendation_id VARCHAR",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS position INTEGER",
+    # Erased shoppers, as keyed hashes (data/subjects.py): their events are dropped whenever
+    # they arrive again (an old file re-ingested, a late message from the bus).
+    """
+    CREATE TABLE IF NOT EXISTS erased_subjects (
+        subject VARCHAR PRIMARY KEY,
+        erased_at BIGINT NOT NULL
+    )
+    """,
     # Files already ingested (by content hash), written in the same transaction as their rows:
     # the watcher skips them, so a file is ingested exactly once even across crashes.
     """
@@ -83,6 +95,45 @@ class Store:
             raise EmptyDataError(f"{self.path}: no store here yet; run `recsys-lite ingest` first")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._file_lock(fcntl.LOCK_SH), self._opened(read_only) as con:
+            yield con
+
+    @contextmanager
+    def _file_lock(self, mode: int) -> Iterator[None]:
+        """Shared by every unit of work, exclusive while ``rebuild`` replaces the file, so no
+        process writes to a file that is about to be replaced. (DuckDB's own lock cannot do
+        this: it ends when the connection closes, before the new file is moved in.)"""
+        lock = self.path.with_name(self.path.name + ".lock")
+        if not lock.parent.exists():
+            yield
+            return
+        with lock.open("a") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def rebuild(self) -> None:
+        """Copy every table into a new file and put it in place of the old one.
+
+        Deleted rows can survive in a database file's free blocks until they are reused; a
+        rebuilt file holds only live rows, which is what erasing a shopper must guarantee.
+        """
+        fresh = self.path.with_name(f".{self.path.name}.rebuild")
+        fresh.unlink(missing_ok=True)
+        with self._file_lock(fcntl.LOCK_EX):
+            with self._opened(read_only=False) as con:
+                con.execute("CHECKPOINT")
+                (catalog,) = con.execute("SELECT current_database()").fetchone() or ("",)
+                con.execute(f"ATTACH '{fresh}' AS rebuilt")
+                con.execute(f'COPY FROM DATABASE "{catalog}" TO rebuilt')
+                con.execute("DETACH rebuilt")
+            os.replace(fresh, self.path)
+            fsync_directory(self.path.parent)
+
+    @contextmanager
+    def _opened(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         con = self._open(read_only)
         try:
             con.execute("SET TimeZone = 'UTC'")

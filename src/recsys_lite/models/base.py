@@ -281,6 +281,12 @@ class Recommender(ABC):
 
     # ----- public API (external ids) ------------------------------------------------------------
 
+    def _forget_users(self, keep: np.ndarray, removed: sp.csr_matrix) -> None:
+        """Drop this model's per-user rows (``keep`` is over the old users) and undo what the
+        removed users' interactions (``removed``, their rows) taught it, where it can; see
+        models/forgetting.py. Models without per-user arrays keep the default."""
+        return None
+
     def _require_fitted(self) -> None:
         if not self.fitted:
             raise NotFittedError(f"{self.name} model is not trained")

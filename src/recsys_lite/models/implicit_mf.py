@@ -6,6 +6,7 @@ from abc import abstractmethod
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
@@ -75,6 +76,10 @@ class FactorModel(Recommender):
         if vectors is None:  # no estimate: the item scores zero until it is retrained
             vectors = np.zeros((count, self.item_factors.shape[1]), dtype=np.float32)
         self.item_factors = np.ascontiguousarray(np.vstack([self.item_factors, vectors]))
+        self._gram = None
+
+    def _forget_users(self, keep: np.ndarray, removed: sp.csr_matrix) -> None:
+        self.user_factors = np.ascontiguousarray(self.user_factors[keep])
         self._gram = None
 
     def _model_state(self) -> dict[str, np.ndarray]:

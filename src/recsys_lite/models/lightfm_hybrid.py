@@ -477,6 +477,9 @@ class LightFMModel(Recommender):
 
     # ----- persistence -------------------------------------------------------------------------
 
+    def _forget_users(self, keep: np.ndarray, removed: sp.csr_matrix) -> None:
+        self.user_embeddings = np.ascontiguousarray(self.user_embeddings[keep])
+
     _STATE = (
         "user_embeddings",
         "item_factors",

@@ -613,6 +613,9 @@ class TwoTowerModel(Recommender):
 
     # ----- persistence ------------------------------------------------------------------------
 
+    def _forget_users(self, keep: np.ndarray, removed: sp.csr_matrix) -> None:
+        self.user_factors = np.ascontiguousarray(self.user_factors[keep])
+
     def _model_state(self) -> dict[str, np.ndarray]:
         return {
             "user_factors": self.user_factors,

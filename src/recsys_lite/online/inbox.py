@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 PROCESSED = "processed"
 REJECTED = "rejected"
 ITEMS_PREFIX = "items"  # files named items*.csv / items*.parquet are catalog updates
+# messages telling every API process to forget erased shoppers (keyed hashes, no events)
+ERASE_PREFIX = "erase-"
 SEQUENCE_FILE = ".sequence"  # the last stamp given out, and the lock that orders renames
 _sequence = itertools.count()
 
@@ -62,9 +64,9 @@ class Inbox:
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, table: pa.Table, *, items: bool = False) -> Path:
+    def write(self, table: pa.Table, *, items: bool = False, prefix: str | None = None) -> Path:
         """Durably add one batch; returns its final path."""
-        prefix = f"{ITEMS_PREFIX}-" if items else "events-"
+        prefix = prefix or (f"{ITEMS_PREFIX}-" if items else "events-")
         temporary = self.folder / f".{spool_name(prefix, time.time_ns())}.tmp"
         pq.write_table(table, temporary)
         with temporary.open("rb+") as handle:
@@ -154,6 +156,10 @@ def drain(
     processed = inbox.folder / PROCESSED
     processed.mkdir(exist_ok=True)
     for path in inbox.ready_files(settle_seconds):
+        if path.name.startswith(ERASE_PREFIX):  # a message for the replicas, nothing to store
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, processed / path.name)
+            continue
         is_items = path.name.lower().startswith(ITEMS_PREFIX)
         try:
             result = ingest(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +108,30 @@ class OnlineState:
                     if after_ts is None or event.ts > after_ts:
                         self._add(user, event.item_id, event.weight, event.ts)
             self._forget_beyond_capacity()
+
+    def forget(self, user_ids: list[str]) -> int:
+        """Drop these users' events and what they counted towards trending; how many were
+        held."""
+        forgotten = 0
+        with self._lock:
+            for user in user_ids:
+                if self._events.pop(user, None) is not None:
+                    forgotten += 1
+                for item in self._counted.pop(user, set()):
+                    index = self.model.item_map.get(item)
+                    if index is not None:
+                        self._online_counts[index] = max(self._online_counts[index] - 1.0, 0.0)
+                        self._counts_version += 1
+        return forgotten
+
+    def events_of(self, user_id: str) -> list[dict[str, object]]:
+        with self._lock:
+            held = list(self._events.get(user_id, ()))
+        return [{"item_id": e.item_id, "weight": e.weight, "ts": e.ts} for e in held]
+
+    def users_where(self, predicate: Callable[[str], bool]) -> list[str]:
+        with self._lock:
+            return [user for user in self._events if predicate(user)]
 
     def has_events(self, user_id: str) -> bool:
         return user_id in self._events

@@ -24,6 +24,7 @@ from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -35,6 +36,8 @@ from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS, vali
 from recsys_lite.errors import NotFoundError, RecsysError
 from recsys_lite.models.base import Ranked
 from recsys_lite.online.health import read_worker_health
+from recsys_lite.privacy.erase import Eraser
+from recsys_lite.privacy.export import export_user
 from recsys_lite.security.keys import KeyRing
 from recsys_lite.security.limits import RateLimiter
 from recsys_lite.serving.auth import require
@@ -173,9 +176,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         telemetry.count_served(endpoint, source, len(ranked.items))
         # events cite it (with the item's position) so clicks and purchases can be attributed
         recommendation_id = os.urandom(8).hex()
-        head = orjson.dumps(
-            {key: value, "source": source, "recommendation_id": recommendation_id}
-        )[:-1]
+        head = orjson.dumps({key: value, "source": source, "recommendation_id": recommendation_id})[
+            :-1
+        ]
         items = state.catalog.encode(ranked.items, ranked.scores)
         return Response(head + b',"recommendations":' + items + b"}", media_type=JSON)
 
@@ -311,6 +314,44 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
             raise NotFoundError(f"unknown item {item_id!r}")
         return Json((row or {"item_id": item_id}) | {"recommendable": recommendable})
 
+    @app.get(
+        "/admin/users/{user_id}/export",
+        summary="Privacy: everything held about one shopper, as one JSON document",
+        responses=keyed,
+    )  # fmt: skip
+    async def export_shopper(
+        request: Request,
+        user_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
+    ) -> Json:
+        actor = require(keys, request, "privacy")
+        state = runtime.state
+        document = await asyncio.to_thread(
+            export_user, settings, user_id, actor=actor, model=state.model,
+            online_events=state.online.events_of(user_id.strip()),
+        )  # fmt: skip
+        return Json(document)
+
+    @app.delete(
+        "/admin/users/{user_id}",
+        summary="Privacy: erase one shopper everywhere (store, files, models, every API process)",
+        responses=keyed,
+    )  # fmt: skip
+    async def erase_shopper(
+        request: Request,
+        user_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
+    ) -> Json:
+        actor = require(keys, request, "privacy")
+        eraser = Eraser(settings)
+        try:
+            subject = eraser.subject(normalise_id(user_id))
+        except ValueError as exc:
+            raise RequestValidationError(
+                [{"loc": ("path", "user_id"), "msg": str(exc), "type": "value_error"}]
+            ) from None
+        runtime.forget([subject], int(time.time()))  # unknown here at once
+        erasure = await asyncio.to_thread(eraser.erase, user_id, actor)
+        return Json({"erased": True, "subject": erasure.subject, "steps": erasure.done})
+
     @app.get("/health", response_model=HealthResponse, summary="Status of the served model")
     async def health() -> Json:
         return Json(
@@ -382,6 +423,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
             generate_latest(telemetry.registry).decode(), media_type=CONTENT_TYPE_LATEST
         )
 
+    if settings.demo_dir.is_dir():
+        # same origin as the API, so the demo shop's widget needs no CORS_ORIGINS entry
+        app.mount("/demo", StaticFiles(directory=settings.demo_dir, html=True), name="demo")
     return app
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+import numpy as np
 import pyarrow as pa
 
 from recsys_lite.config import Settings
@@ -26,10 +27,14 @@ from recsys_lite.data.store import Store
 from recsys_lite.data.validation import validate_items
 from recsys_lite.errors import RecsysError, StoreBusyError
 from recsys_lite.models.artifact import MANIFEST, Artifact, artifact_version, load_artifact
+from recsys_lite.models.forgetting import forget_users
 from recsys_lite.online.bus import EventBus, create_bus
-from recsys_lite.online.inbox import ITEMS_PREFIX, Inbox, drain
+from recsys_lite.online.inbox import ERASE_PREFIX, ITEMS_PREFIX, Inbox, drain
 from recsys_lite.online.items import estimate_vectors
 from recsys_lite.online.state import OnlineState
+from recsys_lite.privacy.erase import Eraser
+from recsys_lite.privacy.erased import ErasedShoppers
+from recsys_lite.privacy.redis_streams import REWRITTEN_PREFIX
 from recsys_lite.serving.catalog import ITEM_SCHEMA, Catalog
 from recsys_lite.serving.idempotency import IdempotentAnswers
 from recsys_lite.serving.store_wait import ATTEMPT_SECONDS, StoreWait
@@ -122,6 +127,11 @@ class Runtime:
         self._own_batches: OrderedDict[str, None] = OrderedDict()
         self._unpublished: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNPUBLISHED)
         self.idempotent = IdempotentAnswers()
+        try:
+            self.erased = ErasedShoppers.from_store(self.store)
+        except RecsysError as exc:  # busy: the erase messages on the bus still arrive
+            log.warning("erased shoppers not read from the store yet: %s", exc.message)
+            self.erased = ErasedShoppers(settings.db_path)
         self._signature = _artifact_signature(settings.model_dir)
         self.swaps = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -192,12 +202,22 @@ class Runtime:
         return {"catalog": self.catalog_wait.report(), "swap": self.swap_wait.report()}
 
     def start(self) -> None:
-        loops = [self._poll_bus(), self._load_catalog()]
+        loops = [self._poll_bus(), self._load_catalog(), self._finish_erasures()]
         if self.settings.inbox_drain_interval:
             loops.append(self._drain_inbox())
         if self.settings.model_watch_interval:
             loops.append(self._watch_model())
         self._tasks = [asyncio.create_task(loop) for loop in loops]
+
+    async def _finish_erasures(self) -> None:
+        """An erasure a crash interrupted is finished by the next process that starts."""
+        try:
+            eraser = Eraser(self.settings)
+            if eraser.pending():
+                for erasure in await asyncio.to_thread(eraser.resume_pending):
+                    self.forget([erasure.subject], int(erasure.requested_at))
+        except Exception:
+            log.exception("interrupted erasures not finished yet; the next start retries")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -211,10 +231,34 @@ class Runtime:
         if batch_id in self._own_batches:
             del self._own_batches[batch_id]
             return
-        if batch_id.startswith(ITEMS_PREFIX):
+        if batch_id.startswith(ERASE_PREFIX):
+            self.forget(table.column("subject").to_pylist(), int(time.time()))
+        elif batch_id.startswith(REWRITTEN_PREFIX):
+            return  # a stream entry rewritten without an erased shopper: applied before
+        elif batch_id.startswith(ITEMS_PREFIX):
             self.state.add_items(table)
         else:
-            self.state.online.apply(table)
+            self.state.online.apply(self.erased.drop_erased(table))
+
+    def forget(self, subjects: list[str], erased_at: int) -> int:
+        """Erased shoppers become unknown in this process at once: gone from the online state
+        and from the served model (the erasure also publishes a model without them, which the
+        watcher swaps in; until then this one answers for it)."""
+        self.erased.add(subjects, erased_at)
+        wanted = set(subjects)
+        state = self.state
+        users = state.online.users_where(lambda user: self.erased.subject(user) in wanted)
+        state.online.forget(users)
+        self._forget_in_model(state.model, wanted)
+        return len(users)
+
+    def _forget_in_model(self, model: Any, subjects: set[str]) -> None:
+        if not len(model.user_map):
+            return
+        hashes = [self.erased.subject(str(user)) for user in model.user_map.ids.tolist()]
+        rows = np.flatnonzero(np.isin(np.array(hashes), list(subjects)))
+        if len(rows):
+            forget_users(model, rows)
 
     async def _poll_bus(self) -> None:
         while True:
@@ -301,4 +345,6 @@ class Runtime:
     def _load_carrying_items(self, previous: ServingState) -> ServingState:
         fresh = ServingState.load(self.settings)
         fresh.carry_items(previous)
+        if len(self.erased):  # a model trained before an erasure finished still knows them
+            self._forget_in_model(fresh.model, self.erased.subjects())
         return fresh
