@@ -101,7 +101,9 @@ function App() {
   const [hasSearch, setHasSearch] = useState(false);
   useEffect(() => {
     // the search box appears once the API has a /search endpoint
-    fetch(`${API}/search?q=a&k=1`).then((response) => setHasSearch(response.ok), () => setHasSearch(false));
+    fetch(`${API}/openapi.json`)
+      .then((response) => response.json() as Promise<{ paths?: Record<string, unknown> }>)
+      .then((schema) => setHasSearch(Boolean(schema.paths?.['/search'])), () => setHasSearch(false));
   }, []);
   const choose = (value: string) => {
     setShopper(value);
@@ -127,6 +129,7 @@ function App() {
           <ProductPage itemId={itemId} userId={shopper} />
         ) : (
           <>
+            <h1>{shopper === NEW_SHOPPER ? 'Welcome to the shop' : `Welcome back, ${shopper}`}</h1>
             <RecommendationCarousel
               apiUrl={API} userId={shopper} count={12} title="Recommended for you"
               fetchItemDetails={demoDetails} currency="USD" locale="en-US"

@@ -51,7 +51,7 @@ export interface RecommendationCarouselProps extends UseRecommendationsOptions {
   currency?: string;
   /** Cards side by side at most; fewer as the carousel gets narrower (default 6). */
   maxVisible?: number;
-  /** A card is never narrower than this, in pixels (default 180). */
+  /** A card is never narrower than this, in pixels (default 150). */
   minCardWidth?: number;
   /** Shown when there is nothing to recommend; without it the carousel renders nothing. */
   emptyContent?: ReactNode;
@@ -106,7 +106,7 @@ export function cardsPerView(width: number, minCardWidth: number, max: number): 
 export function RecommendationCarousel(props: RecommendationCarouselProps) {
   const {
     title, className, containerClassName, cardClassName, onItemClick, renderItem, locale,
-    currency, maxVisible = 6, minCardWidth = 180, emptyContent, headingLevel = 2,
+    currency, maxVisible = 6, minCardWidth = 150, emptyContent, headingLevel = 2,
   } = props;
   const labels = { ...DEFAULT_LABELS, ...props.labels };
   const result = useRecommendations(props);

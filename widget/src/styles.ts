@@ -4,14 +4,14 @@
  * `!important`.
  */
 export const CSS = `
-:where(.rl-carousel){--rl-font:inherit;--rl-color:#1d2129;--rl-muted:#545a63;--rl-bg:transparent;--rl-card-bg:#fff;--rl-border:#d7dbe0;--rl-accent:#1f5fbf;--rl-focus:#1f5fbf;--rl-radius:10px;--rl-gap:16px;--rl-image-ratio:1/1;--rl-skeleton:#eceef1;--rl-duration:.3s;font-family:var(--rl-font);color:var(--rl-color);background:var(--rl-bg);position:relative}
+:where(.rl-carousel){--rl-font:inherit;--rl-color:#1d2129;--rl-muted:#545a63;--rl-bg:transparent;--rl-card-bg:#fff;--rl-border:#d7dbe0;--rl-accent:#1f5fbf;--rl-focus:#1f5fbf;--rl-radius:10px;--rl-gap:16px;--rl-image-ratio:1/1;--rl-skeleton:#eceef1;font-family:var(--rl-font);color:var(--rl-color);background:var(--rl-bg);position:relative;min-width:0;max-width:100%}
 :where(.rl-header){display:flex;align-items:center;justify-content:space-between;gap:8px;margin:0 0 12px}
 :where(.rl-title){font-size:1.25rem;margin:0}
 :where(.rl-controls){display:flex;gap:8px}
 :where(.rl-button){font:inherit;display:inline-flex;align-items:center;justify-content:center;min-width:40px;min-height:40px;border:1px solid var(--rl-border);border-radius:999px;background:var(--rl-card-bg);color:var(--rl-color);cursor:pointer}
 :where(.rl-button:disabled){opacity:.45;cursor:default}
 :where(.rl-carousel) :where(button,a,[tabindex]):focus-visible{outline:3px solid var(--rl-focus);outline-offset:2px}
-:where(.rl-viewport){display:grid;grid-auto-flow:column;grid-auto-columns:calc((100% - (var(--rl-per-view,4) - 1) * var(--rl-gap)) / var(--rl-per-view,4));gap:var(--rl-gap);overflow-x:auto;scroll-snap-type:x mandatory;scroll-behavior:smooth;scrollbar-width:none;padding:4px;margin:-4px}
+:where(.rl-viewport){display:grid;grid-auto-flow:column;grid-auto-columns:calc((100% - (var(--rl-per-view,4) - 1) * var(--rl-gap)) / var(--rl-per-view,4));gap:var(--rl-gap);overflow-x:auto;scroll-snap-type:x mandatory;scroll-behavior:smooth;scrollbar-width:none;padding:4px;margin:-4px;scroll-padding-inline:4px}
 :where(.rl-viewport)::-webkit-scrollbar{display:none}
 :where(.rl-card){scroll-snap-align:start;display:flex;flex-direction:column;gap:6px;min-width:0;background:var(--rl-card-bg);border:1px solid var(--rl-border);border-radius:var(--rl-radius);padding:10px;position:relative}
 :where(.rl-card-link){color:inherit;text-decoration:none;font:inherit;background:none;border:0;padding:0;text-align:left;cursor:pointer}
