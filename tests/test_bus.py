@@ -215,3 +215,16 @@ def test_embedded_bus_readers_see_every_batch_of_concurrent_writers_exactly_once
         while set(names) != written and time.monotonic() < caught_up:
             names += [m.batch_id for m in reader.poll()]
         assert sorted(names) == sorted(written), "every batch, each exactly once"
+
+
+def test_the_kafka_topic_keeps_messages_only_for_the_retention(kafka_bootstrap: str) -> None:
+    """Messages cannot be deleted from a topic one by one, so an erased shopper's events leave
+    it when retention removes them: the topic is created with BUS_RETENTION_HOURS."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    topic = f"events-{uuid.uuid4().hex}"
+    KafkaBus(kafka_bootstrap, topic, retention_hours=2).close()
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = next(iter(admin.describe_configs([resource]).values())).result(10)
+    assert configs["retention.ms"].value == str(2 * 3_600_000)

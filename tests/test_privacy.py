@@ -225,3 +225,34 @@ def test_forgetting_removes_the_shopper_and_their_share_of_popularity(
     assert {item: count for item, count in popularity.items() if count} == expected
     order = model.item_map.to_index(pa.array(retrained.item_map.ids))
     assert (model.user_items[:, order] != retrained.user_items).nnz == 0
+
+
+def test_retention_deletes_older_events_and_files_and_is_audited(
+    shop_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "shop.db"
+    ingest(Store(db), *shop_files, show_progress=False)
+    con = duckdb.connect(str(db), read_only=True)
+    newest, total = con.execute("SELECT max(ts), count(*) FROM events").fetchone() or (0, 0)
+    (older,) = con.execute(
+        "SELECT count(*) FROM events WHERE ts < ?", [newest - 30 * 86_400]
+    ).fetchone() or (0,)
+    con.close()
+    assert 0 < older < total
+    stale = tmp_path / "inbox" / "processed" / "events-old.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    os.utime(stale, (newest - 40 * 86_400, newest - 40 * 86_400))
+    # keep what is younger than 30 days before the newest event
+    days = (time.time() - (newest - 30 * 86_400)) / 86_400
+    run = subprocess.run(
+        [sys.executable, "-m", "recsys_lite.cli", "gdpr", "retention", "--days", str(days),
+         "--db", str(db)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(run.stdout)["events_deleted"] == older
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (total - older,)
+    con.close()
+    assert not stale.exists()
+    assert AuditLog(tmp_path / "audit.jsonl").entries()[-1]["action"] == "retention"

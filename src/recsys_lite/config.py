@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     online_max_users: int = Field(
         100_000, ge=1, description="shoppers with events since training kept per API process"
     )
+    bus_retention_hours: float = Field(
+        24.0, gt=0, description="how long the Kafka topic this product creates keeps messages"
+    )
+    event_retention_days: float | None = Field(
+        None, gt=0, description="events older than this are deleted by the worker (unset: kept)"
+    )
     watch_dir: Path | None = Field(
         None, description="the folder stream-ingest watches (erasure rewrites its processed/)"
     )

@@ -201,12 +201,19 @@ class KafkaBus(EventBus):
     the end (no group, so no join delay and nothing skipped while joining); the worker reads as
     a consumer group with manual commits."""
 
-    def __init__(self, bootstrap: str, topic: str, session_timeout_ms: int = 6000) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        session_timeout_ms: int = 6000,
+        retention_hours: float = 24.0,
+    ) -> None:
         from confluent_kafka import Producer
 
         self.bootstrap = bootstrap
         self.topic = topic
         self.session_timeout_ms = session_timeout_ms
+        self.retention_hours = retention_hours
         self._ensure_topic()
         self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
         self._replica: Any = None
@@ -219,7 +226,12 @@ class KafkaBus(EventBus):
         NewTopic: Any = getattr(kafka_admin, "NewTopic")  # noqa: B009 (not re-exported for mypy)
 
         admin = kafka_admin.AdminClient({"bootstrap.servers": self.bootstrap})
-        for future in admin.create_topics([NewTopic(self.topic, num_partitions=1)]).values():
+        # No message can be deleted from a Kafka topic, so an erased shopper's events may stay
+        # in it until retention removes them: the topic this product creates keeps messages
+        # BUS_RETENTION_HOURS, and every consumer drops events of erased shoppers.
+        retention_ms = str(int(self.retention_hours * 3_600_000))
+        topic = NewTopic(self.topic, num_partitions=1, config={"retention.ms": retention_ms})
+        for future in admin.create_topics([topic]).values():
             try:
                 future.result(10)
             except KafkaException as exc:
@@ -292,5 +304,8 @@ def create_bus(settings: Settings, inbox: Inbox) -> EventBus:
     if settings.event_bus == "redis":
         return RedisBus(settings.redis_url, settings.bus_topic)
     if settings.event_bus == "kafka":
-        return KafkaBus(settings.kafka_bootstrap, settings.bus_topic)
+        return KafkaBus(
+            settings.kafka_bootstrap, settings.bus_topic,
+            retention_hours=settings.bus_retention_hours,
+        )  # fmt: skip
     return InboxBus(inbox)

@@ -187,7 +187,9 @@ def drain(
 def _reject(inbox: Inbox, path: Path, reason: str) -> None:
     rejected = inbox.folder / REJECTED
     rejected.mkdir(exist_ok=True)
-    log.error("rejected %s: %s", path.name, reason)
+    # the reason quotes offending values, shoppers' ids among them: it goes into the note beside
+    # the file (which erasure rewrites), never into a log
+    log.error("rejected %s; the reason is in %s/%s.error.txt", path.name, REJECTED, path.name)
     try:
         shutil.move(str(path), rejected / path.name)
         (rejected / f"{path.name}.error.txt").write_text(reason + "\n")

@@ -19,6 +19,7 @@ from recsys_lite.models.versions import list_versions, served_version
 from recsys_lite.privacy.audit import AuditLog, audit_path
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.export import export_user
+from recsys_lite.privacy.retention import apply_retention
 
 gdpr_app = typer.Typer(
     help="Shoppers' rights: export or erase one shopper, check an erasure, verify the audit.",
@@ -139,6 +140,23 @@ def erasure_status(settings: Settings, user_id: str) -> dict[str, Any]:
             "overdue": not retrained and time.time() > due,
         }
     return report
+
+
+@gdpr_app.command("retention")
+def retention_command(
+    days: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--days", help="keep this many days (default: $EVENT_RETENTION_DAYS)"),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Delete events older than the retention period now (the worker does it every cycle)."""
+    settings = _settings(db, None)
+    chosen = days or settings.event_retention_days
+    if chosen is None:
+        console.print("[bold red]error:[/] give --days or set EVENT_RETENTION_DAYS")
+        raise typer.Exit(code=2)
+    out.print_json(data=apply_retention(settings, chosen, actor="cli"))
 
 
 @gdpr_app.command("verify-audit")
