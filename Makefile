@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: deps install demo test lint audit bench clean
+.PHONY: deps install widget demo test lint audit bench clean
 
 # System components (Debian packages) the product and its tests start: installed when this can
 # (root or sudo), otherwise reported; tests needing a missing one are skipped with the reason.
@@ -26,17 +26,30 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: deps $(STAMP)
+# The widget (widget/): npm ci from the committed lockfile when it changed, then the package, the
+# script-tag embed and the demo shop served at /demo. Without npm it says so and goes on.
+WIDGET_STAMP := widget/node_modules/.installed
+$(WIDGET_STAMP): widget/package-lock.json
+	cd widget && npm ci --no-audit --no-fund
+	touch $@
+
+widget:
+	@if command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory $(WIDGET_STAMP) && cd widget && npm run --silent build; \
+	else echo "widget: npm is missing, so no /demo shop and no widget tests (make deps says more)"; fi
+
+demo: deps $(STAMP) widget
 	@echo "==> 1/4 a synthetic shop in $(DEMO_DIR) (a few seconds)"
 	$(CLI) demo-data --out $(DEMO_DIR)
 	@echo "==> 2/4 ingest into $(DB_PATH) (a few seconds)"
 	$(CLI) ingest --events $(DEMO_DIR)/events.parquet --items $(DEMO_DIR)/items.csv --db $(DB_PATH)
 	@echo "==> 3/4 train ALS into $(MODEL_DIR) (about 10 seconds)"
 	$(CLI) train als --db $(DB_PATH) --output $(MODEL_DIR)
-	@echo "==> 4/4 serve (Ctrl-C stops it)"
+	@echo "==> 4/4 serve (Ctrl-C stops it); the demo shop: http://$(HOST):$(PORT)/demo/"
 	$(CLI) serve --model-dir $(MODEL_DIR) --db $(DB_PATH) --host $(HOST) --port $(PORT)
 
-test: deps $(STAMP)
+test: deps $(STAMP) widget
+	@if command -v npm >/dev/null 2>&1; then cd widget && npm test; fi
 	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
@@ -60,3 +73,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf widget/node_modules widget/dist widget/dist-demo widget/test-artifacts

@@ -7,7 +7,14 @@ set -u
 # command to look for : Debian package : what uses it
 COMPONENTS=(
   "redis-server:redis-server:the Redis event bus and its tests"
+  "chromium:chromium:the widget's browser tests"
+  "npm:npm:the widget's build, the /demo shop and the widget's tests"
 )
+# the widget's build (Vite 7) needs Node 20.19 or newer; Debian 12's own nodejs is 18
+if command -v node >/dev/null 2>&1 && ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+  echo "deps: node $(node -v) is too old for the widget's build: install Node 20.19 or newer (https://nodejs.org)"
+fi
 missing=()
 for entry in "${COMPONENTS[@]}"; do
   IFS=: read -r command package purpose <<<"$entry"

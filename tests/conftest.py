@@ -26,7 +26,11 @@ AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 SMALL_SHOP = {"n_users": 600, "n_items": 400, "n_events": 20_000, "seed": 7}
 
 # System components tests start for real: command -> how to get it (scripts/deps.sh installs them)
-COMPONENTS = {"redis-server": "sudo apt-get install redis-server (or: make deps)"}
+COMPONENTS = {
+    "redis-server": "sudo apt-get install redis-server (or: make deps)",
+    "node": "Node.js 20.19 or newer from https://nodejs.org, then make widget",
+    "chromium": "sudo apt-get install chromium (or: make deps)",
+}
 
 
 def require_component(command: str) -> str:
