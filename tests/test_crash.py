@@ -111,3 +111,50 @@ def test_kill_9_while_accepting_events_loses_and_duplicates_nothing_acknowledged
     missing = [key for key in acknowledged if key not in counts]
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {missing[:3]}"
     assert max(counts.values()) == 1, "an event was stored twice"
+
+
+def test_kill_9_of_the_worker_mid_retrain_or_mid_swap_leaves_a_complete_model(
+    shop_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from recsys_lite.data.ingest import ingest
+    from recsys_lite.data.store import Store
+    from recsys_lite.models.artifact import load_artifact
+    from recsys_lite.training import train
+
+    events = pq.read_table(shop_files[0])
+    cut = int(sorted(events.column("ts").to_numpy())[int(events.num_rows * 0.7)])
+    pq.write_table(events.filter(pc.less(events.column("ts"), cut)), tmp_path / "old.parquet")
+    pq.write_table(
+        events.filter(pc.greater_equal(events.column("ts"), cut)), tmp_path / "new.parquet"
+    )
+    db, model = tmp_path / "shop.db", tmp_path / "model"
+    store = Store(db)
+    ingest(store, tmp_path / "old.parquet", shop_files[1], show_progress=False)
+    train(store, "als", model, params={"iterations": 6}, test_size=0, show_progress=False)
+    ingest(store, tmp_path / "new.parquet", show_progress=False)
+
+    # killed at spread-out moments of a cycle: loading, training, writing, switching
+    killed_at = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]
+    for delay in killed_at:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "recsys_lite.cli", "worker", "--model-dir", str(model),
+             "--db", str(db), "--once", "--min-new-events", "2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(delay)
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        artifact = load_artifact(model)  # raises if the served path is missing or half-written
+        assert artifact.model.fitted
+    # a worker that is not interrupted still completes a cycle afterwards
+    finished = subprocess.run(
+        [sys.executable, "-m", "recsys_lite.cli", "worker", "--model-dir", str(model),
+         "--db", str(db), "--once", "--min-new-events", "2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert load_artifact(model).model.fitted
