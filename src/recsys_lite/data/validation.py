@@ -238,7 +238,8 @@ def normalized_events_sql(table: str, *, arrival_from: int | None = None) -> str
 @functools.cache
 def _memory_database() -> duckdb.DuckDBPyConnection:
     # request-sized batches: handing them to a thread pool costs more than scanning them
-    database = duckdb.connect(":memory:", config={"threads": 1})
+    # a bounded buffer pool: it lives as long as the process and sees every request's batch
+    database = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "128MB"})
     database.execute("SET GLOBAL TimeZone = 'UTC'")  # cursors inherit the global setting
     return database
 

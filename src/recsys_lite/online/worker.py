@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,8 @@ def run_worker(
     health = WorkerHealth(store.path.parent / settings.worker_status_file.name)
     last_retrain = time.monotonic()
     served_artifact = ServedArtifact(model_dir, settings)
-    reports = []
+    # a worker runs for months: only the latest cycles are kept (the last one is in health)
+    reports: deque[CycleReport] = deque(maxlen=100)
     try:
         while True:
             wait = interval
@@ -172,7 +174,7 @@ def run_worker(
                           exc_info=not isinstance(exc, RecsysError))  # fmt: skip
                 health.failed(exc, wait)
             if once:
-                return reports
+                return list(reports)
             time.sleep(wait)
     finally:
         bus.close()
