@@ -104,9 +104,10 @@ try {
   console.log(`ok - ${K} cards with titles, prices and loaded images (${perView} in view at 1280 px)`);
 
   // --- impressions: the visible cards, attributed, accepted ---------------------------------
-  await until(() => sent.some((batch) => batch.events.some((e) => e.event_type === 'impression')), 'impressions');
-  await page.waitForTimeout(1500); // the next flush, so every visible card has reported
-  const impressions = sent.flatMap((batch) => batch.events.filter((e) => e.event_type === 'impression'));
+  const impressionsSent = () => sent.flatMap((batch) => batch.events.filter((e) => e.event_type === 'impression'));
+  await until(() => impressionsSent().length >= perView, 'an impression for every card in view');
+  await page.waitForTimeout(2500); // two more flushes: anything sent twice or for a hidden card shows
+  const impressions = impressionsSent();
   assert.ok(sent.every((batch) => batch.status === 200), `event batches accepted: ${JSON.stringify(sent.map((b) => b.status))}`);
   assert.ok(sent.every((batch) => batch.events.length <= 5), 'impressions are sent in small batches');
   const positions = impressions.map((e) => e.position).sort((a, b) => a - b);
@@ -138,6 +139,11 @@ try {
   await until(() => carousel(home).locator('.rl-viewport').evaluate((node) => node.scrollLeft > 0), 'the Next button to page');
   await until(async () => (await carousel(home).getByRole('button', { name: 'Previous items' }).getAttribute('aria-disabled')) === 'false', 'Previous to be enabled');
   console.log('ok - keyboard: arrows, Home and End move between cards with a focus ring; Next pages');
+  const scrolling = () => carousel(home).locator('.rl-viewport').evaluate((node) => getComputedStyle(node).scrollBehavior);
+  assert.equal(await scrolling(), 'auto', 'no smooth scrolling for a shopper who asks for reduced motion');
+  await page.emulateMedia({ reducedMotion: 'no-preference' });
+  assert.equal(await scrolling(), 'smooth');
+  await page.emulateMedia({ reducedMotion: 'reduce' });
   await page.screenshot({ path: join(ARTIFACTS, 'keyboard-focus.png') });
 
   // --- accessibility ------------------------------------------------------------------------
