@@ -238,3 +238,23 @@ def test_admin_endpoints_are_off_without_a_key(shop_db: Path, als_artifact: Path
         assert_error_body(http.post("/items", json={"item_id": "X1"}), 403, "forbidden")
         purchase = {"user_id": "U1", "item_id": "I00001", "event_type": "purchase"}
         assert_error_body(http.post("/events", json=purchase), 403, "forbidden")
+
+
+def test_a_profile_says_what_the_shop_knows_about_a_shopper(client: httpx.Client) -> None:
+    body = client.get("/users/U00003/profile", params={"recent_limit": 3}).json()
+    assert body["events"] == sum(body["by_type"].values()) > 0
+    assert body["first_event_ts"] <= body["last_event_ts"]
+    assert len(body["recent"]) == 3 and all(row["title"] for row in body["recent"])
+    assert [r["ts"] for r in body["recent"]] == sorted(
+        (r["ts"] for r in body["recent"]), reverse=True
+    )
+    shares = [row["share"] for row in body["top_categories"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+    assert body["personalisation"] == {
+        "personalised": True,
+        "model": "als",
+        "reason": "trained on their events",
+    }
+    assert_error_body(client.get("/users/nobody-here/profile"), 404, "not_found")
+    anonymous = httpx.get(f"{client.base_url}/users/U00003/profile")
+    assert_error_body(anonymous, 401, "unauthorized")

@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 import orjson
 import pyarrow as pa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -43,6 +43,7 @@ from recsys_lite.security.limits import RateLimiter
 from recsys_lite.serving.auth import require
 from recsys_lite.serving.errors import ERROR_RESPONSES, Json, install_error_handlers
 from recsys_lite.serving.guards import GuardMiddleware
+from recsys_lite.serving.profile import user_profile
 from recsys_lite.serving.public_events import PublicEventPolicy, is_public
 from recsys_lite.serving.runtime import Runtime, ServingState
 from recsys_lite.serving.schemas import (
@@ -313,6 +314,33 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         if row is None and not recommendable:
             raise NotFoundError(f"unknown item {item_id!r}")
         return Json((row or {"item_id": item_id}) | {"recommendable": recommendable})
+
+    @app.get(
+        "/users/{user_id}/profile",
+        summary="What the shop knows about a shopper (admin key): totals, recent items, top"
+        " categories and brands, and whether the served model personalises them",
+        responses=keyed,
+    )  # fmt: skip
+    async def profile(
+        request: Request,
+        user_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
+        recent_limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        top_categories: Annotated[int, Query(ge=1, le=50)] = 5,
+    ) -> Json:
+        require(keys, request, "admin")
+        try:
+            user_id = normalise_id(user_id)
+        except ValueError as exc:
+            raise RequestValidationError(
+                [{"loc": ("path", "user_id"), "msg": str(exc), "type": "value_error"}]
+            ) from None
+        state = runtime.state
+        answer = await asyncio.to_thread(
+            user_profile, runtime.store, state.model, state.catalog, user_id,
+            online_events=state.online.events_of(user_id), recent_limit=recent_limit,
+            top_categories=top_categories,
+        )  # fmt: skip
+        return Json(answer)
 
     @app.get(
         "/admin/users/{user_id}/export",
