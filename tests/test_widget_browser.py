@@ -13,8 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from conftest import require_component, running_server
+from recsys_lite.config import Settings
+from recsys_lite.serving.app import create_app
 
 WIDGET = Path(__file__).resolve().parents[1] / "widget"
 ARTIFACTS = WIDGET / "test-artifacts"
@@ -51,3 +54,20 @@ def test_demo_shop_in_chromium(shop_db: Path, als_artifact: Path, tmp_path: Path
     assert run.returncode == 0, run.stdout + run.stderr
     for width in (375, 768, 1280):
         assert (ARTIFACTS / f"home-{width}.png").stat().st_size > 10_000
+
+
+def test_demo_shop_is_served_from_its_folder_only_when_built(
+    shop_db: Path, als_artifact: Path, tmp_path: Path
+) -> None:
+    built = tmp_path / "dist-demo"
+    built.mkdir()
+    (built / "index.html").write_text("<h1>demo shop</h1>")
+    settings = Settings(db_path=shop_db, model_dir=als_artifact, demo_dir=built)
+    with TestClient(create_app(settings)) as http:
+        assert http.get("/demo/").text == "<h1>demo shop</h1>"
+        assert http.get("/demo", follow_redirects=True).text == "<h1>demo shop</h1>"
+        missing = http.get("/demo/missing.js")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    absent = Settings(db_path=shop_db, model_dir=als_artifact, demo_dir=tmp_path / "absent")
+    with TestClient(create_app(absent)) as http:
+        assert http.get("/demo/").status_code == 404
