@@ -42,7 +42,7 @@ def test_demo_shop_in_chromium(shop_db: Path, als_artifact: Path, tmp_path: Path
     shutil.copy(shop_db, tmp_path / "shop.db")  # the test's clicks are written to the store
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
-    env = {"DEMO_DIR": str(WIDGET / "dist-demo")}
+    env = {"DEMO_SITE_DIR": str(WIDGET / "dist-demo")}
     with running_server(als_artifact, tmp_path / "shop.db", tmp_path, env=env) as url:
         run = subprocess.run(
             [node, str(WIDGET / "e2e" / "run.mjs")],
@@ -62,12 +62,12 @@ def test_demo_shop_is_served_from_its_folder_only_when_built(
     built = tmp_path / "dist-demo"
     built.mkdir()
     (built / "index.html").write_text("<h1>demo shop</h1>")
-    settings = Settings(db_path=shop_db, model_dir=als_artifact, demo_dir=built)
+    settings = Settings(db_path=shop_db, model_dir=als_artifact, demo_site_dir=built)
     with TestClient(create_app(settings)) as http:
         assert http.get("/demo/").text == "<h1>demo shop</h1>"
         assert http.get("/demo", follow_redirects=True).text == "<h1>demo shop</h1>"
         missing = http.get("/demo/missing.js")
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
-    absent = Settings(db_path=shop_db, model_dir=als_artifact, demo_dir=tmp_path / "absent")
+    absent = Settings(db_path=shop_db, model_dir=als_artifact, demo_site_dir=tmp_path / "absent")
     with TestClient(create_app(absent)) as http:
         assert http.get("/demo/").status_code == 404

@@ -214,7 +214,7 @@ def serve(
         f"  {base}/health                   the served model",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
-    if settings.demo_dir.is_dir():
+    if settings.demo_site_dir.is_dir():
         out.print(f"  {base}/demo/                   the demo shop (widget)", highlight=False)
     if keys.keys:
         names = ", ".join(f"{key.name} ({'+'.join(sorted(key.scopes))})" for key in keys.keys)

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     model_watch_interval: float = Field(
         1.0, ge=0, description="seconds between checks for a new artifact (0: never)"
     )
-    demo_dir: Path = Field(
+    demo_site_dir: Path = Field(
         # the widget's built demo shop in a source checkout (`make demo` builds it)
         Path(__file__).resolve().parents[2] / "widget" / "dist-demo",
         description="static demo shop served at /demo when the folder exists",

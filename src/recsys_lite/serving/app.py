@@ -451,9 +451,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
             generate_latest(telemetry.registry).decode(), media_type=CONTENT_TYPE_LATEST
         )
 
-    if settings.demo_dir.is_dir():
+    if settings.demo_site_dir.is_dir():
         # same origin as the API, so the demo shop's widget needs no CORS_ORIGINS entry
-        app.mount("/demo", StaticFiles(directory=settings.demo_dir, html=True), name="demo")
+        app.mount("/demo", StaticFiles(directory=settings.demo_site_dir, html=True), name="demo")
     return app
 
 
