@@ -34,6 +34,7 @@ HTTP_ERROR_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
@@ -85,6 +86,13 @@ class RateLimitedError(RecsysError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ConflictError(RecsysError):
+    """The request collides with work in progress (e.g. a training job already running)."""
+
+    status_code = 409
+    code = "conflict"
 
 
 class ArtifactError(RecsysError):

@@ -124,6 +124,10 @@ class OnlineState:
                         self._counts_version += 1
         return forgotten
 
+    @property
+    def users(self) -> int:
+        return len(self._events)
+
     def events_of(self, user_id: str) -> list[dict[str, object]]:
         with self._lock:
             held = list(self._events.get(user_id, ()))

@@ -34,6 +34,7 @@ from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS, validate_events
 from recsys_lite.errors import NotFoundError, RecsysError
+from recsys_lite.jobs.training import read_status, running_job, start_job
 from recsys_lite.models.base import Ranked
 from recsys_lite.online.health import read_worker_health
 from recsys_lite.privacy.erase import Eraser
@@ -61,6 +62,7 @@ from recsys_lite.serving.schemas import (
     RecommendResponse,
     SimilarItemsQuery,
     SimilarItemsResponse,
+    TrainingRequest,
 )
 from recsys_lite.serving.telemetry import Telemetry, TelemetryMiddleware
 
@@ -431,11 +433,39 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
                     "users": len(model.user_map), "items": len(model.item_map),
                     "index": index.kind if index is not None else "exact",
                 },
-                "online": {"events_applied": state.online.applied, "swaps": runtime.swaps},
+                "online": {
+                    "events_applied": state.online.applied, "users_held": state.online.users,
+                    "swaps": runtime.swaps,
+                },
+                "bus": await asyncio.to_thread(runtime.bus_report),
                 "worker": read_worker_health(settings.worker_status_file),
+                "training_job": await asyncio.to_thread(running_job, settings),
                 "store_waits": runtime.store_report(),
             }
         )  # fmt: skip
+
+    @app.post(
+        "/training", status_code=202,
+        summary="Admin: train (optionally tune) a model in a separate process; served only if"
+        " it is not worse than the served one. One job at a time (409 otherwise)",
+        responses={**keyed, 409: {"model": ErrorResponse, "description": "conflict"}},
+    )  # fmt: skip
+    async def start_training(request: Request, body: TrainingRequest) -> Json:
+        actor = require(keys, request, "admin")
+        job = await asyncio.to_thread(
+            start_job, settings, body.model, body.params, body.tune_trials, actor
+        )
+        return Json(job, status_code=202)
+
+    @app.get(
+        "/training/{job_id}", summary="Admin: a training job's state, stage, progress, metrics",
+        responses=keyed,
+    )  # fmt: skip
+    async def training_status(
+        request: Request, job_id: Annotated[str, PathParameter(max_length=64)]
+    ) -> Json:
+        require(keys, request, "admin")
+        return Json(await asyncio.to_thread(read_status, settings, job_id))
 
     @app.get(
         "/metrics", summary="Prometheus metrics",

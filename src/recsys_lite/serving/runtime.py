@@ -127,6 +127,7 @@ class Runtime:
         self._own_batches: OrderedDict[str, None] = OrderedDict()
         self._unpublished: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNPUBLISHED)
         self.idempotent = IdempotentAnswers()
+        self._last_message: float | None = None
         try:
             self.erased = ErasedShoppers.from_store(self.store)
         except RecsysError as exc:  # busy: the erase messages on the bus still arrive
@@ -228,6 +229,7 @@ class Runtime:
         self.bus.close()
 
     def apply_message(self, batch_id: str, table: pa.Table) -> None:
+        self._last_message = time.time()
         if batch_id in self._own_batches:
             del self._own_batches[batch_id]
             return
@@ -239,6 +241,21 @@ class Runtime:
             self.state.add_items(table)
         else:
             self.state.online.apply(self.erased.drop_erased(table))
+
+    def bus_report(self) -> dict[str, Any]:
+        """How far behind this process and the store are: inbox files not folded into the
+        store yet (and the oldest one's age), and when this process last heard from the bus."""
+        pending = self.inbox.ready_files()
+        oldest = min((p.stat().st_mtime for p in pending if p.exists()), default=None)
+        now = time.time()
+        return {
+            "kind": self.settings.event_bus,
+            "inbox_files_pending": len(pending),
+            "oldest_pending_seconds": None if oldest is None else round(now - oldest, 3),
+            "last_message_seconds_ago": (
+                None if self._last_message is None else round(now - self._last_message, 3)
+            ),
+        }
 
     def forget(self, subjects: list[str], erased_at: int) -> int:
         """Erased shoppers become unknown in this process at once: gone from the online state

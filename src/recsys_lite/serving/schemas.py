@@ -166,6 +166,14 @@ class ItemOut(BaseModel):
     recommendable: bool = Field(description="the served model can recommend it")
 
 
+class TrainingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(max_length=64, description="a registered model (`recsys-lite models`)")
+    params: dict[str, Any] | None = Field(None, description="its parameters (defaults if none)")
+    tune_trials: int = Field(0, ge=0, le=500, description="Optuna trials before training")
+
+
 class AcceptedResponse(BaseModel):
     accepted: int
     batch_id: str

@@ -1,0 +1,1 @@
+"""Work the admin API starts in its own process (training jobs)."""

@@ -1,0 +1,53 @@
+"""Training from the admin API: a job in its own process, one at a time, with progress, and
+its model served only after the not-worse gate."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import AUTH, running_server
+
+
+def test_a_training_job_runs_apart_reports_progress_and_is_swapped_in(
+    shop_db: Path, als_artifact: Path, tmp_path: Path
+) -> None:
+    shutil.copy(shop_db, tmp_path / "shop.db")
+    shutil.copytree(als_artifact, tmp_path / "model")
+    env = {"MODEL_WATCH_INTERVAL": "0.3", "INBOX_DRAIN_INTERVAL": "0"}
+    with (
+        running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path, env) as url,
+        httpx.Client(base_url=url, headers=AUTH, timeout=30) as client,
+    ):
+        assert httpx.post(f"{url}/training", json={"model": "als"}).status_code == 401
+        refused = client.post("/training", json={"model": "alss"})
+        assert refused.status_code == 400 and "did you mean 'als'" in refused.json()["message"]
+
+        started = client.post("/training", json={"model": "als", "params": {"iterations": 5}})
+        assert started.status_code == 202, started.text
+        job = started.json()["id"]
+        second = client.post("/training", json={"model": "popular"})
+        assert second.status_code == 409 and second.json()["error"] == "conflict"
+        assert client.get("/recommend", params={"user_id": "U00001"}).is_success  # still serving
+
+        stages, deadline = set(), time.monotonic() + 240
+        while True:
+            status = client.get(f"/training/{job}").json()
+            stages.add(status["stage"])
+            if status["state"] not in ("queued", "running"):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status["state"] == "succeeded", status
+        assert status["percent"] == 100 and status["metrics"]
+        assert status["gate"]["not_worse"] is True and status["gate"]["users"] > 0
+        assert len(stages) >= 2  # progress was reported along the way
+        deadline = time.monotonic() + 30
+        while client.get("/status").json()["online"]["swaps"] < 1:
+            assert time.monotonic() < deadline, "the trained model was never swapped in"
+            time.sleep(0.2)
+        assert client.get("/status").json()["model"]["params"]["iterations"] == 5
+        assert client.get("/training/nosuchjob").status_code == 404
