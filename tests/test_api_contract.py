@@ -3,8 +3,11 @@ catalog writes that merge, and hostile values refused before anything is stored.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +261,26 @@ def test_a_profile_says_what_the_shop_knows_about_a_shopper(client: httpx.Client
     assert_error_body(client.get("/users/nobody-here/profile"), 404, "not_found")
     anonymous = httpx.get(f"{client.base_url}/users/U00003/profile")
     assert_error_body(anonymous, 401, "unauthorized")
+
+
+def test_the_cli_answers_profile_and_status_like_the_api(
+    shop: tuple[httpx.Client, Path],
+) -> None:
+    client, db = shop
+    model_dir = db.parent / "model"
+
+    def cli(*args: str) -> dict[str, object]:
+        run = subprocess.run(
+            [sys.executable, "-m", "recsys_lite.cli", *args, "--db", str(db),
+             "--model-dir", str(model_dir)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        answer: dict[str, object] = json.loads(run.stdout)
+        return answer
+
+    api_profile = client.get("/users/U00009/profile").json()
+    assert cli("profile", "--user-id", "U00009") == api_profile
+    api_status, cli_status = client.get("/status").json(), cli("status")
+    assert set(cli_status) == set(api_status)
+    assert cli_status["model"] == api_status["model"]
+    assert cli_status["online"] is None and api_status["online"]["swaps"] == 0

@@ -22,6 +22,7 @@ from recsys_lite.models.registry import MODELS, check_model_name
 from recsys_lite.privacy.commands import gdpr_app
 from recsys_lite.security.commands import keys_app
 from recsys_lite.security.keys import KeyRing
+from recsys_lite.serving import commands as serving_commands
 
 MODEL_HELP = f"one of {', '.join(MODELS)} (`recsys-lite models` says when to use each)"
 SPLIT_HELP = " or ".join(SPLIT_METHODS)
@@ -34,6 +35,8 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(gdpr_app, name="gdpr")
 app.command()(rollback)
+app.command()(serving_commands.profile)
+app.command()(serving_commands.status)
 console = Console(stderr=True)
 # Piped output gets a fixed, wide layout instead of rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=140)

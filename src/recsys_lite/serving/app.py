@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
-import numpy as np
 import orjson
 import pyarrow as pa
 from fastapi import FastAPI, Query, Request
@@ -32,15 +31,16 @@ from pydantic import ValidationError
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
+from recsys_lite.data.store import ITEM_FIELDS
 from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS, validate_events
-from recsys_lite.errors import NotFoundError, RecsysError
-from recsys_lite.jobs.training import read_status, running_job, start_job
-from recsys_lite.models.base import Ranked
+from recsys_lite.errors import NotFoundError
+from recsys_lite.jobs.training import read_status, start_job
 from recsys_lite.online.health import read_worker_health
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.export import export_user
 from recsys_lite.security.keys import KeyRing
 from recsys_lite.security.limits import RateLimiter
+from recsys_lite.serving import lists
 from recsys_lite.serving.auth import require
 from recsys_lite.serving.errors import ERROR_RESPONSES, Json, install_error_handlers
 from recsys_lite.serving.guards import GuardMiddleware
@@ -64,6 +64,7 @@ from recsys_lite.serving.schemas import (
     SimilarItemsResponse,
     TrainingRequest,
 )
+from recsys_lite.serving.status import status_document
 from recsys_lite.serving.telemetry import Telemetry, TelemetryMiddleware
 
 log = logging.getLogger(__name__)
@@ -174,70 +175,45 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     install_error_handlers(app, count_error)
 
     def answer(
-        endpoint: str, key: str, value: str, source: str, state: ServingState, ranked: Ranked
+        endpoint: str, key: str, value: str, state: ServingState, served: lists.Served
     ) -> Response:
+        ranked, source = served.ranked, served.source
         telemetry.count_served(endpoint, source, len(ranked.items))
+        if served.fallback is not None:
+            telemetry.fallbacks.labels(served.fallback).inc()
+        if telemetry.diversity_due():
+            share, distance = lists.diversity_of(state, ranked.items)
+            telemetry.observe_diversity(
+                endpoint, {"distinct_categories": share, "pairwise_distance": distance}
+            )
         # events cite it (with the item's position) so clicks and purchases can be attributed
         recommendation_id = os.urandom(8).hex()
         head = orjson.dumps({key: value, "source": source, "recommendation_id": recommendation_id})[
             :-1
         ]
-        items = state.catalog.encode(ranked.items, ranked.scores)
+        items = state.catalog.encode(ranked.items, ranked.scores, served.extras)
         return Response(head + b',"recommendations":' + items + b"}", media_type=JSON)
 
     @app.get(
         "/recommend", response_model=RecommendResponse,
-        summary="Top-k items for a user; unknown users get popular items",
+        summary="Top-k items for a user, within the filters; unknown users get popular items",
         openapi_extra=query_parameters(RecommendQuery, max_k),
     )  # fmt: skip
     async def recommend(request: Request) -> Response:
         query = read_query(RecommendQuery, request, max_k)
-        user_id, k, exclude_seen = query.user_id, query.k, query.exclude_seen
         state: ServingState = runtime.state
-        model, online = state.model, state.online
-        mask = state.catalog.mask(query.category, query.brand)
-        ranked: Ranked | None = None
-        source = model.name
-        excluded = None
-        if online.has_events(user_id):
-            # events since training: fold the user in from stored + new history
-            history, excluded = online.history(user_id)
-            ranked = model.recommend_history(
-                history, k, exclude=excluded if exclude_seen else None, item_mask=mask
-            )
-        if ranked is None and model.knows_user(user_id):
-            ranked = model.recommend(
-                user_id, k, exclude_seen=exclude_seen, item_mask=mask, use_index=query.use_faiss,
-                exclude=excluded if exclude_seen else None,
-            )  # fmt: skip
-        if ranked is None:
-            ranked = online.popular(k, item_mask=mask, exclude=excluded if exclude_seen else None)
-            source = "popular"
-            telemetry.fallbacks.labels("unknown_user").inc()
-        return answer("/recommend", "user_id", user_id, source, state, ranked)
+        return answer("/recommend", "user_id", query.user_id, state, lists.recommend(state, query))
 
     @app.get(
         "/similar-items", response_model=SimilarItemsResponse,
-        summary="Items most similar to an item",
+        summary="Items most similar to an item, within the filters",
         openapi_extra=query_parameters(SimilarItemsQuery, max_k),
     )  # fmt: skip
     async def similar_items(request: Request) -> Response:
         query = read_query(SimilarItemsQuery, request, max_k)
-        item_id, k = query.item_id, query.k
         state: ServingState = runtime.state
-        model = state.model
-        if item_id not in model.item_map:
-            raise NotFoundError(f"unknown item {item_id!r}")
-        mask = state.catalog.mask(query.category, query.brand)
-        ranked = model.similar_items(item_id, k, item_mask=mask, use_index=query.use_faiss)
-        source = model.name
-        if ranked is None:
-            ranked = state.online.popular(
-                k, item_mask=mask, exclude=np.array([model.item_map.index(item_id)])
-            )
-            source = "popular"
-            telemetry.fallbacks.labels("no_item_vectors").inc()
-        return answer("/similar-items", "item_id", item_id, source, state, ranked)
+        served = lists.similar_items(state, query)
+        return answer("/similar-items", "item_id", query.item_id, state, served)
 
     @app.post(
         "/events", response_model=AcceptedResponse,
@@ -287,7 +263,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         rows = [body] if isinstance(body, ItemIn) else body.items
         table = _table(
             [row.model_dump() for row in rows],
-            ("item_id", "category", "brand", "price", "img_url", "title", "description"),
+            ("item_id", *ITEM_FIELDS),
         ).append_column(
             SET_FIELDS,
             pa.array([sorted(row.model_fields_set - {"item_id"}) for row in rows],
@@ -415,34 +391,15 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     async def status(request: Request) -> Json:
         require(keys, request, "admin")
         state = runtime.state
-        manifest, model = state.artifact.manifest, state.model
-        try:
-            counts: dict[str, int] | None = await asyncio.to_thread(runtime.store.counts)
-        except RecsysError as exc:  # busy or empty: the rest of the status still answers
-            counts = None
-            log.warning("status without store counts: %s", exc.message)
-        index = model.user_index or model.item_index
-        return Json(
-            {
-                "store": counts,
-                "model": {
-                    "type": model.name, "params": manifest.get("params"),
-                    "created_at": manifest.get("created_at"),
-                    "trained_until_ts": manifest.get("trained_until_ts"),
-                    "holdout_metrics": state.artifact.metrics.get("metrics"),
-                    "users": len(model.user_map), "items": len(model.item_map),
-                    "index": index.kind if index is not None else "exact",
-                },
-                "online": {
-                    "events_applied": state.online.applied, "users_held": state.online.users,
-                    "swaps": runtime.swaps,
-                },
-                "bus": await asyncio.to_thread(runtime.bus_report),
-                "worker": read_worker_health(settings.worker_status_file),
-                "training_job": await asyncio.to_thread(running_job, settings),
-                "store_waits": runtime.store_report(),
-            }
+        online = {
+            "events_applied": state.online.applied, "users_held": state.online.users,
+            "swaps": runtime.swaps,
+        }  # fmt: skip
+        document = await asyncio.to_thread(
+            status_document, settings, runtime.store, state.artifact, online=online,
+            bus=runtime.bus_report(), store_waits=runtime.store_report(),
         )  # fmt: skip
+        return Json(document)
 
     @app.post(
         "/training", status_code=202,
