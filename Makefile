@@ -33,9 +33,16 @@ $(WIDGET_STAMP): widget/package-lock.json
 	cd widget && npm ci --no-audit --no-fund
 	touch $@
 
+# rebuilt only when a source changed
+WIDGET_BUILT := widget/dist-demo/.built
+WIDGET_SOURCES := $(shell find widget/src widget/demo widget/scripts -type f 2>/dev/null) \
+	$(wildcard widget/*.json widget/*.ts)
+$(WIDGET_BUILT): $(WIDGET_STAMP) $(WIDGET_SOURCES)
+	cd widget && npm run --silent build
+	touch $@
+
 widget:
-	@if command -v npm >/dev/null 2>&1; then \
-	  $(MAKE) --no-print-directory $(WIDGET_STAMP) && cd widget && npm run --silent build; \
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(WIDGET_BUILT); \
 	else echo "widget: npm is missing, so no /demo shop and no widget tests (make deps says more)"; fi
 
 demo: deps $(STAMP) widget
