@@ -3,7 +3,7 @@
  * specificity), so a shop's own class or a CSS variable on any ancestor wins without
  * `!important`.
  */
-export const CSS = `
+export const CSS: string = `
 :where(.rl-carousel){--rl-font:inherit;--rl-color:#1d2129;--rl-muted:#545a63;--rl-bg:transparent;--rl-card-bg:#fff;--rl-border:#d7dbe0;--rl-accent:#1f5fbf;--rl-focus:#1f5fbf;--rl-radius:10px;--rl-gap:16px;--rl-image-ratio:1/1;--rl-skeleton:#eceef1;font-family:var(--rl-font);color:var(--rl-color);background:var(--rl-bg);position:relative;min-width:0;max-width:100%}
 :where(.rl-header){display:flex;align-items:center;justify-content:space-between;gap:8px;margin:0 0 12px}
 :where(.rl-title){font-size:1.25rem;margin:0}
