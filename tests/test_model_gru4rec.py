@@ -132,6 +132,21 @@ def test_hidden_state_restarts_at_zero_exactly_at_session_boundaries() -> None:
                 torch.testing.assert_close(parallel[position], out[0])
 
 
+@pytest.mark.parametrize("carry_dropout", [True, False])
+def test_training_carries_the_dropped_out_state_unless_asked_not_to(carry_dropout: bool) -> None:
+    torch.manual_seed(0)
+    params = GRU4RecParams(layers=[32, 24], dropout_hidden=0.5, carry_dropout=carry_dropout)
+    net = GRU4RecNet(30, params).train()
+    rows = net.input_table()[torch.arange(16)]
+    out, hidden = net.step(rows, net.zero_state(16))
+    assert (out == 0).any(), "half of the output is dropped"
+    assert torch.equal(hidden[-1], out) == carry_dropout
+    assert (hidden[-1] == 0).any() == carry_dropout
+    net.eval()  # serving never drops: the state carried is the output either way
+    out, hidden = net.step(rows, net.zero_state(16))
+    assert torch.equal(hidden[-1], out)
+
+
 # ----- loss ----------------------------------------------------------------------------------
 
 
@@ -260,6 +275,37 @@ def test_serves_a_user_it_never_saw_from_their_latest_session(
     assert first is not None and second is not None
     np.testing.assert_allclose(first, second, rtol=1e-6, err_msg="only the last session counts")
     assert model.score_history(History(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))) is None
+
+
+def repeat_sessions(n_pairs: int, n_sessions: int) -> pa.Table:
+    """Sessions x, x, y: the first click on x is always followed by a second one, then y."""
+    rows = []
+    clock = 0
+    for s in range(n_sessions):
+        x = 2 * (s % n_pairs)
+        for item in (x, x, x + 1):
+            rows.append((f"u{s}", f"i{item}", clock))
+            clock += 30
+        clock += 2 * 60 * MINUTE
+    return table(rows)
+
+
+def test_by_default_learns_that_shoppers_click_the_same_item_again() -> None:
+    events = repeat_sessions(8, 240)
+    fast = {"layers": [32], "n_sample": 16, "batch_size": 16, "epochs": 8}
+    model = gru4rec(fast).fit(events)
+    collapsing = gru4rec({**fast, "drop_repeats": True}).fit(events)
+
+    def best(model: GRU4RecModel, items: list[str]) -> str:
+        scores = model.score_history(history_of(model, items, list(range(len(items)))))
+        assert scores is not None
+        return str(model.item_map.ids[int(np.argmax(scores))])
+
+    pairs = [(f"i{2 * k}", f"i{2 * k + 1}") for k in range(8)]
+    assert [best(model, [x]) for x, _ in pairs] == [x for x, _ in pairs]
+    assert [best(model, [x, x]) for x, _ in pairs] == [y for _, y in pairs]
+    # collapsing repeats hides them from training and serving: x is never predicted after x
+    assert [best(collapsing, [x]) for x, _ in pairs] == [y for _, y in pairs]
 
 
 def test_batch_scores_match_one_user_at_a_time(successor_model: GRU4RecModel) -> None:
