@@ -89,7 +89,17 @@ export class EventTracker {
     return this.sending;
   }
 
-  /** Sends everything still waiting, batch after batch (tests, and before the page goes). */
+  /**
+   * Sends everything still waiting at once, in parallel batches: the page is going away (or
+   * hidden, which on phones is often the last chance), so waiting for the next flush would lose
+   * them. Nothing is sent while a 429 asks to wait.
+   */
+  sendAllNow(): void {
+    if (this.pausedUntil > Date.now()) return;
+    while (this.queue.length > 0) void this.send(this.queue.splice(0, this.maxBatch));
+  }
+
+  /** Sends everything still waiting, batch after batch, respecting the pace (tests, tools). */
   async drain(): Promise<void> {
     while (this.queue.length > 0 || this.sending) {
       const wait = this.pausedUntil - Date.now();
@@ -151,7 +161,10 @@ export function trackerFor(apiUrl: string): EventTracker {
     trackers.set(apiUrl, tracker);
     const created = tracker;
     if (typeof window !== 'undefined') {
-      window.addEventListener('pagehide', () => void created.flush());
+      window.addEventListener('pagehide', () => created.sendAllNow());
+      document.addEventListener('visibilitychange', () => {
+        if (document.visibilityState === 'hidden') created.sendAllNow();
+      });
     }
   }
   return tracker;

@@ -72,4 +72,22 @@ describe('EventTracker', () => {
     expect(batches).toHaveLength(4);
     expect(tracker.pending).toBe(0);
   });
+
+  it('sends everything at once when the page goes away, unless told to wait', async () => {
+    const { batches, fetchImpl } = recorder([[429, { 'Retry-After': '5' }]]);
+    const tracker = new EventTracker('http://api', { fetchImpl, maxBatch: 5 });
+    tracker.track(event('click', 0));
+    await vi.advanceTimersByTimeAsync(0);
+    for (let position = 0; position < 12; position += 1) tracker.track(event('impression', position));
+    tracker.sendAllNow();
+    expect(batches).toHaveLength(1); // still within the 429's Retry-After
+    await vi.advanceTimersByTimeAsync(5000);
+    tracker.sendAllNow();
+    await vi.advanceTimersByTimeAsync(0);
+    const delivered = batches.slice(1).flat();
+    expect(delivered).toHaveLength(13); // the click and 12 impressions, each once
+    expect(new Set(delivered.map((e) => `${e.event_type}${e.position}`)).size).toBe(13);
+    expect(batches.slice(1).every((batch) => batch.length <= 5)).toBe(true);
+    expect(tracker.pending).toBe(0);
+  });
 });
