@@ -26,14 +26,29 @@ export function recommendationsUrl(query: RecommendationQuery): string {
   else throw new RecsysApiError('userId or itemId is required', 0, 'bad_request');
   params.set('k', String(query.count ?? 10));
   const filters = query.filters ?? {};
-  if (filters.category) params.set('category', filters.category);
-  if (filters.brand) params.set('brand', filters.brand);
-  if (filters.minPrice !== undefined) params.set('min_price', String(filters.minPrice));
-  if (filters.maxPrice !== undefined) params.set('max_price', String(filters.maxPrice));
+  const list = (name: string, value: string | string[] | undefined) => {
+    const joined = Array.isArray(value) ? value.join(',') : value;
+    if (joined) params.set(name, joined);
+  };
+  const number = (name: string, value: number | undefined) => {
+    if (value !== undefined && Number.isFinite(value)) params.set(name, String(value));
+  };
+  list('category', filters.category);
+  list('brand', filters.brand);
+  list('exclude_categories', filters.excludeCategories);
+  list('exclude_brands', filters.excludeBrands);
+  list('exclude_ids', filters.excludeIds);
+  number('min_price', filters.minPrice);
+  number('max_price', filters.maxPrice);
+  number('max_per_category', filters.maxPerCategory);
   if (!similar && filters.excludeSeen !== undefined) {
     params.set('exclude_seen', String(filters.excludeSeen));
   }
-  if (query.diversity !== undefined) params.set('diversity_lambda', String(query.diversity));
+  if (query.diversity !== undefined && Number.isFinite(query.diversity)) {
+    // the API's lambda weighs relevance; rounded so 0.3 is not sent as 0.7000000000000001
+    const lambda = 1 - Math.min(1, Math.max(0, query.diversity));
+    params.set('diversity_lambda', String(Math.round(lambda * 1e6) / 1e6));
+  }
   return joinUrl(query.apiUrl, `${similar ? '/similar-items' : '/recommend'}?${params}`);
 }
 

@@ -20,12 +20,20 @@ export interface RecommendationsAnswer {
   recommendations: RecommendedItem[];
 }
 
-/** Query filters of the API; each is sent only when set. */
+/** Query filters of the API; each is sent only when set. Lists go comma-separated. */
 export interface RecommendationFilters {
-  category?: string;
-  brand?: string;
+  /** Only these categories. */
+  category?: string | string[];
+  /** Only these brands. */
+  brand?: string | string[];
+  excludeCategories?: string[];
+  excludeBrands?: string[];
+  /** Never these items (e.g. what is already in the cart). */
+  excludeIds?: string[];
   minPrice?: number;
   maxPrice?: number;
+  /** At most this many items of one category. */
+  maxPerCategory?: number;
   /** `/recommend` only: leave out what the shopper already had (the API's default is true). */
   excludeSeen?: boolean;
 }
@@ -45,7 +53,10 @@ export interface RecommendationQuery {
   /** How many items to ask for (1 to 100). */
   count?: number;
   filters?: RecommendationFilters;
-  /** 0 (relevance only) to 1 (most varied), sent as `diversity_lambda` when set. */
+  /**
+   * 0 (relevance only) to 1 (most varied): sent when set as the API's MMR trade-off,
+   * `diversity_lambda` = 1 - diversity.
+   */
   diversity?: number;
   /** Adds or overrides fields (title, price, images, url) from the shop's own catalog. */
   fetchItemDetails?: ItemDetailsFetcher;

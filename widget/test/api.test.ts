@@ -18,14 +18,17 @@ describe('recommendationsUrl', () => {
         apiUrl: 'https://api.shop/v1',
         userId: 'U1',
         itemId: 'I7',
-        filters: { category: 'Toys', brand: 'Kador', minPrice: 5, maxPrice: 50, excludeSeen: false },
+        filters: {
+          category: ['Toys', 'Books'], brand: 'Kador', excludeIds: ['I1', 'I2'], excludeBrands: [],
+          minPrice: 5, maxPrice: 50, maxPerCategory: 2, excludeSeen: false,
+        },
         diversity: 0.3,
       }),
     );
     expect(url.pathname).toBe('/v1/similar-items');
     expect(Object.fromEntries(url.searchParams)).toEqual({
-      item_id: 'I7', k: '10', category: 'Toys', brand: 'Kador', min_price: '5', max_price: '50',
-      diversity_lambda: '0.3',
+      item_id: 'I7', k: '10', category: 'Toys,Books', brand: 'Kador', exclude_ids: 'I1,I2',
+      min_price: '5', max_price: '50', max_per_category: '2', diversity_lambda: '0.7',
     });
   });
 
