@@ -60,6 +60,13 @@ function ProductPage({ itemId, userId }: { itemId: string; userId: string }) {
         apiUrl={API} itemId={itemId} userId={userId} count={12} title="Similar items"
         fetchItemDetails={demoDetails} currency="USD" locale="en-US"
       />
+      {item.category && (
+        <RecommendationCarousel
+          apiUrl={API} userId={userId} count={6} layout="grid" title={`More in ${item.category}`}
+          filters={{ category: item.category, excludeIds: [itemId] }}
+          fetchItemDetails={demoDetails} currency="USD" locale="en-US" headingLevel={2}
+        />
+      )}
     </>
   );
 }
@@ -67,17 +74,23 @@ function ProductPage({ itemId, userId }: { itemId: string; userId: string }) {
 interface SearchHit {
   item_id: string;
   title?: string | null;
+  price?: number | null;
 }
 
-function SearchBox() {
+function SearchBox({ userId }: { userId: string }) {
   const [query, setQuery] = useState('');
-  const [hits, setHits] = useState<SearchHit[] | null>(null);
+  const [answer, setAnswer] = useState<{ hits?: SearchHit[]; error?: string } | null>(null);
   const search = async (event: React.FormEvent) => {
     event.preventDefault();
-    const response = await fetch(`${API}/search?q=${encodeURIComponent(query)}&k=12`);
-    const body = (await response.json()) as Record<string, unknown>;
-    const list = [body.results, body.items, body.recommendations].find(Array.isArray) as SearchHit[] | undefined;
-    setHits(list ?? []);
+    if (!query.trim()) return;
+    const params = new URLSearchParams({ q: query, k: '12', user_id: userId });
+    try {
+      const response = await fetch(`${API}/search?${params}`);
+      const body = (await response.json()) as { results?: SearchHit[]; message?: string };
+      setAnswer(response.ok ? { hits: body.results ?? [] } : { error: body.message ?? `error ${response.status}` });
+    } catch {
+      setAnswer({ error: 'the API did not answer' });
+    }
   };
   return (
     <section className="panel" aria-labelledby="search-heading">
@@ -86,11 +99,19 @@ function SearchBox() {
         <label>Find a product <input type="search" value={query} onChange={(e) => setQuery(e.target.value)} /></label>{' '}
         <button type="submit">Search</button>
       </form>
-      {hits && (hits.length === 0 ? <p>Nothing found.</p> : (
-        <ul className="results">
-          {hits.map((hit) => <li key={hit.item_id}><a href={`#/item/${encodeURIComponent(hit.item_id)}`}>{hit.title ?? hit.item_id}</a></li>)}
-        </ul>
-      ))}
+      <div aria-live="polite">
+        {answer?.error && <p>Search is not available right now: {answer.error}</p>}
+        {answer?.hits && (answer.hits.length === 0 ? <p>Nothing found.</p> : (
+          <ul className="results">
+            {answer.hits.map((hit) => (
+              <li key={hit.item_id}>
+                <a href={`#/item/${encodeURIComponent(hit.item_id)}`}>{hit.title ?? hit.item_id}</a>{' '}
+                <span className="muted">{formatPrice(hit.price, 'en-US', 'USD')}</span>
+              </li>
+            ))}
+          </ul>
+        ))}
+      </div>
     </section>
   );
 }
@@ -140,7 +161,7 @@ function App() {
             </p>
           </>
         )}
-        {hasSearch && <SearchBox />}
+        {hasSearch && <SearchBox userId={shopper} />}
       </main>
     </>
   );

@@ -174,6 +174,16 @@ try {
   await page.waitForURL(/#\/item\//);
   const similar = await itemIds('Similar items');
   assert.ok(similar.length > 0 && !similar.includes(clicked), 'the product page shows similar items');
+  const product = await page.locator('h1').textContent();
+  const category = await page.evaluate(async (id) => (await (await fetch(`/items/${id}`)).json()).category, clicked);
+  const more = page.locator('section', { has: page.getByRole('heading', { name: `More in ${category}` }) });
+  await more.and(page.locator('[data-status="success"]')).waitFor();
+  const moreIds = await more.getByRole('listitem').evaluateAll((nodes) => nodes.map((node) => node.dataset.itemId));
+  assert.ok(moreIds.length > 0 && !moreIds.includes(clicked), `a grid of more ${category} on the page of ${product}`);
+  const moreCategories = await page.evaluate(
+    async (ids) => Promise.all(ids.map(async (id) => (await (await fetch(`/items/${id}`)).json()).category)), moreIds,
+  );
+  assert.deepEqual([...new Set(moreCategories)], [category], 'the grid keeps to the category filter');
   await page.screenshot({ path: join(ARTIFACTS, 'product-1280.png'), fullPage: true });
   await audit('a product page');
   await page.goBack();
@@ -181,7 +191,7 @@ try {
   assert.equal(after.length, K);
   assert.ok(!after.includes(clicked), `the clicked item ${clicked} is gone from the next answer`);
   assert.notDeepEqual(after, shown, 'the next load changed');
-  console.log(`ok - click on ${clicked} sent (position 0); the next load no longer shows it`);
+  console.log(`ok - click on ${clicked} sent (position 0); the next load no longer shows it; product page grid filtered to ${category}`);
 
   assert.deepEqual(foreign, [], 'requests to other hosts');
   assert.deepEqual(problems, [], 'console and page errors');

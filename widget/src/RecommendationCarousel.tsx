@@ -36,6 +36,11 @@ export interface CarouselLabels {
 export interface RecommendationCarouselProps extends UseRecommendationsOptions {
   /** Heading and accessible name; default "Recommended for you", or "Similar items" with itemId. */
   title?: string;
+  /**
+   * `carousel` (default): one scrolling row with previous/next buttons and arrow keys.
+   * `grid`: every card at once, in rows of as many as fit (a list, not a carousel).
+   */
+  layout?: 'carousel' | 'grid';
   /** On the outer element (the carousel). */
   className?: string;
   /** On the scrolling row of cards. */
@@ -107,12 +112,14 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
   const {
     title, className, containerClassName, cardClassName, onItemClick, renderItem, locale,
     currency, maxVisible = 6, minCardWidth = 150, emptyContent, headingLevel = 2,
+    layout = 'carousel',
   } = props;
+  const grid = layout === 'grid';
   const labels = { ...DEFAULT_LABELS, ...props.labels };
   const result = useRecommendations(props);
   const { status, items, trackImpression, trackClick } = result;
   const rootRef = useRef<HTMLElement>(null);
-  const viewportRef = useRef<HTMLDivElement>(null);
+  const viewportRef = useRef<HTMLElement | null>(null);
   const [perView, setPerView] = useState(maxVisible);
   const [edges, setEdges] = useState({ atStart: true, atEnd: true });
   const headingId = useId();
@@ -162,11 +169,11 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
           observer.unobserve(entry.target);
         }
       },
-      { root: viewport, threshold: 0.5 },
+      { root: grid ? null : viewport, threshold: 0.5 },
     );
     cards.forEach((card) => observer.observe(card));
     return () => observer.disconnect();
-  }, [status, items, trackImpression, perView]);
+  }, [status, items, trackImpression, perView, grid]);
 
   const page = (direction: 1 | -1) => {
     const viewport = viewportRef.current;
@@ -210,21 +217,24 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
   if (status === 'idle') return null;
 
   const total = items.length;
+  // a grid is a plain list; a carousel's row and slides carry the pattern's roles instead
+  const Row = grid ? 'ul' : 'div';
+  const Card = grid ? 'li' : 'div';
   const controlsDisabled = status !== 'success' || (edges.atStart && edges.atEnd);
   return (
     <section
       ref={rootRef}
       className={cx('rl-carousel', className)}
-      aria-roledescription="carousel"
+      aria-roledescription={grid ? undefined : 'carousel'}
       aria-labelledby={headingId}
       aria-busy={status === 'loading'}
-      onKeyDown={onKeyDown}
+      onKeyDown={grid ? undefined : onKeyDown}
       style={{ ['--rl-per-view' as string]: String(perView) }}
       data-status={status}
     >
       <div className="rl-header">
         <Heading id={headingId} className="rl-title">{heading}</Heading>
-        {status === 'success' && !controlsDisabled && (
+        {status === 'success' && !grid && !controlsDisabled && (
           <div className="rl-controls">
             <button
               type="button" className="rl-button rl-previous" aria-label={labels.previous}
@@ -244,7 +254,7 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
         )}
       </div>
       {status === 'loading' && (
-        <div className={cx('rl-viewport', containerClassName)} aria-hidden="true">
+        <div className={cx(grid ? 'rl-grid' : 'rl-viewport', containerClassName)} aria-hidden="true">
           {Array.from({ length: Math.min(props.count ?? 10, perView) }, (_, index) => (
             <div key={index} className={cx('rl-card', cardClassName)} data-testid="rl-skeleton">
               <div className="rl-image rl-skeleton" />
@@ -264,27 +274,30 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
         </div>
       )}
       {status === 'success' && (
-        <div
-          ref={viewportRef}
+        <Row
+          ref={(node: HTMLElement | null) => {
+            viewportRef.current = node;
+          }}
           id={viewportId}
-          className={cx('rl-viewport', containerClassName)}
-          aria-live="polite"
-          onScroll={updateEdges}
+          className={cx(grid ? 'rl-grid' : 'rl-viewport', containerClassName)}
+          aria-live={grid ? undefined : 'polite'}
+          onScroll={grid ? undefined : updateEdges}
         >
           {items.map((item, position) => {
             const price = formatPrice(item.price, locale, currency);
             const name = item.title ?? item.item_id;
             const interactive = Boolean(item.url) || Boolean(onItemClick);
             return (
-              <div
+              <Card
                 key={`${item.item_id}-${position}`}
-                role="group"
-                aria-roledescription="slide"
-                aria-label={labels.slide(position + 1, total)}
+                role={grid ? undefined : 'group'}
+                aria-roledescription={grid ? undefined : 'slide'}
+                aria-label={grid ? undefined : labels.slide(position + 1, total)}
                 className={cx('rl-card', cardClassName)}
                 data-rl-position={position}
                 data-item-id={item.item_id}
-                tabIndex={interactive ? undefined : 0}
+                // a carousel's cards scroll into view by focus, so each must take it
+                tabIndex={interactive || grid ? undefined : 0}
                 onClick={(event) => {
                   trackClick(position);
                   onItemClick?.(item, position, event);
@@ -306,10 +319,10 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
                     {price && <span className="rl-price">{price}</span>}
                   </>
                 )}
-              </div>
+              </Card>
             );
           })}
-        </div>
+        </Row>
       )}
     </section>
   );

@@ -162,6 +162,23 @@ describe('RecommendationCarousel', () => {
   });
 });
 
+describe('grid layout', () => {
+  it('lists every card, with no carousel roles or buttons, and still reports what is seen', async () => {
+    const { posted } = fakeApi([json(answer(['I1', 'I2', 'I3'], 'g1'))]);
+    render(<RecommendationCarousel apiUrl={nextApi()} userId="U1" layout="grid" title="More toys" />);
+    const list = await screen.findByRole('list');
+    expect(within(list).getAllByRole('listitem')).toHaveLength(3);
+    const region = screen.getByRole('region', { name: 'More toys' });
+    expect(region.getAttribute('aria-roledescription')).toBeNull();
+    expect(screen.queryByRole('group')).toBeNull();
+    expect(screen.queryByRole('button', { name: 'Next items' })).toBeNull();
+    const observer = FakeIntersectionObserver.instances.at(-1)!;
+    act(() => observer.show([2]));
+    await waitFor(() => expect(posted.flatMap((batch) => batch.events)).toHaveLength(1), { timeout: 3000 });
+    expect(posted[0]!.events[0]).toMatchObject({ event_type: 'impression', position: 2, recommendation_id: 'g1' });
+  });
+});
+
 describe('cardsPerView', () => {
   it('fits 1 to 6 cards by width', () => {
     expect([300, 375, 768, 1152, 3000].map((width) => cardsPerView(width, 150, 6))).toEqual([1, 2, 4, 6, 6]);
