@@ -90,6 +90,9 @@ def train(
     create_model(name, params)  # refuse bad params before reading or fitting anything
     timings: dict[str, float] = {}
     clock = time.perf_counter()
+    # When the store was read: erasures before it are in this model (a full retrain without
+    # them), later ones only forgotten in place until the next (online/worker.py).
+    events_read_at = time.time()
     events = store.read_events()
     items = store.read_items()
     fingerprint = store.fingerprint()
@@ -129,6 +132,7 @@ def train(
             "data_fingerprint": fingerprint,
             "training_events": events.num_rows,
             "trained_until_ts": trained_until,
+            "events_read_at": round(events_read_at, 3),
             "evaluation": metrics.get("split"),
         },
         extra_files=extra_files,

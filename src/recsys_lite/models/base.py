@@ -45,6 +45,17 @@ class History:
 
 
 @dataclass(frozen=True)
+class ForgottenEvents:
+    """What forgetting users tells a model besides their matrix rows: their recent events
+    (at most HISTORY_LENGTH each, as the model kept them) and the newest event time the model
+    was trained on, for models that count over a window ending there."""
+
+    history: History
+    history_rows: np.ndarray  # which removed user (row of ``removed``) each event belongs to
+    newest_ts: int
+
+
+@dataclass(frozen=True)
 class TrainingData:
     """What ``_fit`` receives: the matrix plus per-event indices and the aligned catalog."""
 
@@ -281,10 +292,13 @@ class Recommender(ABC):
 
     # ----- public API (external ids) ------------------------------------------------------------
 
-    def _forget_users(self, keep: np.ndarray, removed: sp.csr_matrix) -> None:
+    def _forget_users(
+        self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
+    ) -> None:
         """Drop this model's per-user rows (``keep`` is over the old users) and undo what the
-        removed users' interactions (``removed``, their rows) taught it, where it can; see
-        models/forgetting.py. Models without per-user arrays keep the default."""
+        removed users' interactions (``removed``, their rows; ``events``, their recent events)
+        taught it, where it can; see models/forgetting.py. Models without per-user arrays and
+        without anything they can undo keep the default."""
         return None
 
     def _require_fitted(self) -> None:

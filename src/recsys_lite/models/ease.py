@@ -15,7 +15,8 @@ from scipy.linalg import blas, lapack
 from threadpoolctl import threadpool_limits
 
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
+from recsys_lite.models.forgetting import inverse_downdate
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
 
@@ -72,8 +73,12 @@ def spd_inverse(matrix: np.ndarray) -> np.ndarray:
     return inverse
 
 
-def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
-    """B from a dense X'X, which is overwritten: B = -P / diag(P), diag(B) = 0."""
+def ease_weights(gram: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """B from a dense X'X, which is overwritten: B = -P / diag(P), diag(B) = 0; and diag(P).
+
+    B and diag(P) together are P itself (P = -B diag(P) off the diagonal), which is what
+    forgetting a user needs, without keeping a second n x n matrix.
+    """
     diagonal = np.diag_indices(gram.shape[0])
     gram[diagonal] += np.float32(l2)
     weights = spd_inverse(gram)
@@ -81,7 +86,16 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     pivots = weights[diagonal].copy()
     weights /= -pivots[None, :]
     weights[diagonal] = 0.0
-    return weights
+    return weights, pivots
+
+
+def _weights_from_inverse(inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """B and diag(P) from P, which is overwritten (it becomes B)."""
+    diagonal = np.diag_indices(len(inverse))
+    pivots = inverse[diagonal].copy()
+    inverse /= -pivots[None, :]
+    inverse[diagonal] = 0.0
+    return inverse, pivots
 
 
 @register("ease")
@@ -95,6 +109,7 @@ class EASEModel(Recommender):
     params_type = EASEParams
     params: EASEParams
     weights: np.ndarray
+    pivots: np.ndarray | None = None  # diag(P); None in artifacts written before it was kept
 
     def _fit(self, data: TrainingData, show_progress: bool) -> None:
         n_items = len(self.item_map)
@@ -115,7 +130,7 @@ class EASEModel(Recommender):
         with limit:
             # No local name for the Gram matrix: ease_weights can then free its buffer as soon
             # as the inverse exists, which matters at 1.6 GB per copy.
-            self.weights = ease_weights(
+            self.weights, self.pivots = ease_weights(
                 gram_matrix(self._input_rows(data.interactions.matrix)), self.params.l2
             )
 
@@ -150,8 +165,29 @@ class EASEModel(Recommender):
         scores: np.ndarray = np.array(self.weights[item], dtype=np.float32)
         return scores
 
+    def _forget_users(
+        self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
+    ) -> None:
+        """Exactly the weights a refit without the users gives: their rows leave the Gram
+        matrix, so P = (X'X + l2 I)^-1 gets a rank-r Woodbury downdate (forgetting.py)."""
+        rows = self._input_rows(removed)
+        if not rows.nnz:
+            return
+        if self.pivots is None:  # an older artifact: rebuild P from the kept interactions
+            gram = gram_matrix(self._input_rows(self.user_items))
+            gram[np.diag_indices(len(gram))] += np.float32(self.params.l2)
+            self.weights, self.pivots = _weights_from_inverse(spd_inverse(gram))
+            return
+        inverse = self.weights * -self.pivots[None, :]
+        inverse[np.diag_indices(len(inverse))] = self.pivots
+        self.weights, self.pivots = _weights_from_inverse(inverse_downdate(inverse, rows))
+
     def _model_state(self) -> dict[str, np.ndarray]:
-        return {"ease_weights": self.weights}
+        state = {"ease_weights": self.weights}
+        if self.pivots is not None:
+            state["ease_pivots"] = self.pivots
+        return state
 
     def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.weights = np.ascontiguousarray(arrays["ease_weights"], dtype=np.float32)
+        self.pivots = arrays.get("ease_pivots")

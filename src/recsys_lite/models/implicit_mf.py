@@ -10,9 +10,11 @@ import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
+
+FORGET_EPOCH_FRACTION = 10  # BPR forgets with this fraction of its training epochs
 
 
 class ALSParams(ModelParams):
@@ -78,9 +80,18 @@ class FactorModel(Recommender):
         self.item_factors = np.ascontiguousarray(np.vstack([self.item_factors, vectors]))
         self._gram = None
 
-    def _forget_users(self, keep: np.ndarray, removed: sp.csr_matrix) -> None:
+    def _forget_users(
+        self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
+    ) -> None:
         self.user_factors = np.ascontiguousarray(self.user_factors[keep])
+        # implicit has its own thread pool (see _fit)
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._refit_items(np.unique(removed.indices))
         self._gram = None
+
+    @abstractmethod
+    def _refit_items(self, touched: np.ndarray) -> None:
+        """Learn the item side again from the remaining users, warm from the current factors."""
 
     def _model_state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
@@ -122,6 +133,20 @@ class ALSModel(FactorModel):
         scores: np.ndarray = factors @ user.astype(np.float32)
         return scores
 
+    def _refit_items(self, touched: np.ndarray) -> None:
+        """One least-squares sweep over every item with the remaining users' factors fixed:
+        half an ALS iteration, the same solver as training. The removed users' rows are gone
+        from both the confidences and the users' Gram matrix X'X every item solve starts from,
+        so each item factor becomes what ALS computes from the remaining users alone."""
+        model = self._make_implicit_model()
+        confidence = (self.params.alpha * self.user_items).T.tocsr().astype(np.float32)
+        item_factors = np.array(self.item_factors, dtype=np.float32)
+        model.solver(
+            confidence, item_factors, self.user_factors, self.params.regularization,
+            num_threads=self.threads,
+        )  # fmt: skip
+        self.item_factors = item_factors
+
     def _make_implicit_model(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares
 
@@ -154,6 +179,29 @@ class BPRModel(FactorModel):
         user[-1] = 1.0
         scores: np.ndarray = self.item_factors @ user
         return scores
+
+    def _refit_items(self, touched: np.ndarray) -> None:
+        """The items the users had start again from a fresh random start and relearn, with
+        every other item and user warm, over a tenth of the training epochs (at least one).
+
+        BPR has no closed-form item solve: an item's factor is the sum of many small steps,
+        the removed users' among them, and further epochs from where it stands barely move
+        it (on the test shop, a removed shopper's items kept most of the similarity they had
+        to each other). Restarting just those items removes most of it while the rest of the
+        model, and so other shoppers' recommendations, stays as trained.
+        """
+        rng = np.random.default_rng(self.params.random_state)
+        item_factors = np.array(self.item_factors, dtype=np.float32)
+        width = item_factors.shape[1]
+        # small values around 0 as at the start of training; the bias column (last) at 0
+        item_factors[touched] = (rng.random((len(touched), width)) - 0.5) / (width - 1)
+        item_factors[touched, -1] = 0.0
+        model = self._make_implicit_model()
+        model.iterations = max(1, self.params.iterations // FORGET_EPOCH_FRACTION)
+        model.user_factors = np.array(self.user_factors, dtype=np.float32)
+        model.item_factors = item_factors
+        model.fit(self.user_items, show_progress=False)
+        self._take_factors(model)
 
     def _make_implicit_model(self) -> Any:
         from implicit.cpu.bpr import BayesianPersonalizedRanking

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
 
@@ -180,6 +180,19 @@ class Item2VecModel(Recommender):
         profile = self._profiles(np.zeros(len(history), dtype=np.int64), history.items, ages, 1)
         scores: np.ndarray = self.context_vectors @ profile[0]
         return scores
+
+    def _forget_users(
+        self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
+    ) -> None:
+        """Co-occurrence learned by SGD cannot be subtracted: the vectors keep what the users'
+        sessions taught them until the full retrain. Only items nobody else touched are
+        treated as a retrain would leave them: with no context, so similar to nothing (their
+        vectors would otherwise say which items the users had alongside them)."""
+        orphaned = (np.asarray(removed.sum(axis=0)).ravel() > 0) & (self.item_popularity <= 0)
+        if orphaned.any():
+            self.vectors = np.array(self.vectors, copy=True)
+            self.vectors[orphaned] = 0.0
+            self._unit = None
 
     # ----- persistence -------------------------------------------------------------------------
 

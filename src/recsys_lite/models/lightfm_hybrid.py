@@ -36,7 +36,13 @@ from pydantic import Field
 from rich.progress import Progress
 
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.models.base import HISTORY_LENGTH, History, Recommender, TrainingData
+from recsys_lite.models.base import (
+    HISTORY_LENGTH,
+    ForgottenEvents,
+    History,
+    Recommender,
+    TrainingData,
+)
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
 
@@ -477,7 +483,11 @@ class LightFMModel(Recommender):
 
     # ----- persistence -------------------------------------------------------------------------
 
-    def _forget_users(self, keep: np.ndarray, removed: sp.csr_matrix) -> None:
+    def _forget_users(
+        self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
+    ) -> None:
+        # Item and feature embeddings keep what the users' events taught them until the full
+        # retrain; only the users' own rows can go now.
         self.user_embeddings = np.ascontiguousarray(self.user_embeddings[keep])
 
     _STATE = (

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
 from recsys_lite.data.interactions import SECONDS_PER_DAY
-from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
 
@@ -57,3 +58,38 @@ class PopularModel(Recommender):
 
     def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.scores = arrays["scores"]
+
+    def _forget_users(
+        self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
+    ) -> None:
+        """Subtract the users' part of each count, which is what a refit without them counts.
+
+        All-time counts come from their matrix rows, which hold every event they had (events
+        the weighting gives no weight are found in their kept history); trending counts come
+        from their kept history, which holds every event in the window unless a user had more
+        than HISTORY_LENGTH events in it. The window stays where training put it.
+        """
+        contributed = np.asarray((removed > 0).sum(axis=0), dtype=np.float64).ravel()
+        before = self.item_popularity + contributed  # forgetting.py has already subtracted it
+        counts = self.scores - before / (before.max() + 1.0)
+        history = events.history
+        in_window = np.ones(len(history), dtype=bool)
+        if self.params.window_days is not None:
+            start = events.newest_ts - self.params.window_days * SECONDS_PER_DAY
+            in_window = history.ts >= start
+        n_items = len(self.item_map)
+        if self.params.distinct_users:
+            pairs = [events.history_rows[in_window] * n_items + history.items[in_window]]
+            if self.params.window_days is None:
+                rows, items = removed.nonzero()
+                pairs.append(rows.astype(np.int64) * n_items + items)
+            touched = np.unique(np.concatenate(pairs)) % n_items
+            counts = np.round(counts) - np.bincount(touched, minlength=n_items)
+        elif self.params.window_days is None and self.params.weighting.scheme == "none":
+            counts = counts - np.asarray(removed.sum(axis=0)).ravel()
+        else:
+            counts = counts - np.bincount(
+                history.items[in_window], history.weights[in_window], minlength=n_items
+            )
+        tie_break = self.item_popularity / (self.item_popularity.max() + 1.0)
+        self.scores = (np.maximum(counts, 0.0) + tie_break).astype(np.float32)

@@ -22,7 +22,13 @@ import scipy.sparse as sp
 from pydantic import Field
 from rich.progress import Progress
 
-from recsys_lite.models.base import HISTORY_LENGTH, History, Recommender, TrainingData
+from recsys_lite.models.base import (
+    HISTORY_LENGTH,
+    ForgottenEvents,
+    History,
+    Recommender,
+    TrainingData,
+)
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
 from recsys_lite.models.torch_runtime import load_torch
@@ -613,7 +619,10 @@ class TwoTowerModel(Recommender):
 
     # ----- persistence ------------------------------------------------------------------------
 
-    def _forget_users(self, keep: np.ndarray, removed: sp.csr_matrix) -> None:
+    def _forget_users(
+        self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
+    ) -> None:
+        # The network's weights keep what the users' events taught them until the full retrain.
         self.user_factors = np.ascontiguousarray(self.user_factors[keep])
 
     def _model_state(self) -> dict[str, np.ndarray]:

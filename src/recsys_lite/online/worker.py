@@ -6,10 +6,18 @@ The served model (trained before H1) and a candidate trained with the same recip
 everything before H2 are both scored on H2, for the same users against the same targets
 (gate.py). Only if the candidate is not worse is the recipe refit on all events and written as
 a new version of the served artifact; the API notices it and swaps it in between requests.
+
+An erased shopper is forgotten by the served model at once (models/forgetting.py), exactly for
+some models and in part for others; a full retrain from the store, which no longer holds their
+events, is due within ``ERASURE_RETRAIN_HOURS``. The worker runs it, without the gate (privacy
+comes before a metric), once the oldest erasure the served model predates is half that old, so
+erasures close together share one retrain and a failed one has time to be retried; the audit
+trail records it.
 """
 
 from __future__ import annotations
 
+import calendar
 import logging
 import socket
 import time
@@ -35,10 +43,13 @@ log = logging.getLogger(__name__)
 WORKER_GROUP = "store-writer"
 
 
+ERASURE_RETRAIN_AT = 0.5  # of ERASURE_RETRAIN_HOURS after the oldest erasure not yet retrained
+
+
 @dataclass
 class CycleReport:
     new_events: int = 0
-    decision: str = "waiting"  # waiting | swapped | kept
+    decision: str = "waiting"  # waiting | swapped | kept | retrained after erasure
     served: dict[str, float] = field(default_factory=dict)
     candidate: dict[str, float] = field(default_factory=dict)
     holdout_users: int = 0  # both models were scored for these users, on the same targets
@@ -124,6 +135,72 @@ def retrain_cycle(
     return report
 
 
+def erasures_since_training(store: Store, manifest: dict[str, Any]) -> dict[str, int]:
+    """Erased subjects (keyed hashes) and when, for erasures the served model was trained
+    before: it only forgot them in place. Artifacts without ``events_read_at`` predate it; one
+    the erasure republished (``forgotten_users``) never counts as a full retrain."""
+    read_at = manifest.get("events_read_at")
+    if read_at is None:
+        read_at = 0.0 if "forgotten_users" in manifest else _created_at(manifest)
+    with store.connect(read_only=True) as con:
+        rows = con.execute(
+            "SELECT subject, erased_at FROM erased_subjects WHERE erased_at + 1 > ?", [read_at]
+        ).fetchall()
+    return {str(subject): int(at) for subject, at in rows}
+
+
+def _created_at(manifest: dict[str, Any]) -> float:
+    created = manifest.get("created_at")
+    if created is None:
+        return 0.0
+    return float(calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def retrain_after_erasures(store: Store, model_dir: Path, settings: Settings) -> CycleReport | None:
+    """The full retrain without erased shoppers, when one is due; None when none is. Waits
+    while an erasure is still running, so that its events are surely gone from the store."""
+    from recsys_lite.privacy.erase import JOURNALS
+
+    manifest = read_manifest(model_dir)
+    erased = erasures_since_training(store, manifest)
+    if not erased:
+        return None
+    due_at = min(erased.values()) + settings.erasure_retrain_hours * 3600 * ERASURE_RETRAIN_AT
+    running = any((store.path.parent / JOURNALS).glob("*.json"))
+    if time.time() < due_at or running:
+        return None
+    started = time.perf_counter()
+    name, params = manifest["model_type"], manifest.get("params")
+    train(store, name, model_dir, params=params, settings=settings, show_progress=False)
+    report = CycleReport(
+        decision="retrained after erasure", seconds=round(time.perf_counter() - started, 3)
+    )
+    audit_erasure_retrain(store, model_dir, settings, erased, report)
+    return report
+
+
+def audit_erasure_retrain(
+    store: Store,
+    model_dir: Path,
+    settings: Settings,
+    erased: dict[str, int],
+    report: CycleReport,
+) -> None:
+    from recsys_lite.privacy.audit import AuditLog, audit_path
+
+    manifest = read_manifest(model_dir)
+    deadline = min(erased.values()) + settings.erasure_retrain_hours * 3600
+    AuditLog(audit_path(store.path)).append(
+        "retrain.after_erasure", actor="worker",
+        details={
+            "model": manifest.get("model_type"), "version": artifact_version(manifest),
+            "how": report.decision, "erasures": len(erased), "subjects": sorted(erased),
+            "training_events": manifest.get("training_events"), "seconds": report.seconds,
+            "within_deadline": time.time() <= deadline,
+        },
+    )  # fmt: skip
+
+
 def run_worker(
     model_dir: Path,
     store: Store,
@@ -156,10 +233,16 @@ def run_worker(
             try:
                 fold_bus_into_store(bus, inbox, store, consumer)
                 overdue = time.monotonic() - last_retrain >= retrain_every
+                erased = erasures_since_training(store, served_artifact.manifest())
                 report = retrain_cycle(
                     store, model_dir, min_new_events=1 if overdue else min_new_events,
                     settings=settings, served_artifact=served_artifact,
                 )  # fmt: skip
+                if report.decision == "swapped" and erased:
+                    # a swap is a full retrain too, from a store without the erased shoppers
+                    audit_erasure_retrain(store, model_dir, settings, erased, report)
+                else:
+                    report = retrain_after_erasures(store, model_dir, settings) or report
                 if report.decision != "waiting":
                     last_retrain = time.monotonic()
                     log.info(
