@@ -135,11 +135,19 @@ def test_health_and_probes(client: httpx.Client) -> None:
 def test_openapi_documents_the_query_parameters(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     recommend = {p["name"]: p for p in paths["/recommend"]["get"]["parameters"]}
-    assert set(recommend) == {"user_id", "k", "use_faiss", "exclude_seen", "category", "brand"}
+    shared = {
+        "k", "use_faiss", "category", "brand", "exclude_categories", "exclude_brands",
+        "exclude_ids", "min_price", "max_price", "diversity_lambda", "max_per_category",
+    }  # fmt: skip
+    assert set(recommend) == shared | {"user_id", "exclude_seen", "explain", "explain_top_k"}
     assert recommend["user_id"]["required"] and not recommend["k"]["required"]
     assert recommend["k"]["schema"]["maximum"] == 100 and recommend["k"]["schema"]["default"] == 10
+    diversity = recommend["diversity_lambda"]["schema"]
+    assert (diversity["minimum"], diversity["maximum"]) == (0, 1)
+    assert recommend["explain_top_k"]["schema"]["maximum"] == 10
+    assert recommend["exclude_seen"]["schema"]["default"] is True
     similar = {p["name"] for p in paths["/similar-items"]["get"]["parameters"]}
-    assert similar == {"item_id", "k", "use_faiss", "category", "brand"}
+    assert similar == shared | {"item_id"}
 
 
 def test_prometheus_metrics_count_requests(client: httpx.Client) -> None:

@@ -254,8 +254,31 @@ def test_duplicates_inside_the_input_are_told_apart_from_stored_ones(
 
 def items_in(db: Path) -> dict[str, tuple[object, ...]]:
     with duckdb.connect(str(db), read_only=True) as con:
-        rows = con.execute("SELECT * FROM items ORDER BY item_id").fetchall()
+        rows = con.execute(
+            "SELECT item_id, category, brand, price, img_url, title, description FROM items"
+            " ORDER BY item_id"
+        ).fetchall()
     return {row[0]: row[1:] for row in rows}
+
+
+def availability(db: Path) -> dict[str, bool | None]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return dict(con.execute("SELECT item_id, available FROM items").fetchall())
+
+
+def test_a_stock_file_marks_items_unavailable_and_leaves_the_rest(
+    tmp_path: Path, store: Store
+) -> None:
+    full = "item_id,category,price\ni1,Toys,3.5\ni2,Toys,1.0\ni3,Toys,2.0\n"
+    ingest(store, items=write(tmp_path / "a.csv", full), show_progress=False)
+    assert availability(store.path) == {"i1": None, "i2": None, "i3": None}  # None: available
+    stock = "item_id,available\ni1,no\ni2, TRUE \ni3,0\n"
+    ingest(store, items=write(tmp_path / "b.csv", stock), show_progress=False)
+    assert availability(store.path) == {"i1": False, "i2": True, "i3": False}
+    assert items_in(store.path)["i1"] == ("Toys", None, 3.5, None, None, None)
+    with pytest.raises(DataValidationError, match="column available: not a boolean"):
+        ingest(store, items=write(tmp_path / "c.csv", "item_id,available\ni1,sold out\n"),
+               show_progress=False)  # fmt: skip
 
 
 def test_an_items_file_sets_only_the_columns_it_has(tmp_path: Path, store: Store) -> None:

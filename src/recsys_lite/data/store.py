@@ -66,9 +66,13 @@ SCHEMA = (
         description VARCHAR
     )
     """,
+    # Whether the shop can sell the item now; NULL (rows written before the column, or a
+    # cleared cell) means available. Unavailable items are never served.
+    "ALTER TABLE items ADD COLUMN IF NOT EXISTS available BOOLEAN",
 )
 
-ITEM_FIELDS = ("category", "brand", "price", "img_url", "title", "description")
+# In the items table's column order (merges insert by position).
+ITEM_FIELDS = ("category", "brand", "price", "img_url", "title", "description", "available")
 
 T = TypeVar("T")
 
@@ -182,7 +186,8 @@ class Store:
     def read_items(self) -> pa.Table:
         with self.connect(read_only=True) as con:
             return con.sql(
-                "SELECT item_id, category, brand, price, img_url, title, description FROM items"
+                "SELECT item_id, category, brand, price, img_url, title, description, available"
+                " FROM items"
             ).to_arrow_table()
 
     def counts(self) -> dict[str, int]:

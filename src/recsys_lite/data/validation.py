@@ -113,6 +113,9 @@ _LINK_OK = (
 )
 LINK_FIELDS = ("img_url",)
 
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
 ITEM_CHECKS = (
     *_id_checks("item_id"),
     Check(
@@ -134,6 +137,12 @@ ITEM_CHECKS = (
         Check(field, f"regexp_matches({field}, '[\\x00\\x7f]')", "NUL or DEL character")
         for field in ("category", "brand", "title", "description")
     ),
+    Check(
+        "available",
+        f"available IS NOT NULL AND trim(available) <> ''"
+        f" AND lower(trim(available)) NOT IN ({', '.join(map(repr, (*_TRUE, *_FALSE)))})",
+        "not a boolean (true, false, 1, 0, yes, no)",
+    ),
 )
 
 # Columns of a catalog update that say which fields it sets (a list per row). A field not
@@ -145,7 +154,10 @@ NORMALIZED_ITEM_COLUMNS = (
     f"{id_sql('item_id')} AS item_id, nullif(trim(category), '') AS category,"
     " nullif(trim(brand), '') AS brand, TRY_CAST(price AS DOUBLE) AS price,"
     " nullif(trim(img_url), '') AS img_url, nullif(trim(title), '') AS title,"
-    " nullif(trim(description), '') AS description"
+    " nullif(trim(description), '') AS description,"
+    f" CASE WHEN lower(trim(available)) IN ({', '.join(map(repr, _TRUE))}) THEN true"
+    f" WHEN lower(trim(available)) IN ({', '.join(map(repr, _FALSE))}) THEN false"
+    " END AS available"
 )
 
 

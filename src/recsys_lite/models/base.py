@@ -27,6 +27,7 @@ from recsys_lite.data.interactions import (
 from recsys_lite.errors import EmptyDataError, NotFittedError
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams, parse_params
+from recsys_lite.ranking.retrieval import search_vectors
 
 NEG_INF = np.float32(-np.inf)
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
@@ -413,31 +414,11 @@ class Recommender(ABC):
         excluded: np.ndarray,
         item_mask: np.ndarray | None,
     ) -> Ranked | None:
-        """The index's candidates with exact scores, so scores equal the exact path's.
-
-        Returns None when filtering left fewer than k candidates: the caller then searches
-        exactly rather than answer short.
-        """
-        want = k + len(excluded) + (4 * k if item_mask is not None else 0)
-        ids, exact_scores = index.search(query, want)
-        candidates = ids[0]
-        # Plain Python over the few dozen candidates: each numpy call on arrays this small costs
-        # more than the whole loop, and this runs on every request.
-        blocked = set(excluded.tolist())
-        keep = [
-            n
-            for n, item in enumerate(candidates.tolist())
-            if item >= 0 and item not in blocked and (item_mask is None or item_mask[item])
-        ]
-        if len(keep) < min(k, len(vectors) - len(excluded)):
-            return None
-        if exact_scores is not None:  # already best first
-            best = keep[:k]
-            return Ranked(candidates[best], exact_scores[0][best])
-        found = candidates[keep]
-        scores = vectors[found] @ query
-        order = np.argsort(-scores, kind="stable")[:k]
-        return Ranked(found[order], scores[order].astype(np.float32))
+        """The index's candidates with exact scores, so scores equal the exact path's; with a
+        mask the index over-fetches, then the eligible items are scored exactly
+        (ranking/retrieval.py), so k items come back whenever k are eligible."""
+        items, scores = search_vectors(index, vectors, query, k, excluded, item_mask)
+        return Ranked(items, scores)
 
     # ----- persistence -------------------------------------------------------------------------
 

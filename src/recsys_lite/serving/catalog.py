@@ -14,14 +14,27 @@ from recsys_lite.data.idmap import IdMap
 from recsys_lite.data.store import ITEM_FIELDS, Store
 from recsys_lite.data.validation import SET_FIELDS
 from recsys_lite.errors import EmptyDataError
+from recsys_lite.ranking.filters import ItemFilter
 
 log = logging.getLogger(__name__)
 RESPONSE_FIELDS = ("title", "category", "brand", "price", "img_url")
-FILTER_FIELDS = ("category", "brand")
+# per-item arrays aligned with the model's item indices, for filters and explanations
+FIELD_ARRAYS = ("category", "brand", "title", "price", "available")
+_TYPES = {"price": pa.float64(), "available": pa.bool_()}
 ITEM_SCHEMA = pa.schema(
-    [("item_id", pa.string())]
-    + [(name, pa.float64() if name == "price" else pa.string()) for name in ITEM_FIELDS]
+    [("item_id", pa.string())] + [(name, _TYPES.get(name, pa.string())) for name in ITEM_FIELDS]
 )
+# Masks cached per (field, value): only values the catalog has, and at most this many, so
+# memory stays bounded whatever clients send.
+MAX_CACHED_MASKS = 4_096
+
+
+def _column(name: str, values: list[Any]) -> np.ndarray:
+    if name == "price":  # NaN (no price) fails every price bound
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if name == "available":  # a missing value means available
+        return np.array([v is not False for v in values], dtype=bool)
+    return np.array(values, dtype=object)
 
 
 def _fragment(row: dict[str, Any]) -> bytes:
@@ -37,6 +50,8 @@ class Catalog:
         self._fragments: list[bytes] = []
         self._fields: dict[str, np.ndarray] = {}
         self._masks: dict[tuple[str, str], np.ndarray] = {}
+        self._item_map = item_map
+        self._all_available = True
         # every catalog row, recommendable or not, as stored (JSON): what GET /items shows and
         # what a partial update merges onto
         self._rows: dict[str, bytes] = {}
@@ -86,7 +101,9 @@ class Catalog:
         given = [] if rows is None else rows.to_pylist()
         for row in given:
             self._rows[row["item_id"]] = orjson.dumps(
-                {"item_id": row["item_id"]} | {name: row.get(name) for name in ITEM_FIELDS}
+                {"item_id": row["item_id"]}
+                | {name: row.get(name) for name in ITEM_FIELDS}
+                | {"available": row.get("available") is not False}
             )
         known = len(self._fragments)
         new_rows = [self.item(i) or {"item_id": i} for i in item_map.ids[known:].tolist()]
@@ -94,11 +111,11 @@ class Catalog:
         fields = {
             name: np.concatenate(
                 [
-                    self._fields.get(name, np.zeros(0, object)),
-                    np.array([row.get(name) for row in new_rows], dtype=object),
+                    self._fields.get(name, _column(name, [])),
+                    _column(name, [row.get(name) for row in new_rows]),
                 ]
             )
-            for name in FILTER_FIELDS
+            for name in FIELD_ARRAYS
         }
         if given:
             for row in given:
@@ -108,44 +125,85 @@ class Catalog:
                 if index is None or index >= known:
                     continue
                 self._fragments[index] = _fragment(row)
-                for name in FILTER_FIELDS:
-                    fields[name][index] = row.get(name)
+                for name in FIELD_ARRAYS:
+                    fields[name][index] = _column(name, [row.get(name)])[0]
         self._fields = fields
         self._masks = {}
+        self._item_map = item_map
+        self._all_available = bool(fields["available"].all())
 
-    def mask(self, category: str | None = None, brand: str | None = None) -> np.ndarray | None:
-        """Items allowed by the filters (None when there is no filter)."""
-        result: np.ndarray | None = None
-        for name, value in (("category", category), ("brand", brand)):
-            if value is None:
-                continue
-            key = (name, value)
-            allowed = self._masks.get(key)
-            if allowed is None:
-                allowed = self._fields[name] == value
-                # only values the catalog has are kept: a client sending made-up filter values
-                # would otherwise grow a catalog-sized array per value
-                if allowed.any():
-                    self._masks[key] = allowed
-            result = allowed if result is None else result & allowed
+    def _value_mask(self, name: str, value: str) -> np.ndarray:
+        key = (name, value)
+        allowed = self._masks.get(key)
+        if allowed is None:
+            allowed = self._fields[name] == value
+            # only values the catalog has are kept: a client sending made-up filter values
+            # would otherwise grow a catalog-sized array per value
+            if allowed.any() and len(self._masks) < MAX_CACHED_MASKS:
+                self._masks[key] = allowed
+        return allowed
+
+    def _any_of(self, name: str, values: tuple[str, ...]) -> np.ndarray:
+        masks = [self._value_mask(name, value) for value in values]
+        return masks[0] if len(masks) == 1 else np.logical_or.reduce(masks)
+
+    def eligible(self, item_filter: ItemFilter) -> np.ndarray | None:
+        """Items a request may be answered with: available and allowed by the filter; None
+        when that is every item (the unfiltered hot path then skips masking altogether)."""
+        if item_filter.empty and self._all_available:
+            return None
+        result = self._fields["available"].copy()
+        if item_filter.categories:
+            result &= self._any_of("category", item_filter.categories)
+        if item_filter.brands:
+            result &= self._any_of("brand", item_filter.brands)
+        if item_filter.exclude_categories:
+            result &= ~self._any_of("category", item_filter.exclude_categories)
+        if item_filter.exclude_brands:
+            result &= ~self._any_of("brand", item_filter.exclude_brands)
+        if item_filter.has_price:
+            price = self._fields["price"]
+            with np.errstate(invalid="ignore"):
+                if item_filter.min_price is not None:
+                    result &= price >= item_filter.min_price
+                if item_filter.max_price is not None:
+                    result &= price <= item_filter.max_price
+        for item_id in item_filter.exclude_ids:
+            index = self._item_map.get(item_id)
+            if index is not None and index < len(result):
+                result[index] = False
         return result
 
-    def encode(self, items: np.ndarray, scores: np.ndarray) -> bytes:
+    def mask(self, category: str | None = None, brand: str | None = None) -> np.ndarray | None:
+        """Items allowed by one category and one brand (None when there is no filter)."""
+        if category is None and brand is None:
+            return None
+        return self.eligible(
+            ItemFilter(
+                categories=() if category is None else (category,),
+                brands=() if brand is None else (brand,),
+            )
+        )
+
+    def title(self, index: int) -> str | None:
+        title: str | None = self._fields["title"][index]
+        return title
+
+    def encode(
+        self, items: np.ndarray, scores: np.ndarray, extras: list[bytes] | None = None
+    ) -> bytes:
         """The JSON array of the items' metadata, each with its score rounded to 6 decimals
-        (the index and exact paths sum in different orders, so they agree only that far)."""
+        (the index and exact paths sum in different orders, so they agree only that far) and,
+        when given, an extra encoded ``,"key":value`` per item."""
         if not len(items):
             return b"[]"
         fragments = self._fragments
         # one rounding and one orjson call for all scores: formatting floats one at a time in
         # Python cost more than the rest of the answer
         encoded = orjson.dumps(np.round(scores.astype(np.float64), 6).tolist())[1:-1].split(b",")
-        return (
-            b"["
-            + b"},".join(
-                [
-                    fragments[i] + b',"score":' + s
-                    for i, s in zip(items.tolist(), encoded, strict=True)
-                ]
-            )
-            + b"}]"
-        )
+        parts = [
+            fragments[i] + b',"score":' + s for i, s in zip(items.tolist(), encoded, strict=True)
+        ]
+        if extras is not None:
+            parts = [part + extra for part, extra in zip(parts, extras, strict=True)]
+        return b"[" + b"},".join(parts) + b"}]"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -13,10 +13,13 @@ from pydantic import (
     Tag,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.data.validation import MAX_POSITION, MAX_RECOMMENDATION_ID_LENGTH
+from recsys_lite.ranking.explain import MAX_EXPLAIN_TOP_K
+from recsys_lite.ranking.filters import MAX_FILTER_VALUES, ItemFilter, split_values
 
 MAX_BATCH = 10_000
 MAX_TEXT_LENGTH = 10_000
@@ -28,6 +31,11 @@ ExternalId = Annotated[
 # In a body, ids are checked with the file rules instead (row-level messages for a batch).
 BodyId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+# Comma-separated filter values: room for MAX_FILTER_VALUES ids of the longest length.
+ValueList = Annotated[str | None, Field(max_length=MAX_FILTER_VALUES * (MAX_ID_LENGTH + 1))]
+# relevance only (see bench/diversity.py and the README for why)
+DEFAULT_DIVERSITY_LAMBDA = 1.0
+MAX_RECOMMENDATIONS_CAP = 1_000
 
 
 class ListQuery(BaseModel):
@@ -40,8 +48,20 @@ class ListQuery(BaseModel):
 
     k: int = Field(10, ge=1, description="number of items")
     use_faiss: bool = Field(True, description="search the Faiss index (false: exact search)")
-    category: str | None = Field(None, max_length=MAX_ID_LENGTH, description="only this category")
-    brand: str | None = Field(None, max_length=MAX_ID_LENGTH, description="only this brand")
+    category: ValueList = Field(None, description="only these categories (comma-separated)")
+    brand: ValueList = Field(None, description="only these brands (comma-separated)")
+    exclude_categories: ValueList = Field(None, description="never these categories")
+    exclude_brands: ValueList = Field(None, description="never these brands")
+    exclude_ids: ValueList = Field(None, description="never these item ids")
+    min_price: float | None = Field(None, ge=0, allow_inf_nan=False, description="price at least")
+    max_price: float | None = Field(None, ge=0, allow_inf_nan=False, description="price at most")
+    diversity_lambda: float = Field(
+        DEFAULT_DIVERSITY_LAMBDA, ge=0, le=1,
+        description="MMR trade-off: 1 = relevance only, lower = more varied lists",
+    )  # fmt: skip
+    max_per_category: int | None = Field(
+        None, ge=1, le=MAX_RECOMMENDATIONS_CAP, description="at most this many items per category"
+    )
 
     @field_validator("k")
     @classmethod
@@ -51,14 +71,65 @@ class ListQuery(BaseModel):
             raise ValueError(f"at most {limit} items per request (MAX_RECOMMENDATIONS)")
         return k
 
+    @field_validator("category", "brand", "exclude_categories", "exclude_brands", "exclude_ids")
+    @classmethod
+    def _few_values(cls, text: str | None) -> str | None:
+        if text is not None and len(split_values(text)) > MAX_FILTER_VALUES:
+            raise ValueError(f"at most {MAX_FILTER_VALUES} comma-separated values")
+        return text
+
+    @field_validator("exclude_ids")
+    @classmethod
+    def _valid_ids(cls, text: str | None) -> str | None:
+        if text is not None:
+            for item_id in split_values(text):
+                normalise_id(item_id)  # the one id rule: a bad id is refused, not ignored
+        return text
+
+    @model_validator(mode="after")
+    def _price_range(self) -> Self:
+        low, high = self.min_price, self.max_price
+        if low is not None and high is not None and low > high:
+            raise ValueError("min_price is above max_price")
+        return self
+
+    def item_filter(self) -> ItemFilter:
+        """The request's filter, ids normalised by the one id rule."""
+        return ItemFilter(
+            categories=split_values(self.category),
+            brands=split_values(self.brand),
+            exclude_categories=split_values(self.exclude_categories),
+            exclude_brands=split_values(self.exclude_brands),
+            exclude_ids=tuple(normalise_id(i) for i in split_values(self.exclude_ids)),
+            min_price=self.min_price,
+            max_price=self.max_price,
+        )
+
+    @property
+    def diversifies(self) -> bool:
+        return self.diversity_lambda < 1.0 or self.max_per_category is not None
+
 
 class RecommendQuery(ListQuery):
     user_id: ExternalId = Field(description="external user id")
     exclude_seen: bool = Field(True, description="leave out items the user already has")
+    explain: bool = Field(False, description="add the user's past items behind each one")
+    explain_top_k: int = Field(
+        3, ge=1, le=MAX_EXPLAIN_TOP_K, description="past items per explanation"
+    )
 
 
 class SimilarItemsQuery(ListQuery):
     item_id: ExternalId = Field(description="external item id")
+
+
+class Because(BaseModel):
+    item_id: str
+    title: str | None = None
+    similarity: float = Field(
+        description="the model's similarity of this past item to the one shown"
+    )
+    contribution_pct: float = Field(description="its share of the score's positive parts")
 
 
 class RecommendedItem(BaseModel):
@@ -69,6 +140,12 @@ class RecommendedItem(BaseModel):
     brand: str | None = None
     price: float | None = None
     img_url: str | None = None
+    reason: Literal["history", "popular"] | None = Field(
+        None, description="with explain=true: the user's own items, or popularity (unknown user)"
+    )
+    because: list[Because] | None = Field(
+        None, description="with explain=true: the past items that contributed most"
+    )
 
 
 class RecommendResponse(BaseModel):
@@ -145,6 +222,7 @@ class ItemIn(BaseModel):
     img_url: Text | None = Field(None, description="an http(s) URL or a relative path")
     title: Text | None = None
     description: Text | None = None
+    available: bool | None = Field(None, description="false: never served (default true)")
 
 
 class ItemsIn(BaseModel):
@@ -163,6 +241,7 @@ class ItemOut(BaseModel):
     img_url: str | None = None
     title: str | None = None
     description: str | None = None
+    available: bool = Field(True, description="false: never served")
     recommendable: bool = Field(description="the served model can recommend it")
 
 

@@ -38,6 +38,10 @@ class WorkerHealthCollector(Collector):
         yield streak
 
 
+DIVERSITY_SAMPLE = 4
+DIVERSITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0)
+
+
 class Telemetry:
     def __init__(self, endpoints: set[str], worker_status: Path | None = None) -> None:
         self.registry = CollectorRegistry()
@@ -76,6 +80,17 @@ class Telemetry:
             registry=self.registry,
         )
 
+        self.diversity = Histogram(
+            "recsys_intra_list_diversity",
+            "Intra-list diversity of served lists (one list in DIVERSITY_SAMPLE): share of"
+            " distinct categories, mean pairwise cosine distance of item vectors",
+            ["endpoint", "measure"],
+            buckets=DIVERSITY_BUCKETS,
+            registry=self.registry,
+        )
+        self._diversity_by: dict[tuple[str, str], Any] = {}
+        self._lists = 0
+
         self._served_by: dict[tuple[str, str], Any] = {}
 
     def count_served(self, endpoint: str, source: str, items: int) -> None:
@@ -86,6 +101,22 @@ class Telemetry:
         if child is None:
             child = self._served_by[key] = self.served.labels(endpoint, source)
         child.inc(items)
+
+    def diversity_due(self) -> bool:
+        """Whether to measure this list: one in DIVERSITY_SAMPLE, since the measure costs about
+        a tenth of a plain answer and the histogram's shape needs no more."""
+        self._lists += 1
+        return self._lists % DIVERSITY_SAMPLE == 0
+
+    def observe_diversity(self, endpoint: str, measures: dict[str, float | None]) -> None:
+        for measure, value in measures.items():
+            if value is None:
+                continue
+            key = (endpoint, measure)
+            child = self._diversity_by.get(key)
+            if child is None:
+                child = self._diversity_by[key] = self.diversity.labels(endpoint, measure)
+            child.observe(value)
 
     def endpoint_label(self, path: str) -> str:
         # unknown paths share one label so a scan cannot blow up the series count
