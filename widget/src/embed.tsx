@@ -37,6 +37,7 @@ export function propsFromElement(element: HTMLElement): RecommendationCarouselPr
     diversity: numberOf(data.recsysDiversity),
     currency: data.recsysCurrency,
     locale: data.recsysLocale,
+    layout: data.recsysLayout === 'grid' ? 'grid' : 'carousel',
     trackEvents: data.recsysTrack !== 'false',
     className: data.recsysClass,
   };
