@@ -9,6 +9,7 @@ COMPONENTS=(
   "redis-server:redis-server:the Redis event bus and its tests"
   "chromium:chromium:the widget's browser tests"
   "npm:npm:the widget's build, the /demo shop and the widget's tests"
+  "prometheus:prometheus:the tests of the Prometheus config, alert rules and dashboard"
 )
 # the widget's build (Vite 7) needs Node 20.19 or newer; Debian 12's own nodejs is 18
 if command -v node >/dev/null 2>&1 && ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);

@@ -30,6 +30,8 @@ COMPONENTS = {
     "redis-server": "sudo apt-get install redis-server (or: make deps)",
     "node": "Node.js 20.19 or newer from https://nodejs.org, then make widget",
     "chromium": "sudo apt-get install chromium (or: make deps)",
+    "prometheus": "sudo apt-get install prometheus (or: make deps)",
+    "promtool": "sudo apt-get install prometheus (or: make deps)",
 }
 
 

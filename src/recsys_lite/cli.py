@@ -46,6 +46,12 @@ DbOption = Annotated[
 ]
 
 
+METRICS_PORT = typer.Option(
+    0, min=0, max=65535, help="serve Prometheus metrics on this port at /metrics (0: off)"
+)
+METRICS_HOST = typer.Option("127.0.0.1", help="address the metrics port listens on")
+
+
 def _db(db: Path | None) -> Path:
     return db or get_settings().db_path
 
@@ -196,8 +202,11 @@ def serve(
     import uvicorn
 
     from recsys_lite.models.artifact import read_manifest
+    from recsys_lite.observability.logs import configure_logging, uvicorn_log_config
 
     settings = get_settings()
+    configure_logging(settings)
+    out.quiet = settings.log_format == "json"  # every line on the console is then JSON
     resolved_model_dir = model_dir or settings.model_dir
     try:
         read_manifest(resolved_model_dir)  # fail here, clearly, not inside a worker
@@ -236,6 +245,7 @@ def serve(
         workers=workers,
         log_level=settings.log_level.lower(),
         access_log=False,
+        log_config=uvicorn_log_config(settings),
     )
 
 
@@ -405,15 +415,16 @@ def stream_ingest(
         1.0, min=0.0, help="leave files modified more recently than this alone"
     ),
     once: bool = typer.Option(False, "--once", help="ingest what is there, then exit"),
+    metrics_port: int = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
 ) -> None:
     """Ingest new Parquet/CSV/JSONL files from a folder, each exactly once (items*.csv: catalog)."""
-    import logging
-
     from recsys_lite.data.store import Store
+    from recsys_lite.observability.process import observe_stream_ingest
     from recsys_lite.online.inbox import Inbox
     from recsys_lite.online.inbox import watch as run_watch
 
-    logging.basicConfig(level=get_settings().log_level.upper(), format="%(asctime)s %(message)s")
+    observe_stream_ingest(get_settings(), watch, metrics_port, metrics_host)
     try:
         run_watch(
             Store(_db(db)), Inbox(watch), interval=interval, settle_seconds=settle_seconds,
@@ -435,18 +446,20 @@ def worker(
     retrain_every: float = typer.Option(3600.0, min=1.0, help="retrain at least this often"),
     min_new_events: int = typer.Option(1000, min=2, help="retrain once this many have arrived"),
     once: bool = typer.Option(False, "--once", help="one cycle, then exit"),
+    metrics_port: int = METRICS_PORT,
+    metrics_host: str = METRICS_HOST,
 ) -> None:
     """Fold new events into the store, retrain in the background, swap in if not worse."""
-    import logging
-
     from recsys_lite.data.store import Store
+    from recsys_lite.observability.process import observe_worker
     from recsys_lite.online.worker import run_worker
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(message)s")
+    served = model_dir or settings.model_dir
+    observe_worker(settings, served, _db(db), metrics_port, metrics_host)
     try:
         reports = run_worker(
-            model_dir or settings.model_dir, Store(_db(db)), interval=interval,
+            served, Store(_db(db)), interval=interval,
             retrain_every=retrain_every, min_new_events=min_new_events, once=once,
         )  # fmt: skip
     except KeyboardInterrupt:

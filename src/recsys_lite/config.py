@@ -22,6 +22,17 @@ class Settings(BaseSettings):
     db_path: Path = Field(Path("data/recsys.db"), description="DuckDB store file")
     model_dir: Path = Field(Path("artifacts/current"), description="Artifact directory served")
     log_level: str = Field("INFO", description="Python logging level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line, with request ids"
+    )
+    slow_request_seconds: float = Field(
+        1.0, ge=0, description="LOG_FORMAT=json logs requests slower than this (0: every one)"
+    )
+    tracing: bool = Field(False, description="OpenTelemetry spans (needs the tracing extra)")
+    tracing_exporter: Literal["otlp", "console"] = Field(
+        "otlp", description="where spans go; OTLP reads the OTEL_EXPORTER_OTLP_* variables"
+    )
+    service_name: str = Field("recsys-lite", description="service.name of spans")
     max_recommendations: int = Field(100, ge=1, le=10_000, description="Upper bound for k")
     faiss_index: IndexKind = Field("auto", description="Index kind built at training time")
     exact_search_max_items: int = Field(

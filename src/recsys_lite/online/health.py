@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,17 @@ class WorkerHealth:
     last_success_at: float | None = None
     last_decision: str | None = None
     next_retry_in: float | None = None
+    decisions: dict[str, int] = field(default_factory=dict)  # cycles by outcome, for /metrics
+    last_retrain_seconds: float | None = None
 
-    def succeeded(self, decision: str) -> None:
+    def succeeded(self, decision: str, seconds: float | None = None) -> None:
         self.cycles += 1
         self.consecutive_failures = 0
         self.last_success_at = time.time()
         self.last_decision = decision
+        self.decisions[decision] = self.decisions.get(decision, 0) + 1
+        if decision != "waiting" and seconds is not None:
+            self.last_retrain_seconds = seconds
         self.next_retry_in = None
         self._write()
 

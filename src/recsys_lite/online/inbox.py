@@ -30,6 +30,7 @@ from recsys_lite.data.ingest import EVENT_SUFFIXES, ingest
 from recsys_lite.data.store import Store
 from recsys_lite.errors import DataValidationError, StoreBusyError
 from recsys_lite.files import fsync_directory
+from recsys_lite.observability.metrics import FILES_REJECTED, observe_file_ingested
 
 log = logging.getLogger(__name__)
 PROCESSED = "processed"
@@ -162,6 +163,7 @@ def drain(
             continue
         is_items = path.name.lower().startswith(ITEMS_PREFIX)
         try:
+            last_write = path.stat().st_mtime
             result = ingest(
                 store,
                 None if is_items else path,
@@ -172,9 +174,11 @@ def drain(
         except DataValidationError as exc:
             _reject(inbox, path, str(exc))
             report.rejected.append(path.name)
+            FILES_REJECTED.inc()
             continue
         except FileNotFoundError:  # another drainer took it
             continue
+        observe_file_ingested(last_write, result.events_added)
         report.files.append(path.name)
         report.events_added += result.events_added
         report.items_upserted += result.items_upserted

@@ -250,7 +250,7 @@ def run_worker(
                         report.new_events, _short(report.served), _short(report.candidate),
                     )  # fmt: skip
                 reports.append(report)
-                health.succeeded(report.decision)
+                health.succeeded(report.decision, report.seconds)
             except Exception as exc:
                 wait = min(interval * 2**health.consecutive_failures, max(retrain_every, interval))
                 log.error("worker cycle failed (retrying in %.0f s): %s", wait, exc,

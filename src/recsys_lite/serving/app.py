@@ -35,6 +35,8 @@ from recsys_lite.data.store import ITEM_FIELDS
 from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS, validate_events
 from recsys_lite.errors import NotFoundError
 from recsys_lite.jobs.training import read_status, start_job
+from recsys_lite.observability.api import instrument_app
+from recsys_lite.observability.logs import configure_logging
 from recsys_lite.online.health import read_worker_health
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.export import export_user
@@ -122,7 +124,7 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pa.Table:
 
 def create_app(settings: Settings | None = None, state: ServingState | None = None) -> FastAPI:
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings)
     runtime = Runtime(settings, state)
     telemetry = Telemetry(ENDPOINTS, settings.worker_status_file)
     started = time.monotonic()
@@ -168,6 +170,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         )  # fmt: skip
     # outermost, so refusals by the guards are counted too
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
+    instrument_app(app, settings, telemetry.registry, runtime)
 
     def count_error(request: Request, code: str) -> None:
         telemetry.errors.labels(telemetry.endpoint_label(request.url.path), code).inc()

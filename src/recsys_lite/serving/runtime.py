@@ -28,6 +28,7 @@ from recsys_lite.data.validation import validate_items
 from recsys_lite.errors import RecsysError, StoreBusyError
 from recsys_lite.models.artifact import MANIFEST, Artifact, artifact_version, load_artifact
 from recsys_lite.models.forgetting import forget_users
+from recsys_lite.observability.metrics import observe_bus_batch, observe_request_events
 from recsys_lite.online.bus import EventBus, create_bus
 from recsys_lite.online.inbox import ERASE_PREFIX, ITEMS_PREFIX, Inbox, drain
 from recsys_lite.online.items import estimate_vectors
@@ -150,6 +151,7 @@ class Runtime:
         batch_id = (await asyncio.to_thread(self.inbox.write, events)).name
         self._remember_own(batch_id)
         self.state.online.apply(events)
+        observe_request_events(events.num_rows)
         await self._publish(batch_id, events)
         return batch_id
 
@@ -241,6 +243,7 @@ class Runtime:
             self.state.add_items(table)
         else:
             self.state.online.apply(self.erased.drop_erased(table))
+            observe_bus_batch(batch_id, table.num_rows)
 
     def bus_report(self) -> dict[str, Any]:
         """How far behind this process and the store are: inbox files not folded into the

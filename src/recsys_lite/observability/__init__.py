@@ -1,0 +1,1 @@
+"""Metrics, tracing and logs shared by the API, the worker and stream-ingest."""
