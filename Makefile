@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@echo "==> Python environment in $(VENV): the first time takes about 3 minutes (torch, faiss, implicit, ...)"
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar on -e ".[dev]"
+	$(PY) -m pip install --progress-bar on -e ".[dev,all]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -50,7 +50,7 @@ demo: deps $(STAMP) widget
 	$(CLI) demo-data --out $(DEMO_DIR)
 	@echo "==> 2/4 ingest into $(DB_PATH) (a few seconds)"
 	$(CLI) ingest --events $(DEMO_DIR)/events.parquet --items $(DEMO_DIR)/items.csv --db $(DB_PATH)
-	@echo "==> 3/4 train ALS into $(MODEL_DIR) (about 10 seconds)"
+	@echo "==> 3/4 train ALS and the search index into $(MODEL_DIR) (about 30 seconds)"
 	$(CLI) train als --db $(DB_PATH) --output $(MODEL_DIR)
 	@echo "==> 4/4 serve (Ctrl-C stops it); the demo shop: http://$(HOST):$(PORT)/demo/"
 	$(CLI) serve --model-dir $(MODEL_DIR) --db $(DB_PATH) --host $(HOST) --port $(PORT)
@@ -77,6 +77,7 @@ bench: $(STAMP)
 	$(PY) bench/tune.py
 	$(PY) bench/quality.py --tune als ease --tune-trials 20
 	$(PY) bench/quality.py --split leave-last --name quality_leave_last
+	$(PY) bench/search.py
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache

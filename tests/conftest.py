@@ -20,6 +20,10 @@ from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.training import train
 
+# Building the text index loads a sentence model (seconds) and encodes every catalog item: only
+# the search tests, which ask for it, pay that; every other artifact is trained without it.
+os.environ.setdefault("SEARCH_INDEX", "off")
+
 # The full-scope key of test servers (ADMIN_API_KEY), and the header that sends it.
 ADMIN_KEY = "test-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}

@@ -20,6 +20,7 @@ from recsys_lite.evaluation.metrics import METRIC_HELP
 from recsys_lite.evaluation.split import SPLIT_METHODS, check_split_method
 from recsys_lite.models.registry import MODELS, check_model_name
 from recsys_lite.privacy.commands import gdpr_app
+from recsys_lite.search import command as search_command
 from recsys_lite.security.commands import keys_app
 from recsys_lite.security.keys import KeyRing
 from recsys_lite.serving import commands as serving_commands
@@ -37,6 +38,7 @@ app.add_typer(gdpr_app, name="gdpr")
 app.command()(rollback)
 app.command()(serving_commands.profile)
 app.command()(serving_commands.status)
+app.command()(search_command.search)
 console = Console(stderr=True)
 # Piped output gets a fixed, wide layout instead of rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=140)

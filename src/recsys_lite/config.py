@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 BusKind = Literal["embedded", "redis", "kafka"]
+SearchIndexMode = Literal["auto", "on", "off"]
 
 
 class Settings(BaseSettings):
@@ -42,6 +43,11 @@ class Settings(BaseSettings):
     faiss_ef_search: int = Field(32, ge=1, description="HNSW candidate list size per query")
     faiss_hnsw_m: int = Field(8, ge=2, le=64, description="HNSW links per node (at training)")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    search_index: SearchIndexMode = Field(
+        "auto",
+        description="text index for /search, built at training time: auto (when the search"
+        " extra is installed and the catalog has text), on, off (also: no /search when serving)",
+    )
     inbox_dir: Path | None = Field(
         None, description="where accepted events are spooled (default: inbox/ beside DB_PATH)"
     )

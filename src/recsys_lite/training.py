@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from recsys_lite.evaluation.evaluate import evaluate_model
 from recsys_lite.evaluation.split import SplitMethod, forward_split, make_split
 from recsys_lite.models import Recommender, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
+from recsys_lite.search import build as search_build
 
 
 @dataclass
@@ -79,7 +81,7 @@ def train(
     last_n: int = 1,
     settings: Settings | None = None,
     show_progress: bool = True,
-    extra_files: dict[str, str] | None = None,
+    extra_files: Mapping[str, str | bytes] | None = None,
 ) -> TrainResult:
     """Evaluate the recipe on a holdout (unless test_size is 0), then fit on all events and save.
 
@@ -97,6 +99,8 @@ def train(
     items = store.read_items()
     fingerprint = store.fingerprint()
     timings["read"] = time.perf_counter() - clock
+    search_wanted = search_build.wanted(settings, items)  # SEARCH_INDEX=on without the extra
+    # fails here, before minutes of fitting
     if events.num_rows == 0:
         raise EmptyDataError(f"{store.path}: the store holds no events; ingest some first")
 
@@ -122,6 +126,14 @@ def train(
     clock = time.perf_counter()
     model.build_indexes(settings.faiss_index, settings)
     timings["index"] = time.perf_counter() - clock
+    search: dict[str, Any] | None = None
+    if search_wanted:
+        clock = time.perf_counter()
+        data, search = search_build.build_index_bytes(
+            items, previous=output, threads=settings.threads
+        )
+        extra_files = {**(extra_files or {}), search_build.SEARCH_FILE: data}
+        timings["search_index"] = time.perf_counter() - clock
     clock = time.perf_counter()
     trained_until = pc.max(events.column("ts")).as_py()
     save_artifact(
@@ -134,6 +146,7 @@ def train(
             "trained_until_ts": trained_until,
             "events_read_at": round(events_read_at, 3),
             "evaluation": metrics.get("split"),
+            **({"search_index": search} if search else {}),
         },
         extra_files=extra_files,
     )

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -69,7 +70,7 @@ def save_artifact(
     *,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
-    extra_files: dict[str, str] | None = None,
+    extra_files: Mapping[str, str | bytes] | None = None,
 ) -> Path:
     """Write a new version beside the served one, then switch ``output`` to it.
 
@@ -89,8 +90,11 @@ def save_artifact(
                 index.save(staging / filename)
                 indexes[filename] = index.kind
         (staging / METRICS).write_text(json.dumps(metrics or {}, indent=2))
-        for filename, text in (extra_files or {}).items():
-            (staging / filename).write_text(text)
+        for filename, content in (extra_files or {}).items():
+            if isinstance(content, bytes):
+                (staging / filename).write_bytes(content)
+            else:
+                (staging / filename).write_text(content)
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_type": model.name,

@@ -231,7 +231,7 @@ class Eraser:
                                "libraries", "n_users", "n_items", "indexes", "checksums"}
             }  # fmt: skip
             extra_files = {
-                p.name: p.read_text() for p in artifact.path.iterdir()
+                p.name: p.read_bytes() for p in artifact.path.iterdir()
                 if p.is_file() and p.name not in _ARTIFACT_FILES
             }  # fmt: skip
             save_artifact(

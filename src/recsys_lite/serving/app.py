@@ -40,6 +40,8 @@ from recsys_lite.observability.logs import configure_logging
 from recsys_lite.online.health import read_worker_health
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.export import export_user
+from recsys_lite.search import api as search_api
+from recsys_lite.search import engine as search_engine
 from recsys_lite.security.keys import KeyRing
 from recsys_lite.security.limits import RateLimiter
 from recsys_lite.serving import lists
@@ -72,7 +74,7 @@ from recsys_lite.serving.telemetry import Telemetry, TelemetryMiddleware
 log = logging.getLogger(__name__)
 ENDPOINTS = {
     "/recommend", "/similar-items", "/events", "/items", "/items/{item_id}", "/health", "/live",
-    "/ready", "/metrics", "/status",
+    "/ready", "/metrics", "/status", "/search",
 }  # fmt: skip
 QueryModel = TypeVar("QueryModel", bound=ListQuery)
 JSON = "application/json"
@@ -273,6 +275,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
                      pa.list_(pa.string())),
         )  # fmt: skip
         batch_id, items = await asyncio.to_thread(runtime.accept_items, table)
+        # searchable before the answer, and in the text index before the model places new items
+        await runtime.search.add(runtime.state.catalog.merge(items).to_pylist())
         added = runtime.state.add_items(items)
         return Json({"accepted": items.num_rows, "batch_id": batch_id, "new": added})
 
@@ -360,6 +364,23 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         runtime.forget([subject], int(time.time()))  # unknown here at once
         erasure = await asyncio.to_thread(eraser.erase, user_id, actor)
         return Json({"erased": True, "subject": erasure.subject, "steps": erasure.done})
+
+    @app.get(
+        "/search", response_model=search_api.SearchResponse,
+        summary="Catalog search: BM25 and sentence embeddings fused by reciprocal rank; with"
+        " user_id, leaning to the shopper's taste. 503 until the text index is loaded",
+        openapi_extra=search_api.openapi_parameters(max_k),
+    )  # fmt: skip
+    async def search(request: Request) -> Response:
+        query = search_api.parse_query(dict(request.query_params), max_k)
+        state: ServingState = runtime.state
+        taste: tuple[list[str], list[float]] = ([], [])
+        if query.user_id is not None:
+            taste = search_api.shopper_taste(state.model, state.online, query.user_id)
+        request_ = query.request(*taste)
+        result = await runtime.search.search(request_)
+        body = search_engine.answer(request_, result, state.catalog.item, query.user_id)
+        return Response(body, media_type=JSON)
 
     @app.get("/health", response_model=HealthResponse, summary="Status of the served model")
     async def health() -> Json:

@@ -31,11 +31,12 @@ from recsys_lite.models.forgetting import forget_users
 from recsys_lite.observability.metrics import observe_bus_batch, observe_request_events
 from recsys_lite.online.bus import EventBus, create_bus
 from recsys_lite.online.inbox import ERASE_PREFIX, ITEMS_PREFIX, Inbox, drain
-from recsys_lite.online.items import estimate_vectors
+from recsys_lite.online.items import TextNeighbours, estimate_vectors
 from recsys_lite.online.state import OnlineState
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.erased import ErasedShoppers
 from recsys_lite.privacy.redis_streams import REWRITTEN_PREFIX
+from recsys_lite.search.service import SearchService
 from recsys_lite.serving.catalog import ITEM_SCHEMA, Catalog
 from recsys_lite.serving.idempotency import IdempotentAnswers
 from recsys_lite.serving.store_wait import ATTEMPT_SECONDS, StoreWait
@@ -54,6 +55,8 @@ class ServingState:
     # full catalog rows this process accepted (posted here or by a replica), by item: a new
     # artifact may have been trained, or its catalog read, before they reached the store
     accepted_items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the text index's nearest items, which place a brand-new item in the model (search/)
+    text_neighbours: TextNeighbours | None = None
 
     @property
     def model(self) -> Any:
@@ -81,7 +84,11 @@ class ServingState:
             self.accepted_items[row["item_id"]] = row
         ids = rows.column("item_id").to_pylist()
         new_rows = rows.filter(pa.array([i not in model.item_map for i in ids]))
-        vectors = estimate_vectors(model, self.catalog, new_rows) if new_rows.num_rows else None
+        vectors = (
+            estimate_vectors(model, self.catalog, new_rows, self.text_neighbours)
+            if new_rows.num_rows
+            else None
+        )
         added: list[str] = model.add_items(new_rows.column("item_id").to_pylist(), vectors)
         self.catalog.upsert(rows, model.item_map)
         self.online.grow()
@@ -90,6 +97,7 @@ class ServingState:
     def carry_items(self, previous: ServingState) -> None:
         """Re-apply the catalog rows the previous state accepted that this one has not (a
         catalog row is the item's whole row, so applying one twice changes nothing)."""
+        self.text_neighbours = self.text_neighbours or previous.text_neighbours
         # a copy: writes on the event loop may add to it while a swap loads in a thread
         accepted = dict(previous.accepted_items)
         rows = [row for item, row in accepted.items() if self.accepted_items.get(item) != row]
@@ -115,6 +123,8 @@ class Runtime:
         # what waits for a store held by another process: the catalog at start-up, a swap
         self.catalog_wait, self.swap_wait = StoreWait(), StoreWait()
         self.state = state or self._load_at_start_up()
+        self.search = SearchService(settings)
+        self.state.text_neighbours = self.search.neighbours
         self.inbox = Inbox(settings.inbox)
         self.bus: EventBus = create_bus(settings, self.inbox)
         start_at_end = getattr(self.bus, "start_at_end", None)
@@ -211,6 +221,7 @@ class Runtime:
         if self.settings.model_watch_interval:
             loops.append(self._watch_model())
         self._tasks = [asyncio.create_task(loop) for loop in loops]
+        self.search.start(self.state.artifact.path)
 
     async def _finish_erasures(self) -> None:
         """An erasure a crash interrupted is finished by the next process that starts."""
@@ -228,6 +239,7 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.search.stop()
         self.bus.close()
 
     def apply_message(self, batch_id: str, table: pa.Table) -> None:
@@ -241,6 +253,7 @@ class Runtime:
             return  # a stream entry rewritten without an erased shopper: applied before
         elif batch_id.startswith(ITEMS_PREFIX):
             self.state.add_items(table)
+            self.search.add_later(self.state.catalog.merge(table).to_pylist())
         else:
             self.state.online.apply(self.erased.drop_erased(table))
             observe_bus_batch(batch_id, table.num_rows)
@@ -357,6 +370,7 @@ class Runtime:
         trained_until = fresh.artifact.manifest.get("trained_until_ts")
         fresh.online.carry_over(previous.online, after_ts=trained_until)
         self.state = fresh
+        self.search.start(fresh.artifact.path)  # its text index replaces the old once loaded
         # what was loaded, which may be newer than what the watcher saw
         self._signature = artifact_version(fresh.artifact.manifest)
         self.swaps += 1

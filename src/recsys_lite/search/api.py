@@ -1,0 +1,137 @@
+"""The /search query, its OpenAPI description, and the shopper's taste from serving state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
+from recsys_lite.search.engine import MODES, Mode, SearchRequest
+
+MAX_QUERY_LENGTH = 500  # a shopper's query, not a document: longer texts only cost encoding
+MAX_FILTER_VALUES = 50
+
+
+def split_values(text: str | None) -> tuple[str, ...]:
+    """``"a, b,,a"`` → ``("a", "b")``, as the other list endpoints read their filters."""
+    if text is None:
+        return ()
+    values = dict.fromkeys(part.strip() for part in text.split(","))
+    values.pop("", None)
+    return tuple(values)
+
+
+class SearchQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    q: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH)] = Field(
+        description="what the shopper typed: words, a product code, a brand"
+    )
+    k: int = Field(10, ge=1, description="number of items")
+    category: str | None = Field(None, description="only these categories (comma-separated)")
+    brand: str | None = Field(None, description="only these brands (comma-separated)")
+    user_id: str | None = Field(
+        None, max_length=MAX_ID_LENGTH, description="a shopper: results lean to their taste"
+    )
+    mode: Mode = Field("hybrid", description=f"{', '.join(MODES)}: which rankings are fused")
+
+    @field_validator("q")
+    @classmethod
+    def _has_words(cls, q: str) -> str:
+        if not q.strip():
+            raise ValueError("the query is empty")
+        return q.strip()
+
+    @field_validator("k")
+    @classmethod
+    def _at_most_max_k(cls, k: int, info: ValidationInfo) -> int:
+        limit = (info.context or {}).get("max_k")
+        if limit is not None and k > limit:
+            raise ValueError(f"at most {limit} items per request (MAX_RECOMMENDATIONS)")
+        return k
+
+    @field_validator("category", "brand")
+    @classmethod
+    def _few_values(cls, text: str | None) -> str | None:
+        if text is not None and len(split_values(text)) > MAX_FILTER_VALUES:
+            raise ValueError(f"at most {MAX_FILTER_VALUES} comma-separated values")
+        return text
+
+    @field_validator("user_id")
+    @classmethod
+    def _valid_id(cls, user_id: str | None) -> str | None:
+        return None if user_id is None else normalise_id(user_id)
+
+    def request(
+        self, taste_items: list[str] | None = None, taste_weights: list[float] | None = None
+    ) -> SearchRequest:
+        # the shared filter object of /recommend takes the place of these two fields when
+        # search adopts price bounds and exclusions
+        return SearchRequest(
+            query=self.q, k=self.k, mode=self.mode, categories=split_values(self.category),
+            brands=split_values(self.brand), taste_items=taste_items or (),
+            taste_weights=taste_weights or (),
+        )  # fmt: skip
+
+
+class SearchHit(BaseModel):
+    item_id: str
+    score: float = Field(description="reciprocal rank fusion score")
+    title: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    img_url: str | None = None
+    lexical_rank: int | None = Field(None, description="place in the BM25 ranking (1-based)")
+    semantic_rank: int | None = Field(None, description="place in the embedding ranking")
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: str
+    user_id: str | None
+    personalised: bool = Field(description="whether the shopper's history reordered the results")
+    results: list[SearchHit]
+
+
+def parse_query(params: dict[str, str], max_k: int) -> SearchQuery:
+    try:
+        return SearchQuery.model_validate(params, context={"max_k": max_k})
+    except ValidationError as exc:
+        # the same 422 answer as every other query parameter error
+        raise RequestValidationError(
+            [{**error, "loc": ("query", *error["loc"])} for error in exc.errors()]
+        ) from None
+
+
+def openapi_parameters(max_k: int) -> dict[str, Any]:
+    schema = SearchQuery.model_json_schema()
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, field in schema["properties"].items():
+        field = dict(field)
+        if name == "k":
+            field["maximum"] = max_k
+        parameters.append(
+            {
+                "name": name, "in": "query", "required": name in required,
+                "description": field.pop("description", ""), "schema": field,
+            }
+        )  # fmt: skip
+    return {"parameters": parameters}
+
+
+def shopper_taste(model: Any, online: Any, user_id: str) -> tuple[list[str], list[float]]:
+    """The shopper's recent items and their weights: stored history plus events since
+    training (nothing for a shopper nobody knows)."""
+    if online.has_events(user_id):
+        history, _ = online.history(user_id)
+    elif model.knows_user(user_id):
+        history = model.history(model.user_map.index(user_id))
+    else:
+        return [], []
+    items: list[str] = model.item_map.ids[history.items].tolist()
+    weights: list[float] = history.weights.astype(float).tolist()
+    return items, weights

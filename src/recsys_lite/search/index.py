@@ -1,0 +1,187 @@
+"""The text index of a catalog: sentence vectors in Faiss and a BM25 index over the same items.
+
+An index is never changed once built: new or edited items make a new index (``with_rows``)
+that replaces the old one with one reference assignment, so a query running meanwhile reads
+one consistent index.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bm25s
+import faiss
+import numpy as np
+import orjson
+
+from recsys_lite.errors import ArtifactError
+from recsys_lite.search.embedder import DIMENSION
+from recsys_lite.search.text import lexical_text, text_key
+
+FILTER_FIELDS = ("category", "brand")
+
+
+def tokenize(texts: list[str]) -> list[list[str]]:
+    """Lower-cased words of two or more letters or digits, English stop words removed: a code
+    like ``SKU-48213`` becomes ``sku`` and ``48213``, both matchable."""
+    tokens: list[list[str]] = bm25s.tokenize(
+        texts, stopwords="en", return_ids=False, show_progress=False
+    )
+    return tokens
+
+
+def best(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the n highest scores, best first."""
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-scores, n - 1)[:n]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+@dataclass
+class TextIndex:
+    ids: list[str]
+    keys: list[str]  # text_key of each item: which vectors a rebuild may reuse
+    lexical_texts: list[str]
+    fields: dict[str, np.ndarray]  # category and brand per item, for filters
+    vectors: np.ndarray  # unit rows, float32
+    positions: dict[str, int] = field(init=False)
+    _faiss: Any = field(init=False)
+    _bm25: Any = field(init=False)
+    _masks: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.positions = {item: n for n, item in enumerate(self.ids)}
+        self._faiss = faiss.IndexFlatIP(DIMENSION)
+        if len(self.vectors):
+            self._faiss.add(self.vectors)
+        self._bm25 = bm25s.BM25()
+        self._bm25.index(tokenize(self.lexical_texts), show_progress=False)
+        self._masks = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def build(cls, rows: Sequence[dict[str, Any]], vectors: np.ndarray) -> TextIndex:
+        """From full catalog rows and their sentence vectors (one row each, same order)."""
+        return cls(
+            ids=[row["item_id"] for row in rows],
+            keys=[text_key(row) for row in rows],
+            lexical_texts=[lexical_text(row) for row in rows],
+            fields={
+                name: np.array([row.get(name) for row in rows], dtype=object)
+                for name in FILTER_FIELDS
+            },
+            vectors=np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, DIMENSION),
+        )
+
+    def with_rows(self, rows: Sequence[dict[str, Any]], vectors: np.ndarray) -> TextIndex:
+        """A new index where these rows replace the items they describe or are appended (a
+        later row of the same item wins)."""
+        ids, keys, texts = list(self.ids), list(self.keys), list(self.lexical_texts)
+        fields = {name: list(values) for name, values in self.fields.items()}
+        positions = dict(self.positions)
+        for row in rows:
+            if row["item_id"] not in positions:
+                positions[row["item_id"]] = len(ids)
+                ids.append(row["item_id"])
+                keys.append("")
+                texts.append("")
+                for values in fields.values():
+                    values.append(None)
+        all_vectors = np.zeros((len(ids), DIMENSION), dtype=np.float32)
+        all_vectors[: len(self)] = self.vectors
+        for row, vector in zip(rows, vectors, strict=True):
+            position = positions[row["item_id"]]
+            all_vectors[position] = vector
+            keys[position], texts[position] = text_key(row), lexical_text(row)
+            for name, values in fields.items():
+                values[position] = row.get(name)
+        return TextIndex(
+            ids, keys, texts,
+            {name: np.array(values, dtype=object) for name, values in fields.items()},
+            all_vectors,
+        )  # fmt: skip
+
+    def vectors_by_key(self) -> dict[str, np.ndarray]:
+        return {key: self.vectors[n] for n, key in enumerate(self.keys)}
+
+    # ----- queries -----------------------------------------------------------------------------
+
+    def allowed(
+        self, categories: Iterable[str] = (), brands: Iterable[str] = ()
+    ) -> np.ndarray | None:
+        """Items in one of the categories and one of the brands (None: no filter)."""
+        result: np.ndarray | None = None
+        for name, values in (("category", tuple(categories)), ("brand", tuple(brands))):
+            if not values:
+                continue
+            key = (name, values)
+            mask = self._masks.get(key)
+            if mask is None:
+                mask = np.isin(self.fields[name], np.array(values, dtype=object))
+                if mask.any():  # made-up values must not grow the cache
+                    self._masks[key] = mask
+            result = mask if result is None else result & mask
+        return result
+
+    def semantic(self, query: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
+        """Positions of the n items nearest the query vector, best first."""
+        if allowed is None:
+            _, found = self._faiss.search(query[None, :].astype(np.float32), min(n, len(self)))
+            positions: np.ndarray = found[0]
+            return positions[positions >= 0]
+        candidates = np.flatnonzero(allowed)
+        nearest: np.ndarray = candidates[best(self.vectors[candidates] @ query, n)]
+        return nearest
+
+    def lexical(self, query: str, n: int, allowed: np.ndarray | None) -> np.ndarray:
+        """Positions of the n best BM25 matches (at least one query word in common)."""
+        vocabulary = self._bm25.vocab_dict
+        words = [word for word in tokenize([query])[0] if word in vocabulary]
+        if not words or not len(self):
+            return np.zeros(0, dtype=np.int64)
+        scores = np.asarray(self._bm25.get_scores(words), dtype=np.float32)
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0.0)
+        top = best(scores, n)
+        matched: np.ndarray = top[scores[top] > 0]
+        return matched
+
+    def nearest(self, position: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n items most similar in text to the item at ``position`` (itself excluded)."""
+        similarities, found = self._faiss.search(self.vectors[position][None, :], n + 1)
+        keep = (found[0] >= 0) & (found[0] != position)
+        return found[0][keep][:n], similarities[0][keep][:n]
+
+    # ----- persistence -------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        meta = orjson.dumps(
+            {
+                "ids": self.ids, "keys": self.keys, "lexical_texts": self.lexical_texts,
+                "fields": {name: values.tolist() for name, values in self.fields.items()},
+            }
+        )  # fmt: skip
+        buffer = io.BytesIO()
+        np.savez(buffer, vectors=self.vectors, meta=np.frombuffer(meta, dtype=np.uint8))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TextIndex:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                vectors = arrays["vectors"]
+                meta = orjson.loads(arrays["meta"].tobytes())
+            return cls(
+                meta["ids"], meta["keys"], meta["lexical_texts"],
+                {name: np.array(values, dtype=object) for name, values in meta["fields"].items()},
+                vectors,
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"search index cannot be read: {exc}") from exc
