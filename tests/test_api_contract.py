@@ -151,8 +151,9 @@ def test_a_partial_item_update_keeps_the_other_fields(shop: tuple[httpx.Client, 
     assert item == {**full, "price": 4.0, "available": True, "recommendable": True}
     # an explicit null clears that field only
     assert client.post("/items", json={"item_id": "NEW-1", "brand": None}).status_code == 200
-    assert client.get("/items/NEW-1").json() == {**full, "price": 4.0, "brand": None,
-                                                 "available": True, "recommendable": True}  # fmt: skip
+    assert client.get("/items/NEW-1").json() == {
+        **full, "price": 4.0, "brand": None, "available": True, "recommendable": True
+    }  # fmt: skip
     # the store follows the same rule once the server folds its inbox in
     wait_for_store(db, "NEW-1", ("Toys", None, 4.0, full["img_url"], "Kite", "Red"))
     # and what is served is what GET shows

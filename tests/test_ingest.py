@@ -321,3 +321,18 @@ def test_links_may_be_http_urls_or_relative_paths(tmp_path: Path, store: Store) 
     ingest(store, items=write(tmp_path / "items.csv", "item_id,img_url\n" + rows),
            show_progress=False)  # fmt: skip
     assert [row[3] for row in items_in(store.path).values()] == links
+
+
+def test_a_store_written_before_availability_is_read_as_all_available(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "CREATE TABLE items (item_id VARCHAR PRIMARY KEY, category VARCHAR, brand VARCHAR,"
+            " price DOUBLE, img_url VARCHAR, title VARCHAR, description VARCHAR)"
+        ).fetchall()
+        con.execute(
+            "INSERT INTO items VALUES ('i1', 'Toys', NULL, 1.0, NULL, 'Kite', NULL)"
+        ).fetchall()
+    items = Store(db).read_items()  # read-only: the schema is not upgraded
+    assert items.column("available").to_pylist() == [None]
+    assert items.column("title").to_pylist() == ["Kite"]

@@ -185,9 +185,15 @@ class Store:
 
     def read_items(self) -> pa.Table:
         with self.connect(read_only=True) as con:
+            # a store last written before the column existed, opened read-only, lacks it
+            ((has,),) = con.execute(
+                "SELECT count(*) FROM duckdb_columns()"
+                " WHERE table_name = 'items' AND column_name = 'available'"
+            ).fetchall()
+            available = "available" if has else "CAST(NULL AS BOOLEAN) AS available"
             return con.sql(
-                "SELECT item_id, category, brand, price, img_url, title, description, available"
-                " FROM items"
+                "SELECT item_id, category, brand, price, img_url, title, description,"
+                f" {available} FROM items"
             ).to_arrow_table()
 
     def counts(self) -> dict[str, int]:
