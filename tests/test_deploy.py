@@ -143,3 +143,22 @@ def test_dashboard_panels_each_have_a_query_and_the_datasource_input() -> None:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["expr"].strip() and target["datasource"]["uid"] == "${DS_PROMETHEUS}"
+
+
+@pytest.mark.parametrize(("torch", "extras"), [("cpu", "tracing"), ("none", "tracing")])
+def test_the_image_installs_every_dependency_of_pyproject(torch: str, extras: str) -> None:
+    """The Dockerfile's own requirement list, run as the build runs it: every dependency and
+    the extras asked for, torch only when wanted (its CPU build is installed before)."""
+    import tomllib
+
+    joined = (DEPLOY / "Dockerfile").read_text().replace("\\\n", "")
+    line = next(line for line in joined.splitlines() if "tomllib" in line)
+    command = line.split("RUN ", 1)[1].split(" > /tmp/requirements.txt")[0]
+    result = run("sh", "-c", command, env={"TORCH": torch, "EXTRAS": extras})
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.split()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["tracing"]
+    if torch == "none":
+        wanted = [r for r in wanted if not r.startswith("torch")]
+    assert sorted(listed) == sorted(wanted)
