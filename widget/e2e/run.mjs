@@ -78,10 +78,15 @@ async function audit(name) {
 
 const started = Date.now();
 try {
-  // --- k cards with titles, prices and images ---------------------------------------------
+  // --- k cards with titles, prices and images; nothing reported until they are on screen ----
+  // a window too short to reach the carousel: its cards are below the fold
+  await page.setViewportSize({ width: 1280, height: 120 });
   await page.goto(`${API}/demo/?user=${USER}`);
   const home = 'Recommended for you';
   const before = await itemIds(home);
+  await page.waitForTimeout(2500); // two flushes
+  assert.deepEqual(sent, [], 'no impression for cards below the fold');
+  await page.setViewportSize({ width: 1280, height: 900 });
   assert.equal(before.length, K, 'cards on the home page');
   const cards = await slides(home).evaluateAll((nodes) => nodes.map((node) => ({
     label: node.getAttribute('aria-label'),

@@ -152,7 +152,7 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
 
   useEffect(updateEdges, [updateEdges, items, perView]);
 
-  // an impression is a card at least half inside the visible row, once per answer and place
+  // an impression is a card at least half on screen, once per answer and place
   useEffect(() => {
     const viewport = viewportRef.current;
     if (status !== 'success' || !viewport) return undefined;
@@ -169,11 +169,13 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
           observer.unobserve(entry.target);
         }
       },
-      { root: grid ? null : viewport, threshold: 0.5 },
+      // the page's viewport, not the row: a card scrolled out of the row is clipped by it, and
+      // a carousel below the fold shows nothing yet
+      { threshold: 0.5 },
     );
     cards.forEach((card) => observer.observe(card));
     return () => observer.disconnect();
-  }, [status, items, trackImpression, perView, grid]);
+  }, [status, items, trackImpression, perView]);
 
   const page = (direction: 1 | -1) => {
     const viewport = viewportRef.current;
