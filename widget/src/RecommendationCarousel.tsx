@@ -75,6 +75,9 @@ const DEFAULT_LABELS: CarouselLabels = {
 
 const GAP_PX = 16;
 
+// layout effects measure before paint in the browser; on a server (SSR) React 18 warns about them
+const useBrowserLayoutEffect = typeof window === 'undefined' ? useEffect : useLayoutEffect;
+
 function cx(...names: Array<string | undefined | false>): string {
   return names.filter(Boolean).join(' ');
 }
@@ -127,9 +130,9 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
   const heading = title ?? (props.itemId ? 'Similar items' : 'Recommended for you');
   const Heading = `h${headingLevel}` as const;
 
-  useLayoutEffect(injectStyles, []);
+  useBrowserLayoutEffect(injectStyles, []);
 
-  useLayoutEffect(() => {
+  useBrowserLayoutEffect(() => {
     const root = rootRef.current;
     if (!root) return undefined;
     const measure = () => setPerView(cardsPerView(root.clientWidth, minCardWidth, maxVisible));
