@@ -10,13 +10,15 @@ export const CSS: string = `
 :where(.rl-controls){display:flex;gap:8px}
 :where(.rl-button){font:inherit;display:inline-flex;align-items:center;justify-content:center;min-width:40px;min-height:40px;border:1px solid var(--rl-border);border-radius:999px;background:var(--rl-card-bg);color:var(--rl-color);cursor:pointer}
 :where(.rl-button:disabled){opacity:.45;cursor:default}
-:where(.rl-carousel) :where(button,a,[tabindex]):focus-visible{outline:3px solid var(--rl-focus);outline-offset:2px}
+:where(.rl-carousel) :where(button:focus-visible,a:focus-visible,[tabindex]:focus-visible){outline:3px solid var(--rl-focus);outline-offset:2px}
 :where(.rl-viewport){display:grid;grid-auto-flow:column;grid-auto-columns:calc((100% - (var(--rl-per-view,4) - 1) * var(--rl-gap)) / var(--rl-per-view,4));gap:var(--rl-gap);overflow-x:auto;scroll-snap-type:x mandatory;scroll-behavior:smooth;scrollbar-width:none;padding:4px;margin:-4px;scroll-padding-inline:4px}
 :where(.rl-viewport)::-webkit-scrollbar{display:none}
 :where(.rl-grid){display:grid;grid-template-columns:repeat(var(--rl-per-view,4),minmax(0,1fr));gap:var(--rl-gap);list-style:none;margin:0;padding:0}
 :where(.rl-card){scroll-snap-align:start;display:flex;flex-direction:column;gap:6px;min-width:0;background:var(--rl-card-bg);border:1px solid var(--rl-border);border-radius:var(--rl-radius);padding:10px;position:relative}
 :where(.rl-card-link){color:inherit;text-decoration:none;font:inherit;background:none;border:0;padding:0;text-align:left;cursor:pointer}
 :where(.rl-card-link)::after{content:"";position:absolute;inset:0;border-radius:var(--rl-radius)}
+:where(.rl-carousel) :where(.rl-card-link:focus-visible){outline:none}
+:where(.rl-carousel) :where(.rl-card-link:focus-visible)::after{outline:3px solid var(--rl-focus);outline-offset:-3px}
 :where(.rl-card:hover){border-color:var(--rl-accent)}
 :where(.rl-image){width:100%;aspect-ratio:var(--rl-image-ratio);object-fit:cover;border-radius:calc(var(--rl-radius) - 4px);background:var(--rl-skeleton);display:block}
 :where(.rl-image-placeholder){display:flex;align-items:center;justify-content:center;color:var(--rl-muted)}
