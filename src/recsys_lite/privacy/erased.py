@@ -45,9 +45,6 @@ class ErasedShoppers:
     def subject(self, user_id: str) -> str:
         return subject_hash(self.key, user_id)
 
-    def matches(self, user_id: str) -> bool:
-        return bool(self._erased) and self.subject(user_id) in self._erased
-
     def drop_erased(self, events: pa.Table) -> pa.Table:
         """The events, less those of erased shoppers from before their erasure."""
         if not self._erased or not events.num_rows:
