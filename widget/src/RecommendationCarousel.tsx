@@ -192,6 +192,9 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
     const keys: Record<string, number> = { ArrowLeft: -1, ArrowRight: 1, Home: -Infinity, End: Infinity };
     const step = keys[event.key];
     if (step === undefined || status !== 'success') return;
+    // a template's own field (a quantity box) keeps its arrow keys
+    const target = event.target as HTMLElement;
+    if (target.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName)) return;
     const viewport = viewportRef.current;
     const cards = Array.from(viewport?.querySelectorAll<HTMLElement>('[data-rl-position]') ?? []);
     const current = cards.findIndex((card) => card.contains(document.activeElement));
@@ -204,8 +207,7 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
       return;
     }
     event.preventDefault();
-    const target = Math.max(0, Math.min(cards.length - 1, current + step));
-    const card = cards[target];
+    const card = cards[Math.max(0, Math.min(cards.length - 1, current + step))];
     const focusable = card?.querySelector<HTMLElement>('a[href],button') ?? card;
     focusable?.focus();
   };

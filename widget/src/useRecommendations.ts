@@ -80,11 +80,18 @@ export function useRecommendations(options: UseRecommendationsOptions): UseRecom
   }, [apiUrl, userId, itemId, count, diversity, filterKey, enabled, attempt]);
 
   const answer = state.status === 'success' ? state.answer : undefined;
+  // impressions already reported, so a card seen again (or re-observed) is not counted twice
+  const shown = useRef(new Set<string>());
 
   const report = useCallback(
     (type: WidgetEventType, position: number) => {
       const item = answer?.recommendations[position];
       if (!answer || !item) return;
+      if (type === 'impression') {
+        const key = `${answer.recommendation_id}\u0000${position}`;
+        if (shown.current.has(key)) return;
+        shown.current.add(key);
+      }
       const { trackEvents = true, onEvent, userId: user } = latest.current;
       let fresh = true;
       if (trackEvents && user) {

@@ -198,6 +198,21 @@ describe('useRecommendations', () => {
     );
   }
 
+  it('reports an impression once per answer and position, also without sending', async () => {
+    const { posted } = fakeApi([json(answer(['I1', 'I2'], 'r5'))]);
+    const onEvent = vi.fn();
+    function Seen() {
+      const { status, trackImpression } = useRecommendations({ apiUrl: 'http://x', userId: 'U1', trackEvents: false, onEvent });
+      if (status !== 'success') return null;
+      return <button type="button" onClick={() => [0, 0, 1, 0].forEach(trackImpression)}>seen</button>;
+    }
+    render(<Seen />);
+    fireEvent.click(await screen.findByRole('button', { name: 'seen' }));
+    fireEvent.click(screen.getByRole('button', { name: 'seen' }));
+    expect(onEvent.mock.calls.map(([e]) => e.position)).toEqual([0, 1]);
+    expect(posted).toHaveLength(0);
+  });
+
   it('gives a shop its own markup, with the same events', async () => {
     const { posted } = fakeApi([json(answer(['I1', 'I2'], 'r9'))]);
     render(<Plain apiUrl={nextApi()} />);
