@@ -54,6 +54,9 @@ class ForgottenEvents:
     history: History
     history_rows: np.ndarray  # which removed user (row of ``removed``) each event belongs to
     newest_ts: int
+    # Whether to relearn the item side too where that costs more than dropping rows (see
+    # forgetting.forget_users).
+    relearn: bool = True
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ class EASEModel(Recommender):
         """Exactly the weights a refit without the users gives: their rows leave the Gram
         matrix, so P = (X'X + l2 I)^-1 gets a rank-r Woodbury downdate (forgetting.py)."""
         rows = self._input_rows(removed)
-        if not rows.nnz:
+        if not rows.nnz or not events.relearn:
             return
         if self.pivots is None:  # an older artifact: rebuild P from the kept interactions
             gram = gram_matrix(self._input_rows(self.user_items))

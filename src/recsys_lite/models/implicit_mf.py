@@ -84,6 +84,9 @@ class FactorModel(Recommender):
         self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
     ) -> None:
         self.user_factors = np.ascontiguousarray(self.user_factors[keep])
+        self._gram = None
+        if not events.relearn:
+            return
         # implicit has its own thread pool (see _fit)
         with threadpool_limits(limits=1, user_api="blas"):
             self._refit_items(np.unique(removed.indices))

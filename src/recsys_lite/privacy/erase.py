@@ -223,7 +223,7 @@ class Eraser:
         users = np.flatnonzero(hashes == erasure.subject)
         result: dict[str, Any] = {"model": model.name, "user_rows_removed": len(users)}
         if len(users):
-            forget_users(model, users)
+            forget_users(model, users, relearn=True)
             model.build_indexes(artifact.manifest.get("indexes", {}).get(USER_INDEX, "auto"))
             kept = {
                 key: value for key, value in artifact.manifest.items()
