@@ -19,7 +19,7 @@ from pydantic import (
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.data.validation import MAX_POSITION, MAX_RECOMMENDATION_ID_LENGTH
 from recsys_lite.ranking.explain import MAX_EXPLAIN_TOP_K
-from recsys_lite.ranking.filters import MAX_FILTER_VALUES, ItemFilter, split_values
+from recsys_lite.ranking.filters import MAX_FILTER_VALUES, NO_FILTER, ItemFilter, split_values
 
 MAX_BATCH = 10_000
 MAX_TEXT_LENGTH = 10_000
@@ -95,6 +95,8 @@ class ListQuery(BaseModel):
 
     def item_filter(self) -> ItemFilter:
         """The request's filter, ids normalised by the one id rule."""
+        if self._unfiltered:
+            return NO_FILTER  # the common request: nothing to split or compare
         return ItemFilter(
             categories=split_values(self.category),
             brands=split_values(self.brand),
@@ -103,6 +105,18 @@ class ListQuery(BaseModel):
             exclude_ids=tuple(normalise_id(i) for i in split_values(self.exclude_ids)),
             min_price=self.min_price,
             max_price=self.max_price,
+        )
+
+    @property
+    def _unfiltered(self) -> bool:
+        return (
+            self.category is None
+            and self.brand is None
+            and self.exclude_categories is None
+            and self.exclude_brands is None
+            and self.exclude_ids is None
+            and self.min_price is None
+            and self.max_price is None
         )
 
     @property
