@@ -202,6 +202,7 @@ try {
 
   assert.deepEqual(foreign, [], 'requests to other hosts');
   assert.deepEqual(problems, [], 'console and page errors');
+  console.log(`ok - the demo shop made no request outside ${API} and logged no error`);
 
   // --- the script-tag embed -----------------------------------------------------------------
   // It shows the catalog's own image links, which in the demo data point at a host that does
@@ -217,7 +218,18 @@ try {
   await page.screenshot({ path: join(ARTIFACTS, 'embed-1280.png'), fullPage: true });
   console.log('ok - the script-tag embed renders 8 cards, placeholders for broken images');
 
-  console.log(`ok - the demo shop made no request outside ${API} and logged no error (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  // --- an API that does not answer: the error state, its retry, still accessible -------------
+  await page.goto(`${API}/demo/?user=${USER}&api=http://127.0.0.1:65531`);
+  const alert = carousel(home).getByRole('alert');
+  await alert.waitFor();
+  assert.match(await alert.textContent(), /could not be loaded/);
+  await alert.getByRole('button', { name: 'Try again' }).click();
+  await carousel(home).and(page.locator('[data-status="error"]')).waitFor();
+  await audit('the error state');
+  await page.screenshot({ path: join(ARTIFACTS, 'error-1280.png') });
+  console.log('ok - an API that does not answer shows the error state with a retry');
+
+  console.log(`ok - every check passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (error) {
   await page.screenshot({ path: join(ARTIFACTS, 'failure.png'), fullPage: true }).catch(() => {});
   console.error(`not ok - ${error.stack ?? error}`);
