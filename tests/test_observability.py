@@ -58,7 +58,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "recsys_lite.cli", *args]
 
 
-def test_config(targets: dict[str, str], folder: Path) -> Path:
+def prometheus_config(targets: dict[str, str], folder: Path) -> Path:
     """deploy/prometheus.yml with its jobs pointed at the local processes, scraped and
     evaluated every second, and deploy/alerts.yml as it is."""
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
@@ -155,7 +155,7 @@ def test_prometheus_scrapes_api_worker_and_ingest_and_evaluates_alerts_and_dashb
             "recsys-worker": f"127.0.0.1:{worker_port}",
             "recsys-ingest": f"127.0.0.1:{ingest_port}",
         }
-        with running_prometheus(test_config(targets, tmp_path), tmp_path) as prometheus:
+        with running_prometheus(prometheus_config(targets, tmp_path), tmp_path) as prometheus:
 
             def all_up() -> bool:
                 active = prometheus.get("targets")["activeTargets"]
