@@ -20,6 +20,7 @@ b) The cost of each model's forgetting (models/forgetting.py): ``forget_users`` 
 Targets: effective in the running API p99 ≤ 1 s; the whole erasure ≤ 10 s.
 
     python bench/erasure.py [--erasures 20] [--forget-users 5] [--skip-api] [--skip-models]
+        [--models NAME ...]
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def forget_cost(model: Recommender, users: list[str], relearn: bool) -> dict[str
     return percentiles_ms(seconds)
 
 
-def model_costs(forget_users_count: int) -> list[dict[str, Any]]:
+def model_costs(forget_users_count: int, names: list[str] | None) -> list[dict[str, Any]]:
     store = Store(base_shop() / "shop.db")
     events, items = store.read_events(), store.read_items()
     top = pc.value_counts(events.column("item_id")).to_pylist()
@@ -232,6 +233,8 @@ def model_costs(forget_users_count: int) -> list[dict[str, Any]]:
     ]
     rows = []
     for name, params, train_events, catalog, size in plans:
+        if names and name not in names:
+            continue
         console.print(f"fitting {name} on {size}...")
         model = create_model(name, params)
         with timed() as fit:
@@ -269,6 +272,9 @@ def main() -> None:
     parser.add_argument("--forget-users", type=int, default=5)
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument(
+        "--models", nargs="*", help="time only these models' forgetting (others keep theirs)"
+    )
     args = parser.parse_args()
     load = warn_if_busy()
     # a part skipped keeps its figures from the last run
@@ -298,7 +304,11 @@ def main() -> None:
         title = f"Erasure of one shopper: 1M-event shop, ALS, 2 API processes, {api['erasures']}"
         console.print(table(title, ["measure", "p50 ms", "p99 ms", "target", "verdict"], rows))
     if not args.skip_models:
-        costs = model_costs(args.forget_users)
+        costs = model_costs(args.forget_users, args.models)
+        if args.models and "forgetting" in payload:
+            timed_now = {r["model"] for r in costs}
+            earlier = payload["forgetting"]["models"]
+            costs = [r for r in earlier if r["model"] not in timed_now] + costs
         payload["forgetting"] = {"load_average_1m_at_start": warn_if_busy(), "models": costs}
         rows = [
             [r["model"], r["size"], r["users"], r["items"], r["fit_seconds"],

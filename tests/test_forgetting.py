@@ -195,7 +195,7 @@ def test_als_items_are_no_more_alike_than_after_a_retrain(shop: Shop) -> None:
 
 
 def test_bpr_removes_most_of_what_the_shopper_made_alike(shop: Shop) -> None:
-    """BPR's restarted items relearn from everyone else in a tenth of the training epochs:
+    """BPR's restarted items relearn from everyone else in three epochs:
     most, not all, of the excess likeness goes at once; the full retrain removes the rest."""
     model = forgotten("bpr", shop)
     original = alikeness(fitted("bpr", shop.events, shop.items), shop.signature)
