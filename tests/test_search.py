@@ -198,3 +198,14 @@ def test_bad_queries_are_refused_with_422(search_url: str) -> None:
         answer = httpx.get(f"{search_url}/search", params=params, timeout=10)
         assert answer.status_code == 422, params
         assert answer.json()["error"] == "invalid_input"
+
+
+def test_an_item_made_unavailable_is_no_longer_found(search_url: str) -> None:
+    first = results(search(search_url, q="vintage", k=3))[0]
+    hidden = {"item_id": first["item_id"], "available": False}
+    assert httpx.post(f"{search_url}/items", json=hidden, headers=AUTH, timeout=60).is_success
+    found = [hit["item_id"] for hit in results(search(search_url, q="vintage", k=20))]
+    assert first["item_id"] not in found
+    shown = {"item_id": first["item_id"], "available": True}
+    assert httpx.post(f"{search_url}/items", json=shown, headers=AUTH, timeout=60).is_success
+    assert results(search(search_url, q="vintage", k=3))[0]["item_id"] == first["item_id"]

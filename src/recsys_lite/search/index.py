@@ -21,7 +21,16 @@ from recsys_lite.errors import ArtifactError
 from recsys_lite.search.embedder import DIMENSION
 from recsys_lite.search.text import lexical_text, text_key
 
-FILTER_FIELDS = ("category", "brand")
+FILTER_FIELDS = ("category", "brand", "available")
+
+
+def field_value(row: dict[str, Any], name: str) -> Any:
+    # a missing availability means available, as everywhere in the catalog
+    return row.get(name) is not False if name == "available" else row.get(name)
+
+
+def field_array(name: str, values: list[Any]) -> np.ndarray:
+    return np.array(values, dtype=bool if name == "available" else object)
 
 
 def tokenize(texts: list[str]) -> list[list[str]]:
@@ -74,7 +83,7 @@ class TextIndex:
             keys=[text_key(row) for row in rows],
             lexical_texts=[lexical_text(row) for row in rows],
             fields={
-                name: np.array([row.get(name) for row in rows], dtype=object)
+                name: field_array(name, [field_value(row, name) for row in rows])
                 for name in FILTER_FIELDS
             },
             vectors=np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, DIMENSION),
@@ -93,7 +102,7 @@ class TextIndex:
                 keys.append("")
                 texts.append("")
                 for values in fields.values():
-                    values.append(None)
+                    values.append(None)  # set below
         all_vectors = np.zeros((len(ids), DIMENSION), dtype=np.float32)
         all_vectors[: len(self)] = self.vectors
         for row, vector in zip(rows, vectors, strict=True):
@@ -101,10 +110,10 @@ class TextIndex:
             all_vectors[position] = vector
             keys[position], texts[position] = text_key(row), lexical_text(row)
             for name, values in fields.items():
-                values[position] = row.get(name)
+                values[position] = field_value(row, name)
         return TextIndex(
             ids, keys, texts,
-            {name: np.array(values, dtype=object) for name, values in fields.items()},
+            {name: field_array(name, values) for name, values in fields.items()},
             all_vectors,
         )  # fmt: skip
 
@@ -116,8 +125,9 @@ class TextIndex:
     def allowed(
         self, categories: Iterable[str] = (), brands: Iterable[str] = ()
     ) -> np.ndarray | None:
-        """Items in one of the categories and one of the brands (None: no filter)."""
-        result: np.ndarray | None = None
+        """Available items in one of the categories and one of the brands (None: all)."""
+        available = self.fields["available"]
+        result: np.ndarray | None = None if available.all() else available
         for name, values in (("category", tuple(categories)), ("brand", tuple(brands))):
             if not values:
                 continue
@@ -180,7 +190,14 @@ class TextIndex:
                 meta = orjson.loads(arrays["meta"].tobytes())
             return cls(
                 meta["ids"], meta["keys"], meta["lexical_texts"],
-                {name: np.array(values, dtype=object) for name, values in meta["fields"].items()},
+                {
+                    name: field_array(
+                        name,
+                        meta["fields"].get(name)
+                        or [field_value({}, name) for _ in range(len(meta["ids"]))],
+                    )
+                    for name in FILTER_FIELDS
+                },
                 vectors,
             )  # fmt: skip
         except (OSError, ValueError, KeyError) as exc:
