@@ -11,7 +11,7 @@ import pytest
 from recsys_lite.data.store import Store
 from recsys_lite.models import create_model
 from recsys_lite.ranking.diversity import content_vectors, diversify, intra_list_diversity
-from recsys_lite.ranking.explain import UserItems, explain
+from recsys_lite.ranking.explain import UserItems, als_contributions, explain
 
 # items 0 and 1 are near-duplicates, 2 and 3 point elsewhere
 VECTORS = np.array([[1, 0, 0], [0.99, 0.141, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
@@ -101,9 +101,14 @@ def test_als_explanations_are_implicits_exact_decomposition(events: pa.Table) ->
         alpha=model.params.alpha,  # type: ignore[attr-defined]
     )  # fmt: skip
     reference.item_factors = model.item_factors  # type: ignore[attr-defined]
-    for target, contributions in zip(targets.tolist(), reasons, strict=True):
-        _, top, _ = reference.explain(user, model.user_items, target, N=3)
-        assert [c.item for c in contributions] == [item for item, _ in top if _ > 0]
+    every = als_contributions(model, past, targets)
+    position = {item: n for n, item in enumerate(past.items.tolist())}
+    for t, (target, contributions) in enumerate(zip(targets.tolist(), reasons, strict=True)):
+        total, top, _ = reference.explain(user, model.user_items, target, N=len(past.items))
+        assert every[t].sum() == pytest.approx(total, rel=1e-4)
+        for item, value in top:
+            assert every[t, position[item]] == pytest.approx(value, rel=1e-4, abs=1e-6)
+        assert [c.item for c in contributions] == [item for item, v in top[:3] if v > 0]
         assert all(-1.0001 <= c.similarity <= 1.0001 for c in contributions)
         shares = [c.contribution_pct for c in contributions]
         assert shares == sorted(shares, reverse=True) and sum(shares) <= 100.05

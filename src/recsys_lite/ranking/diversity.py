@@ -37,41 +37,39 @@ def diversify(
     are never capped). Fewer than k come back only when the cap leaves fewer.
     """
     n = len(candidates)
+    k = min(k, n)
     relevance = _rescaled(scores) if n else np.zeros(0)
     use_mmr = vectors is not None and lam < 1.0 and n > 1
     similarity = vectors @ vectors.T if use_mmr and vectors is not None else None
     # the largest similarity of each candidate to anything picked so far
-    closest = np.full(n, -np.inf)
-    taken = np.zeros(n, dtype=bool)
+    closest = np.zeros(n)
+    value = relevance.copy()
     per_category: dict[object, int] = {}
     chosen: list[int] = []
+    capped = max_per_category is not None and categories is not None
+    relevance *= lam
+    spread = 1.0 - lam
     while len(chosen) < k:
-        value = lam * relevance - (1.0 - lam) * np.maximum(closest, 0.0)
-        if not use_mmr:
-            value = relevance.copy()
-        value[taken] = -np.inf
-        picked = -1
-        for position in np.argsort(-value, kind="stable").tolist():
-            if taken[position]:
-                break
-            category = None if categories is None else categories[position]
-            if (
-                max_per_category is not None
-                and category is not None
-                and per_category.get(category, 0) >= max_per_category
-            ):
-                taken[position] = True  # capped for the rest of the list
-                continue
-            picked = position
-            break
-        if picked < 0:
-            break
-        taken[picked] = True
-        chosen.append(picked)
-        if category is not None:
-            per_category[category] = per_category.get(category, 0) + 1
         if similarity is not None:
-            closest = np.maximum(closest, similarity[picked])
+            value = relevance - spread * closest
+        picked = int(np.argmax(value))
+        if capped and categories is not None:
+            # skip items of full categories; without a cap one argmax per pick suffices
+            while np.isfinite(value[picked]):
+                category = categories[picked]
+                if category is None or per_category.get(category, 0) < max_per_category:  # type: ignore[operator]
+                    break
+                relevance[picked] = value[picked] = -np.inf  # out of the later rounds too
+                picked = int(np.argmax(value))
+            if not np.isfinite(value[picked]):
+                break
+            category = categories[picked]
+            if category is not None:
+                per_category[category] = per_category.get(category, 0) + 1
+        chosen.append(picked)
+        relevance[picked] = value[picked] = -np.inf  # shown: out of the later rounds
+        if similarity is not None:
+            np.maximum(closest, similarity[picked], out=closest)
     return np.array(chosen, dtype=np.int64)
 
 

@@ -9,6 +9,8 @@ touches only the eligible rows, so a 1% filter on 100k items costs a 1k-row prod
 from __future__ import annotations
 
 import math
+import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,7 +18,7 @@ from recsys_lite.models.index import VectorIndex
 
 # Below this many eligible items an exact pass is cheaper than any index search that could
 # find k of them (gathering a few thousand rows costs less than an HNSW search for as many).
-EXACT_ELIGIBLE_MAX = 4_096
+EXACT_ELIGIBLE_MAX = 8_192
 # Over-fetch rounds: the number of candidates asked for grows by this factor each round, up to
 # MAX_FETCH, before the exact pass takes over.
 GROWTH = 4
@@ -52,16 +54,60 @@ def _index_round(
     return found[order], scores[order].astype(np.float32)
 
 
+@dataclass
+class _Eligible:
+    """What a catalog-cached mask (read-only, one per filter value) allows: its item indices
+    and, for the vectors last searched with it, their rows. Kept while the mask lives, so the
+    memory is bounded by the catalog's cache: each item is in one category and one brand, so
+    at most two extra copies of the vectors."""
+
+    mask: weakref.ref[np.ndarray]
+    indices: np.ndarray
+    vectors: weakref.ref[np.ndarray] | None = None
+    rows: np.ndarray | None = None
+
+
+_ELIGIBLE: dict[int, _Eligible] = {}
+
+
+def _eligible(mask: np.ndarray) -> _Eligible:
+    if mask.flags.writeable:  # built for this request: nothing to reuse
+        return _Eligible(weakref.ref(mask), np.flatnonzero(mask))
+    key = id(mask)
+    held = _ELIGIBLE.get(key)
+    if held is None or held.mask() is not mask:
+        held = _Eligible(
+            weakref.ref(mask, lambda _: _ELIGIBLE.pop(key, None)), np.flatnonzero(mask)
+        )
+        if not mask.flags.writeable:
+            _ELIGIBLE[key] = held
+    return held
+
+
+def _rows(eligible: _Eligible, vectors: np.ndarray) -> np.ndarray:
+    """The eligible items' vectors: gathering a few thousand rows per request cost more than
+    the product with them."""
+    known = eligible.vectors is not None and eligible.vectors() is vectors
+    if known and eligible.rows is not None:
+        return eligible.rows
+    rows = np.ascontiguousarray(vectors[eligible.indices])
+    eligible.vectors, eligible.rows = weakref.ref(vectors), rows
+    return rows
+
+
 def exact_eligible(
-    vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarray
+    rows: np.ndarray, query: np.ndarray, k: int, indices: np.ndarray, excluded: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k best of the allowed items by exact inner product, best first."""
-    eligible = np.flatnonzero(allowed)
-    scores = (vectors[eligible] @ query).astype(np.float32)
-    everything = np.arange(len(eligible))
-    part = np.argpartition(-scores, k - 1)[:k] if len(eligible) > k else everything
+    """The k best of the items at ``indices`` (sorted; their vectors are ``rows``) that are not
+    excluded, by exact inner product, best first."""
+    scores = (rows @ query).astype(np.float32)
+    if len(excluded) and len(indices):
+        at = np.minimum(np.searchsorted(indices, excluded), len(indices) - 1)
+        scores[at[indices[at] == excluded]] = -np.inf
+    part = np.argpartition(-scores, k - 1)[:k] if len(indices) > k else np.arange(len(indices))
     order = part[np.argsort(-scores[part], kind="stable")]
-    return eligible[order], scores[order]
+    order = order[np.isfinite(scores[order])]
+    return indices[order], scores[order]
 
 
 def search_vectors(
@@ -83,18 +129,17 @@ def search_vectors(
         )
         if found is not None:
             return found
-        allowed = np.ones(n_items, dtype=bool)
-    else:
-        allowed = np.array(item_mask[:n_items], dtype=bool, copy=True)
-        n_allowed = int(np.count_nonzero(allowed))
-        if n_allowed > EXACT_ELIGIBLE_MAX:
-            # expect about k / density candidates to hold k eligible ones; ask for twice that
-            want = len(blocked) + math.ceil(2 * k * n_items / n_allowed)
-            while want <= MAX_FETCH:
-                found = _index_round(index, vectors, query, want, k, blocked, item_mask)
-                if found is not None:
-                    return found
-                want *= GROWTH
-    if len(excluded):
-        allowed[excluded[excluded < n_items]] = False
-    return exact_eligible(vectors, query, k, allowed)
+        return exact_eligible(vectors, query, k, np.arange(n_items), np.unique(excluded))
+    # items added after the catalog's mask was built are not in it (a shorter mask)
+    mask = item_mask if len(item_mask) == n_items else item_mask[:n_items]
+    eligible = _eligible(mask)
+    indices = eligible.indices
+    if len(indices) > EXACT_ELIGIBLE_MAX:
+        # expect about k / density candidates to hold k eligible ones; ask for twice that
+        want = len(blocked) + math.ceil(2 * k * n_items / len(indices))
+        while want <= MAX_FETCH:
+            found = _index_round(index, vectors, query, want, k, blocked, item_mask)
+            if found is not None:
+                return found
+            want *= GROWTH
+    return exact_eligible(_rows(eligible, vectors), query, k, indices, np.unique(excluded))

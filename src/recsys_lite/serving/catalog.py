@@ -42,6 +42,16 @@ def _fragment(row: dict[str, Any]) -> bytes:
     return orjson.dumps({name: row.get(name) for name in ("item_id", *RESPONSE_FIELDS)})[:-1]
 
 
+def _single_value(item_filter: ItemFilter) -> tuple[str, str] | None:
+    """("category", value) or ("brand", value) when that is all the filter asks."""
+    categories, brands = item_filter.categories, item_filter.brands
+    if len(categories) == 1 and item_filter == ItemFilter(categories=categories):
+        return "category", categories[0]
+    if len(brands) == 1 and item_filter == ItemFilter(brands=brands):
+        return "brand", brands[0]
+    return None
+
+
 class Catalog:
     """Each item's response JSON encoded once, so an answer is a join of bytes, not a query
     nor ten dicts to build and serialise on every request."""
@@ -140,6 +150,9 @@ class Catalog:
             # only values the catalog has are kept: a client sending made-up filter values
             # would otherwise grow a catalog-sized array per value
             if allowed.any() and len(self._masks) < MAX_CACHED_MASKS:
+                # shared by every request with this value: read-only, so retrieval may keep
+                # derived arrays (ranking/retrieval.py) for as long as it lives
+                allowed.flags.writeable = False
                 self._masks[key] = allowed
         return allowed
 
@@ -152,6 +165,9 @@ class Catalog:
         when that is every item (the unfiltered hot path then skips masking altogether)."""
         if item_filter.empty and self._all_available:
             return None
+        single = _single_value(item_filter)
+        if single is not None and self._all_available:  # a category page: its cached mask
+            return self._value_mask(*single)
         result = self._fields["available"].copy()
         if item_filter.categories:
             result &= self._any_of("category", item_filter.categories)
