@@ -36,6 +36,7 @@ COMPONENTS = {
     "chromium": "sudo apt-get install chromium (or: make deps)",
     "prometheus": "sudo apt-get install prometheus (or: make deps)",
     "promtool": "sudo apt-get install prometheus (or: make deps)",
+    "java": "sudo apt-get install openjdk-17-jre-headless (or: make deps)",
 }
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from recsys_lite.cli_artifacts import rollback
 from recsys_lite.config import get_settings
+from recsys_lite.data.archive_commands import archive_app
 from recsys_lite.errors import InvalidInputError, RecsysError
 from recsys_lite.evaluation.metrics import METRIC_HELP
 from recsys_lite.evaluation.split import SPLIT_METHODS, check_split_method
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(gdpr_app, name="gdpr")
+app.add_typer(archive_app, name="archive")
 app.command()(rollback)
 app.command()(serving_commands.profile)
 app.command()(serving_commands.status)
@@ -140,12 +142,21 @@ def train(
     params: Optional[str] = typer.Option(  # noqa: UP045
         None, help="model parameters as JSON (`recsys-lite models NAME` lists them)"
     ),
+    engine: str = typer.Option(
+        "embedded", help="embedded (in this process) or spark (pyspark ALS; als only)"
+    ),
+    spark_master: str = typer.Option("local[2]", help="Spark master URL for --engine spark"),
+    source: str = typer.Option(
+        "store", help="store, or archive (the EVENT_ARCHIVE table; Spark reads it itself)"
+    ),
 ) -> None:
     """Train a model, evaluate it on a time-aware holdout, and write an artifact."""
     from recsys_lite.data.store import Store
+    from recsys_lite.engines.choice import training_inputs
     from recsys_lite.training import train as run_train
 
     try:
+        factory, events = training_inputs(engine, spark_master, source, get_settings())
         result = run_train(
             Store(_db(db)),
             check_model_name(model),
@@ -155,6 +166,8 @@ def train(
             split_method=check_split_method(split),
             last_n=last_n,
             show_progress=console.is_terminal,
+            model_factory=factory,
+            events=events,
         )
     except RecsysError as exc:
         _fail(exc)

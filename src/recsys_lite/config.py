@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     inbox_dir: Path | None = Field(
         None, description="where accepted events are spooled (default: inbox/ beside DB_PATH)"
     )
+    event_archive: Path | None = Field(
+        None,
+        description="Delta Lake table (a folder) every accepted event is also appended to,"
+        " partitioned by day (off when unset; needs the archive extra)",
+    )
     event_bus: BusKind = Field("embedded", description="how replicas share events")
     redis_url: str = Field("redis://127.0.0.1:6379/0")
     kafka_bootstrap: str = Field("127.0.0.1:9092")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,10 @@ from recsys_lite.evaluation.split import SplitMethod, forward_split, make_split
 from recsys_lite.models import Recommender, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
 from recsys_lite.search import build as search_build
+
+# How a model is built for a fit: create_model (the embedded engine) or another engine's
+# factory (engines/spark.py), which fits the same model elsewhere.
+ModelFactory = Callable[[str, dict[str, Any] | None], Recommender]
 
 
 @dataclass
@@ -36,8 +40,9 @@ def _fit(
     items: pa.Table | None,
     settings: Settings,
     progress: bool,
+    model_factory: ModelFactory = create_model,
 ) -> Recommender:
-    model = create_model(name, params)
+    model = model_factory(name, params)
     model.threads = settings.threads
     return model.fit(events, items, show_progress=progress)
 
@@ -53,6 +58,7 @@ def holdout_metrics(
     last_n: int = 1,
     settings: Settings | None = None,
     show_progress: bool = False,
+    model_factory: ModelFactory = create_model,
 ) -> dict[str, Any]:
     """Fit a fresh model on the training part of a split and evaluate it on the test part.
 
@@ -62,7 +68,9 @@ def holdout_metrics(
     settings = settings or get_settings()
     split = make_split(events, split_method, test_size, last_n)
     started = time.perf_counter()
-    model = _fit(name, params, split.train, split.catalog(items), settings, show_progress)
+    model = _fit(
+        name, params, split.train, split.catalog(items), settings, show_progress, model_factory
+    )
     fit_seconds = time.perf_counter() - started
     metrics = evaluate_model(model, split.test, show_progress=show_progress)
     metrics["split"] = split.description
@@ -82,11 +90,14 @@ def train(
     settings: Settings | None = None,
     show_progress: bool = True,
     extra_files: Mapping[str, str | bytes] | None = None,
+    model_factory: ModelFactory = create_model,
+    events: pa.Table | None = None,
 ) -> TrainResult:
     """Evaluate the recipe on a holdout (unless test_size is 0), then fit on all events and save.
 
     The served model sees every event, including the test period; its metrics.json describes
-    the same recipe trained without that period.
+    the same recipe trained without that period. ``events`` replaces the store's events (an
+    event archive); the catalog still comes from the store.
     """
     settings = settings or get_settings()
     create_model(name, params)  # refuse bad params before reading or fitting anything
@@ -95,7 +106,7 @@ def train(
     # When the store was read: erasures before it are in this model (a full retrain without
     # them), later ones only forgotten in place until the next (online/worker.py).
     events_read_at = time.time()
-    events = store.read_events()
+    events = store.read_events() if events is None else events
     items = store.read_items()
     fingerprint = store.fingerprint()
     timings["read"] = time.perf_counter() - clock
@@ -117,11 +128,12 @@ def train(
             last_n=last_n,
             settings=settings,
             show_progress=show_progress,
+            model_factory=model_factory,
         )
         timings["holdout"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    model = _fit(name, params, events, items, settings, show_progress)
+    model = _fit(name, params, events, items, settings, show_progress, model_factory)
     timings["fit"] = time.perf_counter() - clock
     clock = time.perf_counter()
     model.build_indexes(settings.faiss_index, settings)

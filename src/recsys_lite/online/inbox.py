@@ -26,6 +26,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys_lite.config import get_settings
+from recsys_lite.data import archive
 from recsys_lite.data.ingest import EVENT_SUFFIXES, ingest
 from recsys_lite.data.store import Store
 from recsys_lite.errors import DataValidationError, StoreBusyError
@@ -162,7 +164,9 @@ def drain(
                 os.replace(path, processed / path.name)
             continue
         is_items = path.name.lower().startswith(ITEMS_PREFIX)
+        event_archive = None if is_items else get_settings().event_archive
         try:
+            archived_up_to = archive.last_seq(store) if event_archive else 0
             last_write = path.stat().st_mtime
             result = ingest(
                 store,
@@ -179,6 +183,8 @@ def drain(
         except FileNotFoundError:  # another drainer took it
             continue
         observe_file_ingested(last_write, result.events_added)
+        if event_archive is not None and result.events_added:
+            _archive(store, event_archive, archived_up_to)
         report.files.append(path.name)
         report.events_added += result.events_added
         report.items_upserted += result.items_upserted
@@ -186,6 +192,15 @@ def drain(
             os.replace(path, processed / path.name)
     _forget_old(processed, keep_processed)
     return report
+
+
+def _archive(store: Store, event_archive: Path, archived_up_to: int) -> None:
+    # The events are in the store already; a failed append must not make the file look
+    # unprocessed (a second drain would skip it as ingested), so it is logged, not raised.
+    try:
+        archive.append_since(store, event_archive, archived_up_to)
+    except Exception:
+        log.exception("could not append the accepted events to the archive %s", event_archive)
 
 
 def _reject(inbox: Inbox, path: Path, reason: str) -> None:
