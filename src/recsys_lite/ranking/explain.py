@@ -17,7 +17,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,7 @@ from recsys_lite.models.base import History, Recommender
 MAX_EXPLAIN_TOP_K = 10
 
 
-@dataclass(frozen=True)
-class Contribution:
+class Contribution(NamedTuple):
     item: int  # internal index of the user's past item
     similarity: float
     contribution_pct: float
@@ -56,36 +55,47 @@ class UserItems:
         )
 
 
-# per served model: its item factors' Gram matrix, a pass over every item, far too much to
-# compute per request
-_GRAM: weakref.WeakKeyDictionary[Recommender, tuple[np.ndarray, np.ndarray]] = (
+# per served model: B = Y'Y + lambda I (a pass over every item, far too much per request) and
+# its inverse
+_BASE: weakref.WeakKeyDictionary[Recommender, tuple[np.ndarray, np.ndarray, np.ndarray]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _gram(model: Any) -> np.ndarray:
+def _base(model: Any) -> tuple[np.ndarray, np.ndarray]:
     factors = model.item_factors
-    held = _GRAM.get(model)
+    held = _BASE.get(model)
     if held is None or held[0] is not factors:
-        held = (factors, factors.T.astype(np.float64) @ factors)
-        _GRAM[model] = held
-    return held[1]
+        base = factors.T.astype(np.float64) @ factors
+        base += model.params.regularization * np.eye(factors.shape[1])
+        held = (factors, base, np.linalg.inv(base))
+        _BASE[model] = held
+    return held[1], held[2]
 
 
 def als_contributions(model: Any, user: UserItems, targets: np.ndarray) -> np.ndarray:
     """implicit's ``AlternatingLeastSquares.explain`` for every target at once: with
-    confidences c = alpha * weight and W = (Y'Y + sum (c - 1) y y' + lambda I)^-1 (the user's
-    own least-squares system), past item j adds ``c_j * y_j' W y_i`` to the score of item i.
-    Its per-item Python loop over the history cost milliseconds per answer; this is the same
-    arithmetic in two small matrix products (a test checks it against implicit's)."""
-    p = model.params
+    confidences c = alpha * weight and W = (B + Y_u' D Y_u)^-1, B = Y'Y + lambda I and
+    D = diag(c - 1) (the user's own least-squares system), past item j adds ``c_j * y_j' W y_i``
+    to the score of item i. implicit loops over the history in Python per item, milliseconds
+    per answer; this is the same arithmetic in a few small products (a test checks it against
+    implicit's)."""
     factors = model.item_factors
-    confidence = p.alpha * user.weights.astype(np.float64)
+    confidence = model.params.alpha * user.weights.astype(np.float64)
     observed = factors[user.items].astype(np.float64)
-    a = _gram(model) + p.regularization * np.eye(factors.shape[1])
-    a += (observed.T * (confidence - 1.0)) @ observed
-    weighted = np.linalg.solve(a, factors[targets].T.astype(np.float64))
-    contributions: np.ndarray = (observed @ weighted).T * confidence
+    wanted = factors[targets].T.astype(np.float64)
+    base, inverse = _base(model)
+    d = (confidence - 1.0)[:, None]
+    if len(observed) < len(base):
+        # Woodbury: Y_u W = (I + K D)^-1 Y_u B^-1 with K = Y_u B^-1 Y_u', a system the size of
+        # the history instead of the factors
+        projected = observed @ inverse
+        k = projected @ observed.T
+        m = projected @ wanted
+        weighted = m - k @ np.linalg.solve(np.eye(len(observed)) + d * k, d * m)
+    else:
+        weighted = observed @ np.linalg.solve(base + (observed.T * d.T) @ observed, wanted)
+    contributions: np.ndarray = weighted.T * confidence
     return contributions
 
 
