@@ -209,3 +209,20 @@ def test_an_item_made_unavailable_is_no_longer_found(search_url: str) -> None:
     shown = {"item_id": first["item_id"], "available": True}
     assert httpx.post(f"{search_url}/items", json=shown, headers=AUTH, timeout=60).is_success
     assert results(search(search_url, q="vintage", k=3))[0]["item_id"] == first["item_id"]
+
+
+def test_fuzzing_search_finds_no_server_error_and_no_answer_outside_the_schema(
+    search_url: str, tmp_path: Path
+) -> None:
+    from test_fuzz import CHECKS
+
+    schemathesis = Path(sys.executable).with_name("schemathesis")
+    command = [
+        str(schemathesis), "run", f"{search_url}/openapi.json", "--checks", CHECKS,
+        "--include-path", "/search", "--mode", "all", "--max-examples", "50",
+        "--seed", "20261207", "--workers", "1", "--phases", "examples,coverage,fuzzing",
+        "--report-dir", str(tmp_path / "report"),
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert "passed" in run.stdout
