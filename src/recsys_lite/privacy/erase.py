@@ -3,10 +3,10 @@
 An erasure first writes a journal (``erasures/<subject>.json`` beside the store) and then runs
 its steps in order, recording each one as done:
 
-1. ``tombstone``: the keyed hash goes into the store's ``erased_subjects``; from then on any
-   ingest (an old file again, a late inbox file) drops the shopper's rows;
-2. ``announce``: an erase message (the hash, never the id) on the event bus, so every API
+1. ``announce``: an erase message (the hash, never the id) on the event bus, so every API
    process forgets the shopper's online state and serves them as unknown at once;
+2. ``tombstone``: the keyed hash goes into the store's ``erased_subjects``; from then on any
+   ingest (an old file again, a late inbox file) drops the shopper's rows;
 3. ``store``: their events are deleted and the store file rebuilt, so no deleted row survives
    in free blocks;
 4. ``files``: the inbox, its processed/ and rejected/ folders and the watched folder's are
@@ -58,7 +58,9 @@ from recsys_lite.privacy.files import scrub_folders
 
 log = logging.getLogger(__name__)
 JOURNALS = "erasures"
-STEPS = ("tombstone", "announce", "store", "files", "bus", "model")
+# the announcement first: every API process forgets the shopper within a bus poll, before the
+# slower steps (and their waits for the store) run
+STEPS = ("announce", "tombstone", "store", "files", "bus", "model")
 _ARTIFACT_FILES = {ARRAYS, MANIFEST, METRICS, USER_INDEX, ITEM_INDEX}
 
 

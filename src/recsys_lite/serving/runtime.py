@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from recsys_lite.serving.store_wait import ATTEMPT_SECONDS, StoreWait
 
 log = logging.getLogger(__name__)
 MAX_OWN_BATCHES = 10_000
+SUBJECT_PREFIX = 16  # hex characters of a shopper's keyed hash kept to find their row
 MAX_UNPUBLISHED = 10_000  # batches awaiting a bus that is down; older ones reach replicas by
 # the store (the worker's drain) instead
 
@@ -139,6 +141,7 @@ class Runtime:
         self._unpublished: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNPUBLISHED)
         self.idempotent = IdempotentAnswers()
         self._last_message: float | None = None
+        self._subject_ids: tuple[weakref.ref[Any], dict[str, str]] | None = None
         try:
             self.erased = ErasedShoppers.from_store(self.store)
         except RecsysError as exc:  # busy: the erase messages on the bus still arrive
@@ -286,12 +289,29 @@ class Runtime:
         return len(users)
 
     def _forget_in_model(self, model: Any, subjects: set[str]) -> None:
-        if not len(model.user_map):
-            return
-        hashes = [self.erased.subject(str(user)) for user in model.user_map.ids.tolist()]
-        rows = np.flatnonzero(np.isin(np.array(hashes), list(subjects)))
-        if len(rows):
-            forget_users(model, rows)
+        rows = [
+            row for subject in subjects
+            if (row := self._row_of_subject(model, subject)) is not None
+        ]  # fmt: skip
+        if rows:
+            forget_users(model, np.array(rows))
+
+    def _row_of_subject(self, model: Any, subject: str) -> int | None:
+        """The model's row of an erased shopper, found by hash. Hashing every id the model knows
+        takes a while (0.1 s per 50k), so it is done once per model, when the first erasure
+        reaches it, and kept as a short prefix of the hash → id."""
+        cached = self._subject_ids
+        if cached is None or cached[0]() is not model:
+            lookup = {
+                self.erased.subject(user)[:SUBJECT_PREFIX]: user
+                for user in model.user_map.ids.tolist()
+            }
+            cached = self._subject_ids = (weakref.ref(model), lookup)
+        user = cached[1].get(subject[:SUBJECT_PREFIX])
+        if user is None or self.erased.subject(user) != subject:
+            return None
+        row: int | None = model.user_map.get(user)
+        return row
 
     async def _poll_bus(self) -> None:
         while True:
