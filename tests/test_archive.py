@@ -114,6 +114,8 @@ def test_scrub_removes_one_shopper_from_every_file_on_disk(tmp_path: Path) -> No
     assert archive.read_events(path).column("user_id").to_pylist() == others
     for file in parquet_on_disk(path):  # no replaced file still holds the shopper's rows
         assert "u3" not in pq.read_table(file).column("user_id").to_pylist()
+    for entry in (path / "_delta_log").iterdir():  # nor the table's log (stats, predicates)
+        assert b"'u3'" not in entry.read_bytes() and b'"u3"' not in entry.read_bytes()
 
 
 @pytest.fixture

@@ -74,7 +74,12 @@ def append_events(path: Path, events: pa.Table) -> int:
         return 0
     deltalake = _deltalake()
     Path(path).mkdir(parents=True, exist_ok=True)
-    deltalake.write_deltalake(str(path), _with_day(events), partition_by=[DAY], mode="append")
+    deltalake.write_deltalake(
+        str(path), _with_day(events), partition_by=[DAY], mode="append",
+        # the table log records min/max statistics of indexed columns: kept to the times, so
+        # no shopper id is ever written into the log, where erasure could not remove it
+        configuration={"delta.dataSkippingStatsColumns": f"ts,{DAY}"},
+    )  # fmt: skip
     return int(events.num_rows)
 
 
@@ -126,14 +131,27 @@ def scrub_archive(path: Path, key: str, subject: str) -> int:
         return 0
     deltalake = _deltalake()
     table = deltalake.DeltaTable(str(path))
-    users = pc.unique(table.to_pyarrow_table(columns=["user_id"]).column("user_id")).to_pylist()
-    matches = [user for user in users if subject_hash(key, user) == subject]
-    if not matches:
+    index = table.to_pyarrow_table(columns=["user_id", DAY])
+    users = pc.unique(index.column("user_id")).to_pylist()
+    matches = pa.array([user for user in users if subject_hash(key, user) == subject], pa.string())
+    if not len(matches):
         return 0
-    listed = ", ".join("'" + user.replace("'", "''") + "'" for user in matches)
-    metrics = table.delete(f"user_id IN ({listed})")
+    held = pc.is_in(index.column("user_id"), value_set=matches)
+    days = pc.unique(index.column(DAY).filter(held)).to_pylist()
+    deleted = 0
+    # each day that held them is rewritten without them: a DELETE would write its predicate,
+    # the raw id, into the table's log
+    for day in days:
+        rows = table.to_pyarrow_table(filters=[(DAY, "=", day)])
+        kept = rows.filter(pc.invert(pc.is_in(rows.column("user_id"), value_set=matches)))
+        deleted += rows.num_rows - kept.num_rows
+        deltalake.write_deltalake(
+            str(path), kept.cast(SCHEMA), partition_by=[DAY], mode="overwrite",
+            predicate=f"{DAY} = '{day}'",
+        )  # fmt: skip
+        table = deltalake.DeltaTable(str(path))
     table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-    return int(metrics.get("num_deleted_rows", 0))
+    return deleted
 
 
 def last_seq(store: Store) -> int:

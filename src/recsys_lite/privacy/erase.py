@@ -11,8 +11,10 @@ its steps in order, recording each one as done:
    in free blocks;
 4. ``files``: the inbox, its processed/ and rejected/ folders and the watched folder's are
    rewritten without their rows;
-5. ``bus``: Redis stream entries holding their events are replaced by entries without them;
-6. ``model``: the served model forgets them (models/forgetting.py) and is published as a new
+5. ``archive``: the Delta event archive (``EVENT_ARCHIVE``), when there is one, loses their
+   rows (the files that held them are rewritten and the old ones vacuumed);
+6. ``bus``: Redis stream entries holding their events are replaced by entries without them;
+7. ``model``: the served model forgets them (models/forgetting.py) and is published as a new
    version; older versions, which still hold them, are deleted.
 
 The journal holds the raw id only while the erasure runs and is deleted when it ends; an
@@ -60,7 +62,7 @@ log = logging.getLogger(__name__)
 JOURNALS = "erasures"
 # the announcement first: every API process forgets the shopper within a bus poll, before the
 # slower steps (and their waits for the store) run
-STEPS = ("announce", "tombstone", "store", "files", "bus", "model")
+STEPS = ("announce", "tombstone", "store", "files", "archive", "bus", "model")
 _ARTIFACT_FILES = {ARRAYS, MANIFEST, METRICS, USER_INDEX, ITEM_INDEX}
 
 
@@ -147,6 +149,7 @@ class Eraser:
             "announce": self._announce,
             "store": self._store,
             "files": self._files,
+            "archive": self._archive,
             "bus": self._bus,
             "model": self._model,
         }
@@ -205,6 +208,15 @@ class Eraser:
         if self.watch_dir is not None:
             folders += [self.watch_dir / PROCESSED, self.watch_dir / REJECTED]
         return scrub_folders(folders, self.key, erasure.subject, erasure.user_id)
+
+    def _archive(self, erasure: Erasure) -> dict[str, Any]:
+        if self.settings.event_archive is None:
+            return {}
+        from recsys_lite.data.archive import scrub_archive
+
+        return {"archive_rows_removed": scrub_archive(
+            self.settings.event_archive, self.key, erasure.subject
+        )}  # fmt: skip
 
     def _bus(self, erasure: Erasure) -> dict[str, Any]:
         if self.settings.event_bus != "redis":
