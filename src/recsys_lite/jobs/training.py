@@ -21,11 +21,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
-
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import Store
 from recsys_lite.errors import ConflictError, NotFoundError
+from recsys_lite.evaluation.split import forward_split
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import read_manifest
 from recsys_lite.online.gate import build_holdout, means, not_worse, score_on_holdout
@@ -176,11 +175,11 @@ def _gate(
         return True, {"served": None, "note": "nothing served yet"}
     stamps = events.column("ts").to_numpy()
     boundary = int(sorted(stamps)[int(len(stamps) * (1 - GATE_SHARE))])
-    before = events.filter(pc.less_equal(events.column("ts"), boundary))
-    window = events.filter(pc.greater(events.column("ts"), boundary))
-    incumbent = create_model(served["model_type"], served.get("params")).fit(before, items)
-    candidate = create_model(name, params).fit(before, items)
-    holdout = build_holdout(before, window, [incumbent, candidate])
+    split = forward_split(events, boundary)
+    catalog = split.catalog(items)  # no item first seen in the judged window
+    incumbent = create_model(served["model_type"], served.get("params")).fit(split.train, catalog)
+    candidate = create_model(name, params).fit(split.train, catalog)
+    holdout = build_holdout(split.train, split.test, [incumbent, candidate])
     incumbent_scores = score_on_holdout(incumbent, holdout)
     candidate_scores = score_on_holdout(candidate, holdout)
     decision = not_worse(incumbent_scores[GATE_METRIC], candidate_scores[GATE_METRIC])

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import Store
 from recsys_lite.errors import RecsysError
+from recsys_lite.evaluation.split import forward_split
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import Artifact, artifact_version, load_artifact, read_manifest
 from recsys_lite.online.bus import EventBus, InboxBus, create_bus
@@ -119,9 +120,12 @@ def retrain_cycle(
     name, params = manifest["model_type"], manifest.get("params")
     candidate = create_model(name, params)
     candidate.threads = settings.threads
-    before = events.filter(pc.less_equal(events.column("ts"), boundary))
-    candidate.fit(before, items)
-    holdout = build_holdout(before, window, [served.model, candidate])
+    # the candidate sees what the served model could have seen: no item first seen in the
+    # window, whose events are no target either (neither model could know it)
+    split = forward_split(events, boundary)
+    before = split.train
+    candidate.fit(before, split.catalog(items))
+    holdout = build_holdout(before, split.test, [served.model, candidate])
     report.holdout_users = len(holdout.users)
     served_scores = score_on_holdout(served.model, holdout)
     candidate_scores = score_on_holdout(candidate, holdout)
