@@ -138,7 +138,9 @@ def train(
     db: DbOption = None,
     test_size: float = typer.Option(0.2, min=0.0, max=0.9, help="0 skips the evaluation"),
     split: str = typer.Option("temporal", help=SPLIT_HELP),
-    last_n: int = typer.Option(1, min=1, help="events held out per user with leave-last"),
+    last_n: int = typer.Option(
+        1, min=1, help="baskets (events sharing a second) held out per user with leave-last"
+    ),
     params: Optional[str] = typer.Option(  # noqa: UP045
         None, help="model parameters as JSON (`recsys-lite models NAME` lists them)"
     ),
