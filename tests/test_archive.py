@@ -95,6 +95,8 @@ def test_drain_archives_what_it_accepts(tmp_path: Path, monkeypatch: pytest.Monk
         get_settings.cache_clear()
     archived = archive.read_events(path)
     assert archived.num_rows == 10
+    # a second drainer that saw the same arrivals adds no copies
+    assert archive.append_since(store, path, 0) == 0
     stored = store.read_events()
     assert archived.select(["user_id", "item_id", "ts"]).equals(
         stored.select(["user_id", "item_id", "ts"])

@@ -164,10 +164,20 @@ def last_seq(store: Store) -> int:
 
 
 def append_since(store: Store, path: Path, seq: int) -> int:
-    """Archive the store's events that arrived after ``seq`` (what one ingest accepted)."""
+    """Archive the store's events that arrived after ``seq`` (what one ingest accepted) and
+    are not archived yet; returns how many were appended.
+
+    Two processes draining at once can both see the other's events arrive after their mark;
+    the arrival number is unique in the store, so the ones already archived are skipped (the
+    Parquet statistics on seq keep that read to the newest files).
+    """
     with store.connect(read_only=True) as con:
         events = con.sql(
             "SELECT user_id, item_id, ts, qty, event_type, seq FROM events"
             f" WHERE seq > {int(seq)} ORDER BY seq"
         ).to_arrow_table()
+    if exists(path) and events.num_rows:
+        dataset = _deltalake().DeltaTable(str(path)).to_pyarrow_dataset()
+        archived = dataset.to_table(columns=["seq"], filter=pc.field("seq") > int(seq))
+        events = events.filter(pc.invert(pc.is_in(events.column("seq"), archived.column("seq"))))
     return append_events(path, events)
