@@ -15,6 +15,7 @@ from recsys_lite.config import get_settings
 from recsys_lite.data import archive
 from recsys_lite.data.store import Store
 from recsys_lite.data.subjects import subject_hash
+from recsys_lite.models.artifact import load_artifact
 from recsys_lite.online.inbox import Inbox, drain
 
 pytest.importorskip("deltalake")
@@ -134,3 +135,25 @@ def test_compact_command(small_archive: Path) -> None:
     assert "10 files compacted into 2" in " ".join(result.output.split())
     missing = CliRunner().invoke(app, ["archive", "compact", "--path", str(small_archive.parent)])
     assert missing.exit_code == 1
+
+
+def test_train_from_the_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "shop.db")
+    inbox = Inbox(tmp_path / "drop")
+    monkeypatch.setenv("EVENT_ARCHIVE", str(tmp_path / "archive"))
+    monkeypatch.setenv("DB_PATH", str(store.path))
+    get_settings.cache_clear()
+    try:
+        inbox.write(batch(0, 40).drop_columns(["seq"]))
+        drain(store, inbox)
+        output = tmp_path / "model"
+        args = ["train", "als", "--source", "archive", "--test-size", "0", "--output", str(output)]
+        result = CliRunner().invoke(app, [*args, "--params", '{"factors": 4, "iterations": 2}'])
+        assert result.exit_code == 0, result.output
+        assert load_artifact(output).manifest["training_events"] == 40
+        monkeypatch.setenv("EVENT_ARCHIVE", str(tmp_path / "nothing-here"))
+        get_settings.cache_clear()
+        empty = CliRunner().invoke(app, args)
+        assert empty.exit_code == 1 and "holds no events" in empty.output
+    finally:
+        get_settings.cache_clear()

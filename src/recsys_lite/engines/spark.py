@@ -67,15 +67,18 @@ def spark_session(master: str = DEFAULT_MASTER) -> Any:
     except ImportError as exc:
         raise SparkUnavailableError(MISSING) from exc
     builder: Any = SparkSession.builder
-    return (
-        builder.master(master)
-        .appName("recsys-lite")
-        .config("spark.ui.enabled", "false")
-        # the default 200 shuffle partitions are mostly empty tasks for a shop's data
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.driver.memory", "2g")
-        .getOrCreate()
-    )
+    try:
+        return (
+            builder.master(master)
+            .appName("recsys-lite")
+            .config("spark.ui.enabled", "false")
+            # the default 200 shuffle partitions are mostly empty tasks for a shop's data
+            .config("spark.sql.shuffle.partitions", "8")
+            .config("spark.driver.memory", "2g")
+            .getOrCreate()
+        )
+    except Exception as exc:  # no Java, a bad master URL: pyspark raises its own kinds
+        raise SparkUnavailableError(f"Spark could not start ({master}): {exc}") from exc
 
 
 def reg_param(regularization: float, matrix: sp.csr_matrix, scaling: RegScaling) -> float:
@@ -127,9 +130,9 @@ class SparkALSModel(ALSModel):
         self.blocks = blocks
 
     def _fit(self, data: TrainingData, show_progress: bool) -> None:
+        session = spark_session(self.master)  # first: it explains a missing pyspark
         from pyspark.ml.recommendation import ALS
 
-        session = spark_session(self.master)
         p = self.params
         matrix = data.interactions.matrix
         rows = spark_ratings(matrix, p.alpha)
