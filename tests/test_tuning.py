@@ -6,16 +6,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from recsys_lite.cli import app
+from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.errors import InvalidInputError
 from recsys_lite.evaluation.metrics import parse_metric
-from recsys_lite.evaluation.split import temporal_split
+from recsys_lite.evaluation.split import SPLIT_METHODS, leave_last_split, temporal_split
 from recsys_lite.models import MODELS, Recommender, create_model
 from recsys_lite.models.artifact import load_artifact
+from recsys_lite.tuning import search as search_module
 from recsys_lite.tuning.leaderboard import compare
 from recsys_lite.tuning.search import SearchSpace, optimize, tune
 
@@ -109,3 +115,123 @@ def test_compare_writes_a_leaderboard(shop_db: Path, tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "leaderboard.json").read_text())
     assert saved["rows"] == rows
     assert (tmp_path / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _rows(table: pa.Table) -> set[tuple[str, str, int]]:
+    return set(
+        zip(
+            table.column("user_id").to_pylist(),
+            table.column("item_id").to_pylist(),
+            table.column("ts").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def test_leave_last_trials_never_see_a_users_test_basket(
+    shop_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = Store(shop_db).read_events()
+    test_rows = _rows(leave_last_split(events, 1).test)
+    fitted: list[set[tuple[str, str, int]]] = []
+    targets: list[set[tuple[str, str, int]]] = []
+    original_fit = Recommender.fit
+    original_evaluate = search_module.evaluate_model
+
+    def spying_fit(self: Recommender, train: pa.Table, *args: Any, **kwargs: Any) -> Recommender:
+        fitted.append(_rows(train))
+        return original_fit(self, train, *args, **kwargs)
+
+    def spying_evaluate(model: Recommender, test: pa.Table, **kwargs: Any) -> dict[str, Any]:
+        targets.append(_rows(test))
+        return original_evaluate(model, test, **kwargs)
+
+    monkeypatch.setattr(Recommender, "fit", spying_fit)
+    monkeypatch.setattr(search_module, "evaluate_model", spying_evaluate)
+    tune(
+        "popular",
+        events,
+        None,
+        trials=2,
+        split_method="leave-last",
+        study_path=tmp_path / "s.jsonl",
+        show_progress=False,
+    )
+    assert len(fitted) == 2 and targets and all(targets)
+    # a model that memorised what it was fitted on, or was scored against, learns nothing of
+    # the baskets the final test holds out
+    assert all(not (rows & test_rows) for rows in fitted + targets)
+
+
+def test_a_study_on_another_split_is_another_study(shop_db: Path, tmp_path: Path) -> None:
+    events = Store(shop_db).read_events()
+    journal = tmp_path / "study.jsonl"
+    tune("popular", events, None, trials=2, study_path=journal, show_progress=False)
+    other = tune(
+        "popular",
+        events,
+        None,
+        trials=2,
+        split_method="leave-last",
+        study_path=journal,
+        show_progress=False,
+    )
+    assert len(other.study.trials) == 2  # not resumed from the temporal study's trials
+
+
+def _grouped_shop(tmp_path: Path) -> Store:
+    """Shoppers in eight groups, each buying only its group's items, one basket a day: the
+    next basket is predictable from the last ones, and all items are equally popular."""
+    rng = np.random.default_rng(0)
+    rows: dict[str, list[Any]] = {"user_id": [], "item_id": [], "ts": [], "event_type": []}
+    for user in range(240):
+        group = user % 8
+        for day, item in enumerate(rng.permutation(6)[:4]):
+            rows["user_id"].append(f"u{user}")
+            rows["item_id"].append(f"g{group}i{item}")
+            rows["ts"].append(1_700_000_000 + day * 86_400 + user)
+            rows["event_type"].append("purchase")
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table(rows), path)
+    store = Store(tmp_path / "shop.db")
+    ingest(store, path, show_progress=False)
+    return store
+
+
+def test_optimize_several_models_serves_the_one_that_wins_on_validation(tmp_path: Path) -> None:
+    store = _grouped_shop(tmp_path)
+    outcome, result = optimize(
+        store,
+        ["popular", "ease"],
+        tmp_path / "tuned",
+        metric="ndcg@10",
+        trials=4,
+        split_method="leave-last",
+        show_progress=False,
+    )
+    tuning = json.loads((tmp_path / "tuned" / "tuning.json").read_text())
+    candidates = tuning["candidates"]
+    assert outcome.model == tuning["model"] == "ease"
+    assert candidates["ease"]["best_value"] > candidates["popular"]["best_value"]
+    assert [c["trials"] for c in candidates.values()] == [2, 2]  # the budget in equal shares
+    artifact = load_artifact(tmp_path / "tuned")
+    assert artifact.manifest["model_type"] == "ease"
+    assert artifact.manifest["evaluation"]["method"] == "leave-last"
+    assert result.metrics["metrics"]["hr@10"] > 0.5
+
+
+def test_a_budget_smaller_than_the_model_list_is_refused(shop_db: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError):
+        optimize(Store(shop_db), ["popular", "als"], tmp_path / "x", trials=1, show_progress=False)
+
+
+def test_optimize_and_compare_offer_the_split_module_s_splits() -> None:
+    runner = CliRunner()
+    for command in ("optimize", "compare"):
+        help_text = " ".join(
+            runner.invoke(app, [command, "--help"], terminal_width=200).output.split()
+        )
+        assert all(method in help_text for method in SPLIT_METHODS), help_text
+        assert "--split" in help_text and "--last-n" in help_text
+    optimize_help = runner.invoke(app, ["optimize", "--help"], terminal_width=200).output
+    assert "--models" in optimize_help

@@ -268,40 +268,66 @@ def serve(
 
 @app.command()
 def optimize(
-    model: Annotated[str, typer.Argument(help=f"model to tune: {MODEL_HELP}")],
+    # first in the signature only so that it can stay required after the optional argument
     output: Annotated[Path, typer.Option("--output", help="artifact directory")],
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help=f"model to tune (or give --models): {MODEL_HELP}"),
+    ] = None,
     db: DbOption = None,
-    trials: int = typer.Option(20, min=1),
+    models: Optional[str] = typer.Option(  # noqa: UP045
+        None,
+        help="comma-separated model types tuned in equal shares of --trials (and --timeout); "
+        "the best on validation is trained and served",
+    ),
+    trials: int = typer.Option(20, min=1, help="trials in all, over every model type"),
     metric: str = typer.Option("ndcg@20", help=METRIC_HELP),
     timeout: Optional[float] = typer.Option(None, help="stop tuning after S seconds"),  # noqa: UP045
-    test_size: float = typer.Option(0.2, min=0.01, max=0.9),
+    split: str = typer.Option("temporal", help=SPLIT_HELP),
+    test_size: float = typer.Option(
+        0.2, min=0.01, max=0.9, help="temporal: share of events (by time) in test and validation"
+    ),
+    last_n: int = typer.Option(
+        1, min=1, help="leave-last: baskets per user in test, and as many before them in validation"
+    ),
     study: Optional[Path] = typer.Option(None, help="study journal (default: beside output)"),  # noqa: UP045
 ) -> None:
-    """Tune a model with Optuna on training data only, then train the best into an artifact."""
+    """Tune with Optuna on training data only, then train the best into an artifact."""
     from recsys_lite.data.store import Store
     from recsys_lite.evaluation.metrics import parse_metric
     from recsys_lite.tuning.search import optimize as run_optimize
 
+    names = [m.strip() for m in (models or "").split(",") if m.strip()]
     try:
-        check_model_name(model)
+        if model and names:
+            raise InvalidInputError("give a model or --models, not both")
+        if model:
+            names = [model]
+        if not names:
+            raise InvalidInputError("give a model to tune, or several with --models")
+        for name in names:
+            check_model_name(name)
         parse_metric(metric)
         outcome, result = run_optimize(
             Store(_db(db)),
-            model,
+            names,
             output,
             metric=metric,
             trials=trials,
             timeout=timeout,
             test_size=test_size,
+            split_method=check_split_method(split),
+            last_n=last_n,
             study_path=study,
             show_progress=console.is_terminal,
         )
     except RecsysError as exc:
         _fail(exc)
         return
-    out.print(f"best validation {metric}: {outcome.best_value:.4f} with {outcome.best_params}")
-    out.print(_metrics_table(f"{model} (best params) on the test split", result.metrics["metrics"]))
-    out.print(f"saved the tuned {model} to {output}; study in {outcome.study_path}")
+    winner, best, test = outcome.model, outcome.best_params, result.metrics["metrics"]
+    out.print(f"best validation {metric}: {outcome.best_value:.4f} ({winner} {best})")
+    out.print(_metrics_table(f"{winner} (best params) on the test split", test))
+    out.print(f"saved the tuned {winner} to {output}; study in {outcome.study_path}")
 
 
 @app.command()
@@ -310,7 +336,9 @@ def compare(
     models: str = typer.Option("all", help=f"comma-separated, or all: {', '.join(MODELS)}"),
     tune_trials: int = typer.Option(0, min=0, help="tune each model first (0: defaults)"),
     metric: str = typer.Option("ndcg@20", help=f"tuning metric: {METRIC_HELP}"),
-    test_size: float = typer.Option(0.2, min=0.01, max=0.9),
+    split: str = typer.Option("temporal", help=SPLIT_HELP),
+    test_size: float = typer.Option(0.2, min=0.01, max=0.9, help="temporal: share of events"),
+    last_n: int = typer.Option(1, min=1, help="leave-last: baskets held out per user"),
     output: Path = typer.Option(Path("artifacts/leaderboard"), help="folder for JSON and PNG"),
 ) -> None:
     """Train and evaluate several models on one split and print a leaderboard."""
@@ -329,6 +357,8 @@ def compare(
             names,
             output,
             test_size=test_size,
+            split_method=check_split_method(split),
+            last_n=last_n,
             tune_trials=tune_trials,
             metric=metric,
             show_progress=console.is_terminal,

@@ -11,7 +11,7 @@ from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import Store
 from recsys_lite.errors import EmptyDataError
 from recsys_lite.evaluation.evaluate import evaluate_model
-from recsys_lite.evaluation.split import temporal_split
+from recsys_lite.evaluation.split import SplitMethod, make_split
 from recsys_lite.models import create_model
 from recsys_lite.models.registry import check_model_name
 
@@ -27,6 +27,8 @@ def compare(
     out_dir: Path,
     *,
     test_size: float = 0.2,
+    split_method: SplitMethod = "temporal",
+    last_n: int = 1,
     tune_trials: int = 0,
     metric: str = "ndcg@20",
     settings: Settings | None = None,
@@ -34,8 +36,10 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Train each model on the same training window and rank them on the same test window.
 
-    With ``tune_trials`` each model is first tuned on a validation window carved from the
-    training data (see tuning.search); the test window is only used for the final numbers.
+    With ``tune_trials`` each model is first tuned on a validation part carved from the
+    training part the same way (see tuning.search); the test part is only used for the final
+    numbers. ``split_method`` is temporal (the last ``test_size`` of time) or leave-last (each
+    user's last ``last_n`` baskets).
     """
     from recsys_lite.tuning.search import tune  # optuna is only needed when tuning
 
@@ -45,7 +49,7 @@ def compare(
     events, items = store.read_events(), store.read_items()
     if events.num_rows == 0:
         raise EmptyDataError(f"{store.path}: the store holds no events; ingest some first")
-    split = temporal_split(events, test_size)
+    split = make_split(events, split_method, test_size, last_n)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in models:
@@ -60,6 +64,8 @@ def compare(
                 metric=metric,
                 trials=tune_trials,
                 test_size=test_size,
+                split_method=split_method,
+                last_n=last_n,
                 study_path=out_dir / f"{name}.study.jsonl",
                 study_name=f"{name}:{metric}:{store.fingerprint()}",
                 settings=settings,

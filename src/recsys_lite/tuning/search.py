@@ -1,11 +1,18 @@
 """Tuning any registered model with Optuna TPE.
 
-Honesty rules: the test split (the last ``test_size`` of time) is cut first and never seen
-while tuning; trials train on the older part of the remaining data and are scored on a
-validation window cut from its end, exactly as the test split is cut from the whole (items first
-seen in that window are neither in a trial's catalog nor among its targets). The study lives in
-a journal file keyed by model, metric and data fingerprint, so rerunning the same command
-resumes it.
+Honesty rules: the test part is cut first and never seen while tuning; trials train on the
+rest minus a validation part and are scored on that validation part, which is cut from the rest
+exactly as the test part is cut from the whole. With the temporal split that is the last
+``test_size`` of time, then the last ``validation_size`` of what remains; with leave-last it is
+each user's last ``last_n`` baskets, then each user's last ``last_n`` baskets before those, the
+protocol of the public leave-one-out benchmarks. Items first seen in the validation part are
+neither in a trial's catalog nor among its targets. The study lives in a journal file keyed by
+model, metric, split and data fingerprint, so rerunning the same command resumes it, and a
+study run with another split is another study.
+
+Several model types share one budget in equal shares, one study each (``optimize``): a
+categorical "model" parameter in one TPE study would spend the early trials on whichever type
+the random start drew, and types with long fits would eat the others' share of a timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import math
 import time
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +38,7 @@ from recsys_lite.data.store import Store
 from recsys_lite.errors import EmptyDataError, InvalidInputError
 from recsys_lite.evaluation.evaluate import evaluate_model
 from recsys_lite.evaluation.metrics import parse_metric
-from recsys_lite.evaluation.split import temporal_split
+from recsys_lite.evaluation.split import SplitMethod, make_split
 from recsys_lite.models import create_model, model_class
 from recsys_lite.training import TrainResult, train
 
@@ -80,6 +88,11 @@ class SearchSpace:
         return nest(flat)
 
 
+def split_key(method: SplitMethod, test_size: float, last_n: int) -> str:
+    """The split as part of a study's name: trials scored on another split are another study."""
+    return f"leave-last{last_n}" if method == "leave-last" else f"temporal{test_size:g}"
+
+
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for dotted, value in flat.items():
@@ -100,6 +113,7 @@ class TuningOutcome:
     best_value: float
     study: optuna.Study
     study_path: Path
+    model: str
 
 
 def tune(
@@ -115,16 +129,18 @@ def tune(
     study_path: Path,
     study_name: str | None = None,
     seed: int = 42,
+    split_method: SplitMethod = "temporal",
+    last_n: int = 1,
     settings: Settings | None = None,
     show_progress: bool = True,
 ) -> TuningOutcome:
     settings = settings or get_settings()
     space = SearchSpace.for_model(name)
     _, k = parse_metric(metric)
-    test_split = temporal_split(events, test_size)  # the test period is cut off here
-    split = temporal_split(test_split.train, validation_size)
-    # the catalog loses the items first seen in the test period, then those first seen in the
-    # validation window: a trial knows only the items its own training part mentions
+    test_split = make_split(events, split_method, test_size, last_n)  # the test part is cut here
+    split = make_split(test_split.train, split_method, validation_size, last_n)
+    # the catalog loses the items first seen in the test part, then those first seen in the
+    # validation part: a trial knows only the items its own training part mentions
     catalog = split.catalog(test_split.catalog(items))
 
     def score(model: Any) -> float:
@@ -151,8 +167,10 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_path.parent.mkdir(parents=True, exist_ok=True)
+    # the split is always part of the name, whatever the caller passed
+    study_name = f"{study_name or f'{name}:{metric}'}:{split_key(split_method, test_size, last_n)}"
     study = optuna.create_study(
-        study_name=study_name or f"{name}:{metric}",
+        study_name=study_name,
         storage=JournalStorage(JournalFileBackend(str(study_path))),
         direction="maximize",
         load_if_exists=True,
@@ -176,6 +194,7 @@ def tune(
         best_value=float(best.value or 0.0),
         study=study,
         study_path=study_path,
+        model=name,
     )
 
 
@@ -199,55 +218,92 @@ def study_summary(outcome: TuningOutcome, metric: str) -> dict[str, Any]:
     }
 
 
+def shares(trials: int, models: int) -> list[int]:
+    """Equal shares of a trial budget; the first models get the remainder."""
+    if trials < models:
+        raise InvalidInputError(f"{trials} trials cannot tune {models} models: one each at least")
+    return [trials // models + (n < trials % models) for n in range(models)]
+
+
 def optimize(
     store: Store,
-    name: str,
+    name: str | Sequence[str],
     output: Path,
     *,
     metric: str = "ndcg@20",
     trials: int = 20,
     timeout: float | None = None,
     test_size: float = 0.2,
+    split_method: SplitMethod = "temporal",
+    last_n: int = 1,
     study_path: Path | None = None,
     settings: Settings | None = None,
     show_progress: bool = True,
 ) -> tuple[TuningOutcome, TrainResult]:
-    """Tune, then train the best configuration into a servable artifact.
+    """Tune one model type, or several in equal shares of ``trials`` (and of ``timeout``), then
+    train the configuration with the best validation score into a servable artifact.
 
-    The artifact's metrics are the best configuration evaluated once on the test split, which
-    no trial has seen; tuning.json beside them holds the best params and the study summary.
+    The artifact's metrics are the winner evaluated once on the test part, which no trial has
+    seen; tuning.json beside them holds the winner's best params and study summary and, with
+    several types, each type's best. The returned outcome is the winner's.
     """
-    if not 0 < test_size < 1:
+    names = [name] if isinstance(name, str) else list(dict.fromkeys(name))
+    if not names:
+        raise InvalidInputError("optimize needs at least one model")
+    for model_name in names:  # a typo or a missing space fails before any trial runs
+        SearchSpace.for_model(model_name)
+    if split_method == "temporal" and not 0 < test_size < 1:
         raise InvalidInputError("optimize needs a test split: --test-size between 0 and 1")
     events, items = store.read_events(), store.read_items()
     if events.num_rows == 0:
         raise EmptyDataError(f"{store.path}: the store holds no events; ingest some first")
     started = time.perf_counter()
     study_path = study_path or output.parent / f"{output.name}.study.jsonl"
-    outcome = tune(
-        name,
-        events,
-        items,
-        metric=metric,
-        trials=trials,
-        timeout=timeout,
-        test_size=test_size,
-        study_path=study_path,
-        study_name=f"{name}:{metric}:{store.fingerprint()}",
-        settings=settings,
-        show_progress=show_progress,
-    )
-    summary = study_summary(outcome, metric)
+    fingerprint = store.fingerprint()
+    outcomes: dict[str, TuningOutcome] = {}
+    for model_name, share in zip(names, shares(trials, len(names)), strict=True):
+        outcomes[model_name] = tune(
+            model_name,
+            events,
+            items,
+            metric=metric,
+            trials=share,
+            timeout=timeout / len(names) if timeout else None,
+            test_size=test_size,
+            split_method=split_method,
+            last_n=last_n,
+            study_path=study_path,
+            study_name=f"{model_name}:{metric}:{fingerprint}",
+            settings=settings,
+            show_progress=show_progress,
+        )
+    # every type was scored on the same validation part, so the values compare directly
+    winner = max(outcomes, key=lambda n: outcomes[n].best_value)
+    outcome = outcomes[winner]
+    summary = {"model": winner, **study_summary(outcome, metric)}
+    summary["split"] = {"method": split_method, "test_size": test_size, "last_n": last_n}
+    if len(names) > 1:
+        summary["candidates"] = {
+            n: {
+                "best_value": o.best_value,
+                "best_params": o.best_params,
+                "trials": len(o.study.trials),
+                "study_name": o.study.study_name,
+            }
+            for n, o in outcomes.items()
+        }
     summary["tuning_seconds"] = round(time.perf_counter() - started, 3)
     result = train(
         store,
-        name,
+        winner,
         output,
         params=outcome.best_params,
         test_size=test_size,
+        split_method=split_method,
+        last_n=last_n,
         settings=settings,
         show_progress=show_progress,
         extra_files={"tuning.json": json.dumps(summary, indent=2)},
     )
-    logging.getLogger(__name__).info("tuned %s: %s", name, outcome.best_params)
+    logging.getLogger(__name__).info("tuned %s: %s", winner, outcome.best_params)
     return outcome, result
