@@ -86,7 +86,7 @@ def test_models_lists_every_model_and_its_parameters() -> None:
     als = {p["name"]: p for p in listed["als"]["params"]}
     assert als["factors"]["default"] == 64 and als["factors"]["type"] == "int"
     assert als["factors"]["bounds"] == ">= 1, <= 1024"
-    assert als["factors"]["tuning_range"] == "16 to 256 (log)"
+    assert als["factors"]["tuning_range"] == "16 to 512 (log)"
     assert als["weighting.qty"]["type"] == "one of 'linear'/'log'/'ignore'"
     table = runner.invoke(app, ["models", "ease"], terminal_width=200).output
     assert "l2" in table and "recsys-lite train ease --params" in table
