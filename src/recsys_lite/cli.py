@@ -19,6 +19,7 @@ from recsys_lite.data.archive_commands import archive_app
 from recsys_lite.errors import InvalidInputError, RecsysError
 from recsys_lite.evaluation.metrics import METRIC_HELP
 from recsys_lite.evaluation.split import SPLIT_METHODS, check_split_method
+from recsys_lite.experiments.commands import experiments_app
 from recsys_lite.models.registry import MODELS, check_model_name
 from recsys_lite.privacy.commands import gdpr_app
 from recsys_lite.search import command as search_command
@@ -37,6 +38,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(gdpr_app, name="gdpr")
 app.add_typer(archive_app, name="archive")
+app.add_typer(experiments_app, name="experiments")
 app.command()(rollback)
 app.command()(serving_commands.profile)
 app.command()(serving_commands.status)

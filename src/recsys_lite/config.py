@@ -22,6 +22,9 @@ class Settings(BaseSettings):
 
     db_path: Path = Field(Path("data/recsys.db"), description="DuckDB store file")
     model_dir: Path = Field(Path("artifacts/current"), description="Artifact directory served")
+    experiment_file: Path | None = Field(
+        None, description="A/B test or interleaving between artifacts (TOML or JSON; README)"
+    )
     log_level: str = Field("INFO", description="Python logging level")
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one JSON object per line, with request ids"

@@ -80,12 +80,26 @@ def export_user(
         "erasure": {"erased": erased is not None, "erased_at": erased[0] if erased else None},
         "audit": audit.about(subject),
         "not_kept": {
-            "experiment_assignments": "none: no experiment assigns shoppers",
+            "experiment_assignments": _assignment(settings, user_id),
             "cached_answers": "none: answers are not cached per shopper",
         },
     }
     audit.append("export", actor=actor, subject=subject, details={"events": len(rows)})
     return document
+
+
+def _assignment(settings: Settings, user_id: str) -> str | dict[str, str]:
+    """Computed from the user id and the experiment's salt: no assignment is stored."""
+    if settings.experiment_file is None:
+        return "none: no experiment is running"
+    from recsys_lite.experiments.design import load_experiment
+
+    experiment = load_experiment(settings.experiment_file)
+    return {
+        "experiment": experiment.name,
+        "variant": experiment.assign(user_id),
+        "stored": "nothing: computed from a salted hash of the user id on each request",
+    }
 
 
 def _model_section(model: Recommender | None, user_id: str) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.data.store import ITEM_FIELDS
 from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS, validate_events
 from recsys_lite.errors import NotFoundError
+from recsys_lite.experiments.live import LiveExperiment
+from recsys_lite.experiments.report import ab_status, read_events
 from recsys_lite.jobs.training import read_status, start_job
 from recsys_lite.observability.api import instrument_app
 from recsys_lite.observability.logs import configure_logging
@@ -74,7 +76,7 @@ from recsys_lite.serving.telemetry import Telemetry, TelemetryMiddleware
 log = logging.getLogger(__name__)
 ENDPOINTS = {
     "/recommend", "/similar-items", "/events", "/items", "/items/{item_id}", "/health", "/live",
-    "/ready", "/metrics", "/status", "/search",
+    "/ready", "/metrics", "/status", "/search", "/ab/status",
 }  # fmt: skip
 QueryModel = TypeVar("QueryModel", bound=ListQuery)
 JSON = "application/json"
@@ -128,6 +130,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     settings = settings or get_settings()
     configure_logging(settings)
     runtime = Runtime(settings, state)
+    experiment = LiveExperiment.from_settings(settings)
     telemetry = Telemetry(ENDPOINTS, settings.worker_status_file)
     started = time.monotonic()
     max_k = settings.max_recommendations
@@ -144,7 +147,11 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start()
+        if experiment is not None:
+            experiment.start()
         yield
+        if experiment is not None:
+            await experiment.stop()
         await runtime.stop()
 
     # /docs and /redoc load Swagger UI and ReDoc from an installed package, not a CDN: the
@@ -180,8 +187,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     install_error_handlers(app, count_error)
 
     def answer(
-        endpoint: str, key: str, value: str, state: ServingState, served: lists.Served
-    ) -> Response:
+        endpoint: str, key: str, value: str, state: ServingState, served: lists.Served,
+        recommendation_id: str | None = None, variant: str | None = None,
+    ) -> Response:  # fmt: skip
         ranked, source = served.ranked, served.source
         telemetry.count_served(endpoint, source, len(ranked.items))
         if served.fallback is not None:
@@ -192,10 +200,12 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
                 endpoint, {"distinct_categories": share, "pairwise_distance": distance}
             )
         # events cite it (with the item's position) so clicks and purchases can be attributed
-        recommendation_id = os.urandom(8).hex()
-        head = orjson.dumps({key: value, "source": source, "recommendation_id": recommendation_id})[
-            :-1
-        ]
+        fields = {key: value, "source": source}
+        if variant is None:
+            fields["recommendation_id"] = os.urandom(8).hex()
+        else:  # the id names the variant, so events citing it are attributed from the store
+            fields |= {"recommendation_id": recommendation_id or "", "variant": variant}
+        head = orjson.dumps(fields)[:-1]
         items = state.catalog.encode(ranked.items, ranked.scores, served.extras)
         return Response(head + b',"recommendations":' + items + b"}", media_type=JSON)
 
@@ -207,7 +217,25 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     async def recommend(request: Request) -> Response:
         query = read_query(RecommendQuery, request, max_k)
         state: ServingState = runtime.state
-        return answer("/recommend", "user_id", query.user_id, state, lists.recommend(state, query))
+        if experiment is None:
+            served = lists.recommend(state, query)
+            return answer("/recommend", "user_id", query.user_id, state, served)
+        variant, state, served, recommendation_id = experiment.recommend(query, state)
+        return answer(
+            "/recommend", "user_id", query.user_id, state, served, recommendation_id, variant
+        )
+
+    @app.get(
+        "/ab/status", responses=keyed,
+        summary="Admin: the experiment's variants (users, impressions, CTR, conversion, revenue"
+        " per impression, lift with 95% intervals), sample-ratio check, interleaving preference",
+    )  # fmt: skip
+    async def ab_status_route(request: Request) -> Json:
+        require(keys, request, "admin")
+        if experiment is None:
+            raise NotFoundError("no experiment is running (EXPERIMENT_FILE is not set)")
+        per_user, clicks = await asyncio.to_thread(read_events, runtime.store)
+        return Json(ab_status(experiment.experiment, per_user, clicks, experiment.report()))
 
     @app.get(
         "/similar-items", response_model=SimilarItemsResponse,

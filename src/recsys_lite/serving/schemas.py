@@ -169,6 +169,9 @@ class RecommendResponse(BaseModel):
     user_id: str
     source: str
     recommendation_id: str = Field(description="cite it in events, with the item's position")
+    variant: str | None = Field(
+        None, description="the experiment variant shown (only while EXPERIMENT_FILE is set)"
+    )
     recommendations: list[RecommendedItem]
 
 
