@@ -58,6 +58,10 @@ MODELS: dict[str, ModelEntry] = {
         "recsys_lite.models.two_tower",
         "neural user and item towers over ids, recent items and catalog features",
     ),
+    "ranker": ModelEntry(
+        "recsys_lite.models.ranker",
+        "LightGBM re-ranking of several retrievers' candidates; served only if it beats them",
+    ),
 }
 
 MODEL_REGISTRY: dict[str, type[Recommender]] = {}

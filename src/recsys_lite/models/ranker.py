@@ -1,0 +1,518 @@
+"""A second stage: LightGBM LambdaRank over the merged candidates of several retrievers.
+
+Retrieval (ranking/candidates.py) merges the top N of each retriever (any registered models),
+trending items and items bought together with the user's recent ones. The ranker orders that
+set from features of the user, the item, the pair and recent activity: each source's rank and
+score, category and brand affinity, item popularity over several windows, price relative to
+what the user usually buys, the fresh counters (ranking/features.py), time since the user's
+last event.
+
+Training is a time split inside the training events: retrievers are fitted on the events up to
+a cut, features are computed at the cut from those events alone, and labels are the items each
+user chose after it, so no feature can see a label. A share of those users is held out: the
+ranker is served only if its NDCG@10 there beats the best single source's; otherwise the model
+serves that source's ranking (``validation`` records which, and the figures). Then every
+retriever is fitted again on all events and the booster is kept, as the served first stage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+from pydantic import Field
+
+from recsys_lite.data.interactions import SECONDS_PER_DAY, build_interactions
+from recsys_lite.evaluation.metrics import ndcg
+from recsys_lite.models.base import (
+    HISTORY_LENGTH,
+    ForgottenEvents,
+    History,
+    Recommender,
+    TrainingData,
+)
+from recsys_lite.models.params import ModelParams
+from recsys_lite.models.registry import create_model, register
+from recsys_lite.ranking.candidates import Candidates, CoVisitation, merge, recall_by_source
+from recsys_lite.ranking.features import EventCounts, fresh_features
+
+ITEM_WINDOWS_DAYS = (7, 30)  # popularity windows besides the fresh ones and all time
+VALIDATION_K = 10
+BATCH_USERS = 256
+
+
+class RankerParams(ModelParams):
+    retrievers: list[str] = Field(
+        default_factory=lambda: ["als"], description="registered models whose top N are merged"
+    )
+    retriever_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="params per retriever name"
+    )
+    candidates: int = Field(200, ge=10, le=5_000, description="top N taken from each source")
+    label_fraction: float = Field(
+        0.2, gt=0, lt=1, description="last share of training events (by time) used as labels"
+    )
+    max_train_users: int = Field(2_000, ge=10, description="users sampled for ranker training")
+    validation_share: float = Field(
+        0.25, gt=0, lt=1, description="share of those users held out to decide what is served"
+    )
+    recent_items: int = Field(10, ge=1, le=HISTORY_LENGTH, description="for bought-together")
+    trend_days: float = Field(7.0, gt=0, description="window of the trending source")
+    trees: int = Field(150, ge=1, le=5_000)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    leaves: int = Field(31, ge=2, le=1_024)
+    min_rows_in_leaf: int = Field(20, ge=1)
+    random_state: int = 42
+
+
+@dataclass
+class _Stage:
+    """The first stage as fitted on some events, in the ranker's item space."""
+
+    retrievers: list[Recommender]
+    positions: list[np.ndarray]  # ranker item index of each retriever item (-1: unknown)
+    covisit: CoVisitation
+    trending: np.ndarray
+    item_features: np.ndarray  # (items, ITEM_FEATURES)
+    instant: int
+
+
+ITEM_FEATURES = (
+    "item_events_5m",
+    "item_events_1h",
+    "item_events_1d",
+    "item_velocity",
+    *(f"item_popularity_{d}d" for d in ITEM_WINDOWS_DAYS),
+    "item_popularity_all",
+    "price",
+)
+
+
+def _booster(text: str) -> Any:
+    import lightgbm
+
+    return lightgbm.Booster(model_str=text)
+
+
+@register("ranker")
+class RankerModel(Recommender):
+    params_type = RankerParams
+    params: RankerParams
+
+    # ----- training ---------------------------------------------------------------------------
+
+    def source_names(self) -> list[str]:
+        return [*self.params.retrievers, "trending", "together"]
+
+    def _fit(self, data: TrainingData, show_progress: bool) -> None:
+        import lightgbm
+
+        self._catalog_codes(data.catalog)
+        self._booster_cache: Any = None
+        events = data.events
+        ts = events.column("ts").to_numpy()
+        cut = int(np.quantile(ts, 1.0 - self.params.label_fraction))
+        # a basket (a user's events sharing a second) stays on one side, as in evaluation
+        before, after = events.filter(pa.array(ts <= cut)), events.filter(pa.array(ts > cut))
+        self.validation: dict[str, Any] = {"cut_ts": cut, "served": "ranker"}
+        self.booster_text = ""
+        self.fallback = -1
+        if before.num_rows and after.num_rows:
+            examples = self.training_examples(before, after, data.catalog)
+            if examples is not None:
+                self._train_booster(examples, lightgbm)
+        if not self.booster_text:
+            self.validation["served"] = self.source_names()[0]
+            self.fallback = 0
+        self.stage = self._build_stage(events, data.catalog)
+
+    def training_examples(
+        self, before: pa.Table, after: pa.Table, catalog: pa.Table | None
+    ) -> _Examples | None:
+        """Features at the cut from ``before`` alone; labels from ``after`` (later events)."""
+        stage = self._build_stage(before, catalog)
+        interactions = build_interactions(before, self.params.weighting, item_map=self.item_map)
+        seen_matrix = interactions.matrix
+        histories = _histories(before, interactions.user_map.to_index(before.column("user_id")),
+                               self.item_map.to_index(before.column("item_id")))  # fmt: skip
+        label_users = interactions.user_map.to_index(after.column("user_id"), strict=False)
+        label_items = self.item_map.to_index(after.column("item_id"), strict=False)
+        known = (label_users >= 0) & (label_items >= 0)
+        pairs = np.unique(np.stack([label_users[known], label_items[known]], axis=1), axis=0)
+        if not len(pairs):
+            return None
+        pairs = pairs[np.asarray(seen_matrix[pairs[:, 0], pairs[:, 1]]).ravel() == 0]
+        users = np.unique(pairs[:, 0])
+        rng = np.random.default_rng(self.params.random_state)
+        if len(users) > self.params.max_train_users:
+            users = np.sort(rng.choice(users, self.params.max_train_users, replace=False))
+        starts = np.searchsorted(pairs[:, 0], users)
+        ends = np.searchsorted(pairs[:, 0], users, side="right")
+        targets = [pairs[s:e, 1] for s, e in zip(starts, ends, strict=True)]
+        user_ids = interactions.user_map.ids[users]
+        rows = self._rows_for(stage, user_ids, [histories(u) for u in users],
+                              [seen_matrix[u].indices for u in users])  # fmt: skip
+        labels = [np.isin(found.items, wanted).astype(np.float32)
+                  for (found, _), wanted in zip(rows, targets, strict=True)]  # fmt: skip
+        return _Examples(user_ids, rows, labels, targets, stage.instant)
+
+    def _train_booster(self, examples: _Examples, lightgbm: Any) -> None:
+        n = len(examples.rows)
+        rng = np.random.default_rng(self.params.random_state)
+        held_out = rng.random(n) < self.params.validation_share
+        useful = np.array([label.any() for label in examples.labels])
+        fit_users = np.flatnonzero(useful & ~held_out)
+        if not len(fit_users):
+            return
+        features = np.vstack([examples.rows[u][1] for u in fit_users])
+        labels = np.concatenate([examples.labels[u] for u in fit_users])
+        groups = [len(examples.labels[u]) for u in fit_users]
+        p = self.params
+        booster = lightgbm.train(
+            {
+                "objective": "lambdarank",
+                "learning_rate": p.learning_rate,
+                "num_leaves": p.leaves,
+                "min_data_in_leaf": p.min_rows_in_leaf,
+                "lambdarank_truncation_level": 20,
+                "num_threads": max(self.threads, 1),
+                "seed": p.random_state,
+                "deterministic": True,
+                "verbose": -1,
+            },
+            lightgbm.Dataset(features, labels, group=groups, feature_name=self.feature_names()),
+            num_boost_round=p.trees,
+        )
+        self.booster_text = booster.model_to_string()
+        names = self.source_names()
+        check = np.flatnonzero(held_out)
+        candidates = [examples.rows[u][0] for u in range(n)]
+        self.validation["recall_at_n"] = recall_by_source(
+            candidates, examples.targets, names
+        )  # fmt: skip
+        self.validation["train_users"] = len(fit_users)
+        self.validation["validation_users"] = len(check)
+        if not len(check):
+            return
+        scores: dict[str, float] = {}
+        for source, name in enumerate(names):
+            scores[name] = _ndcg(
+                [(-examples.rows[u][0].ranks[:, source], examples.rows[u][0].items) for u in check],
+                [examples.targets[u] for u in check],
+            )
+        predicted = [
+            (booster.predict(examples.rows[u][1]), examples.rows[u][0].items) for u in check
+        ]
+        scores["ranker"] = _ndcg(predicted, [examples.targets[u] for u in check])
+        self.validation["ndcg@10"] = scores
+        best = max(range(len(names)), key=lambda s: scores[names[s]])
+        if scores["ranker"] <= scores[names[best]]:
+            self.fallback = best
+            self.validation["served"] = names[best]
+
+    def _build_stage(self, events: pa.Table, catalog: pa.Table | None) -> _Stage:
+        retrievers, positions = [], []
+        for name in self.params.retrievers:
+            model = create_model(name, self.params.retriever_params.get(name))
+            model.threads = self.threads
+            model.fit(events, _catalog_for(catalog, events))
+            retrievers.append(model)
+            positions.append(self.item_map.to_index(model.item_map.ids, strict=False))
+        interactions = build_interactions(events, self.params.weighting, item_map=self.item_map)
+        items = self.item_map.to_index(events.column("item_id"))
+        ts = events.column("ts").to_numpy().astype(np.int64)
+        instant = int(ts.max())
+        return _Stage(
+            retrievers,
+            positions,
+            CoVisitation(interactions.matrix),
+            self._trending(items, ts, instant),
+            self._item_features(items, ts, instant),
+            instant,
+        )
+
+    def _trending(self, items: np.ndarray, ts: np.ndarray, instant: int) -> np.ndarray:
+        recent = ts > instant - self.params.trend_days * SECONDS_PER_DAY
+        counts = np.bincount(items[recent], minlength=len(self.item_map)).astype(np.float32)
+        everything = np.bincount(items, minlength=len(self.item_map)).astype(np.float32)
+        return np.asarray(counts + everything / (everything.max() + 1.0), dtype=np.float32)
+
+    def _item_features(self, items: np.ndarray, ts: np.ndarray, instant: int) -> np.ndarray:
+        counts = EventCounts(items, ts)
+        every = np.arange(len(self.item_map))
+        fresh = fresh_features(
+            lambda w: np.zeros(len(every)), lambda w: counts.count(every, instant, w)
+        )
+        columns = [fresh[name] for name in ITEM_FEATURES[:4]]
+        for days in ITEM_WINDOWS_DAYS:
+            columns.append(counts.count(every, instant, int(days * SECONDS_PER_DAY)))
+        columns.append(np.bincount(items, minlength=len(self.item_map)))
+        columns.append(self.item_price)
+        return np.stack(columns, axis=1).astype(np.float32)
+
+    def _catalog_codes(self, catalog: pa.Table | None) -> None:
+        n = len(self.item_map)
+        self.item_category = np.full(n, -1, dtype=np.int64)
+        self.item_brand = np.full(n, -1, dtype=np.int64)
+        self.item_price = np.full(n, np.nan, dtype=np.float32)
+        if catalog is None:
+            return
+        for column, target in (("category", self.item_category), ("brand", self.item_brand)):
+            if column in catalog.column_names:
+                codes = pc.dictionary_encode(catalog.column(column)).combine_chunks()
+                target[:] = codes.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        if "price" in catalog.column_names:
+            price = pc.cast(catalog.column("price"), pa.float64()).fill_null(np.nan)
+            self.item_price[:] = price.to_numpy()
+
+    # ----- features ---------------------------------------------------------------------------
+
+    def feature_names(self) -> list[str]:
+        names = []
+        for source in self.source_names():
+            names += [f"{source}_rank", f"{source}_score"]
+        return [
+            *names,
+            "sources_retrieving",
+            *ITEM_FEATURES[:-1],
+            "price_to_user_median",
+            "category_affinity",
+            "brand_affinity",
+            "user_events_5m",
+            "user_events_1h",
+            "user_events_1d",
+            "seconds_since_last_event",
+            "history_length",
+        ]
+
+    def _rows_for(
+        self,
+        stage: _Stage,
+        user_ids: np.ndarray,
+        histories: list[History],
+        excluded: list[np.ndarray],
+    ) -> list[tuple[Candidates, np.ndarray]]:
+        out = []
+        for start in range(0, len(user_ids), BATCH_USERS):
+            batch = slice(start, start + BATCH_USERS)
+            sources = self._source_scores(stage, user_ids[batch], histories[batch])
+            for n, (history, seen) in enumerate(
+                zip(histories[batch], excluded[batch], strict=True)
+            ):
+                scores = [source[n] for source in sources]
+                out.append(self._features(stage, scores, history, seen))
+        return out
+
+    def _source_scores(
+        self, stage: _Stage, user_ids: np.ndarray, histories: list[History]
+    ) -> list[np.ndarray]:
+        """One (users, items) score matrix per source, in the ranker's item space."""
+        n_items = len(self.item_map)
+        out = []
+        for model, positions in zip(stage.retrievers, stage.positions, strict=True):
+            full = np.full((len(user_ids), n_items), -np.inf, dtype=np.float32)
+            own = model.user_map.to_index(list(user_ids), strict=False)
+            known = np.flatnonzero(own >= 0)
+            mapped = positions >= 0
+            if len(known):
+                scores = model.score_users(own[known])
+                full[np.ix_(known, positions[mapped])] = scores[:, mapped]
+            for row in np.flatnonzero(own < 0):
+                folded = self._fold_in(model, histories[row])
+                if folded is not None:
+                    full[row, positions[mapped]] = folded[mapped]
+            out.append(full)
+        out.append(np.broadcast_to(stage.trending, (len(user_ids), n_items)))
+        recent = self.params.recent_items
+        out.append(np.stack([stage.covisit.scores(h.items[-recent:]) for h in histories]))
+        return out
+
+    def _fold_in(self, model: Recommender, history: History) -> np.ndarray | None:
+        """A retriever's scores for a user it did not see, from their history in its space."""
+        own = model.item_map.to_index(list(self.item_map.ids[history.items]), strict=False)
+        keep = own >= 0
+        if not keep.any():
+            return None
+        return model.score_history(History(own[keep], history.weights[keep], history.ts[keep]))
+
+    def _features(
+        self, stage: _Stage, scores: list[np.ndarray], history: History, seen: np.ndarray
+    ) -> tuple[Candidates, np.ndarray]:
+        found = merge(scores, self.params.candidates, seen)
+        items = found.items
+        n = len(items)
+        instant = max(stage.instant, int(history.ts.max()) if len(history) else 0)
+        ts = history.ts.astype(np.int64)
+        fresh = fresh_features(
+            lambda w: np.full(n, int(((ts > instant - w) & (ts <= instant)).sum())),
+            lambda w: np.zeros(n),
+        )
+        columns: list[np.ndarray] = []
+        for source in range(found.ranks.shape[1]):
+            columns += [found.ranks[:, source], found.scores[:, source]]
+        columns.append((found.ranks <= found.depth).sum(axis=1))
+        item_part = stage.item_features[items]
+        columns += [item_part[:, k] for k in range(item_part.shape[1] - 1)]
+        price = self.item_price[items]
+        own_prices = self.item_price[history.items] if len(history) else np.zeros(0)
+        own_prices = own_prices[np.isfinite(own_prices)]
+        usual = float(np.median(own_prices)) if len(own_prices) else np.nan
+        columns.append(price / usual if usual > 0 else np.full(n, np.nan))
+        for codes in (self.item_category, self.item_brand):
+            mine = codes[history.items]
+            mine = mine[mine >= 0]
+            share = np.bincount(mine, minlength=codes.max(initial=-1) + 1) / max(len(history), 1)
+            candidate = codes[items]
+            columns.append(np.where(candidate >= 0, share[np.maximum(candidate, 0)]
+                                    if len(share) else 0.0, 0.0))  # fmt: skip
+        columns += [fresh["user_events_5m"], fresh["user_events_1h"], fresh["user_events_1d"]]
+        since = instant - int(ts.max()) if len(ts) else np.nan
+        columns += [np.full(n, since), np.full(n, len(history))]
+        return found, np.stack(columns, axis=1).astype(np.float32)
+
+    # ----- scoring ----------------------------------------------------------------------------
+
+    def _predict(self, features: np.ndarray) -> np.ndarray:
+        if self._booster_cache is None:
+            self._booster_cache = _booster(self.booster_text)
+        return np.asarray(self._booster_cache.predict(features, num_threads=1), np.float32)
+
+    def _rank(self, scores: list[np.ndarray], history: History, seen: np.ndarray) -> np.ndarray:
+        n_items = len(self.item_map)
+        if self.fallback >= 0:
+            return np.array(scores[self.fallback], dtype=np.float32)
+        found, features = self._features(self.stage, scores, history, seen)
+        out = np.full(n_items, -np.inf, dtype=np.float32)
+        if not len(found.items):
+            return out
+        predicted = self._predict(features)
+        out[found.items] = predicted
+        # what the user already has stays in a ranking that keeps it, after every candidate
+        out[seen] = predicted.min() - 1.0
+        return out
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        histories = [self.history(int(u)) for u in users]
+        out = np.empty((len(users), len(self.item_map)), dtype=np.float32)
+        for start in range(0, len(users), BATCH_USERS):
+            batch = users[start : start + BATCH_USERS]
+            sources = self._source_scores(
+                self.stage, self.user_map.ids[batch], histories[start : start + BATCH_USERS]
+            )
+            for n, user in enumerate(batch):
+                row = [source[n] for source in sources]
+                out[start + n] = self._rank(row, histories[start + n], self.seen_items(int(user)))
+        return out
+
+    def score_history(self, history: History) -> np.ndarray | None:
+        if not len(history):
+            return None
+        sources = self._source_scores(self.stage, np.array(["\x00"]), [history])
+        return self._rank([s[0] for s in sources], history, np.unique(history.items))
+
+    # ----- persistence ------------------------------------------------------------------------
+
+    def _model_state(self) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {
+            "booster": np.array([self.booster_text]),
+            "validation": np.array([json.dumps(self.validation)]),
+            "fallback": np.array([self.fallback]),
+            "trending": self.stage.trending,
+            "item_features": self.stage.item_features,
+            "instant": np.array([self.stage.instant]),
+            "item_category": self.item_category,
+            "item_brand": self.item_brand,
+            "item_price": self.item_price,
+        }
+        for name, model in zip(self.params.retrievers, self.stage.retrievers, strict=True):
+            for key, value in model.state().items():
+                arrays[f"retriever.{name}.{key}"] = value
+        return arrays
+
+    def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.booster_text = str(arrays["booster"][0])
+        self._booster_cache = None
+        self.validation = json.loads(str(arrays["validation"][0]))
+        self.fallback = int(arrays["fallback"][0])
+        self.item_category = arrays["item_category"]
+        self.item_brand = arrays["item_brand"]
+        self.item_price = arrays["item_price"]
+        retrievers = []
+        for name in self.params.retrievers:
+            prefix = f"retriever.{name}."
+            model = create_model(name, self.params.retriever_params.get(name))
+            model.load_state(
+                {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            )
+            retrievers.append(model)
+        self.stage = _Stage(
+            retrievers,
+            [self.item_map.to_index(m.item_map.ids, strict=False) for m in retrievers],
+            CoVisitation(self.user_items),
+            arrays["trending"],
+            arrays["item_features"],
+            int(arrays["instant"][0]),
+        )
+
+    def _forget_users(
+        self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
+    ) -> None:
+        """Each retriever forgets the users as it would on its own; the bought-together counts
+        are rebuilt from the remaining users' rows. The booster learned from features, not
+        from identities, and is kept until the next retrain."""
+        from recsys_lite.models.forgetting import forget_users
+
+        remaining = set(self.user_map.ids.tolist())
+        for model in self.stage.retrievers:
+            users = np.flatnonzero([u not in remaining for u in model.user_map.ids.tolist()])
+            forget_users(model, users, relearn=events.relearn)
+        self.stage.covisit = CoVisitation(self.user_items)
+
+
+@dataclass(frozen=True)
+class _Examples:
+    user_ids: np.ndarray
+    rows: list[tuple[Candidates, np.ndarray]]  # per user: candidates and their features
+    labels: list[np.ndarray]  # per user: 1 where the candidate was chosen after the cut
+    targets: list[np.ndarray]  # per user: every item chosen after the cut (not seen before)
+    instant: int  # the cut: newest event the features saw
+
+
+def _ndcg(ranked: list[tuple[np.ndarray, np.ndarray]], targets: list[np.ndarray]) -> float:
+    """Mean NDCG@10 over users of (score per candidate, candidate items) against targets."""
+    hits = np.zeros((len(ranked), VALIDATION_K), dtype=bool)
+    for row, ((scores, items), wanted) in enumerate(zip(ranked, targets, strict=True)):
+        order = np.argsort(-scores, kind="stable")[:VALIDATION_K]
+        order = order[np.isfinite(scores[order])]
+        hits[row, : len(order)] = np.isin(items[order], wanted)
+    n_relevant = np.array([len(t) for t in targets])
+    return float(ndcg(hits, n_relevant, VALIDATION_K).mean()) if len(ranked) else 0.0
+
+
+def _histories(events: pa.Table, users: np.ndarray, items: np.ndarray) -> Any:
+    """Each user's last HISTORY_LENGTH events (events are time-ordered), as the served model
+    keeps them: a function of the user index."""
+    ts = events.column("ts").to_numpy()
+    order = np.argsort(users, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=users.max() + 1))])
+
+    def history(user: int) -> History:
+        picked = order[indptr[user] : indptr[user + 1]][-HISTORY_LENGTH:]
+        return History(items[picked], np.ones(len(picked), dtype=np.float32), ts[picked])
+
+    return history
+
+
+def _catalog_for(catalog: pa.Table | None, events: pa.Table) -> pa.Table | None:
+    """The catalog rows of the items ``events`` mention: a retriever fitted before the cut
+    must not learn of items first seen after it."""
+    if catalog is None:
+        return None
+    return catalog.filter(
+        pc.is_in(catalog.column("item_id"), value_set=pc.unique(events.column("item_id")))
+    )
