@@ -244,3 +244,47 @@ def _event(
         "user_id": user, "item_id": item, "event_type": kind, "recommendation_id": rid,
         "position": position, "qty": qty,
     }  # fmt: skip
+
+
+def test_interleaving_serves_one_merged_list_and_credits_clicks_by_team(
+    tmp_path: Path, shop_db: Path, als_artifact: Path
+) -> None:
+    db = tmp_path / "recsys.db"
+    shutil.copy(shop_db, db)
+    pop = tmp_path / "pop"
+    train(Store(db), "popular", pop, show_progress=False)
+    file = tmp_path / "il.json"
+    file.write_text(
+        json.dumps(
+            {
+                "name": "il",
+                "salt": "x",
+                "control": "als",
+                "mode": "interleave",
+                "variants": [{"name": "als"}, {"name": "pop", "artifact": str(pop)}],
+            }
+        )
+    )
+    with Store(db).connect(read_only=True) as con:
+        known = con.execute("SELECT DISTINCT user_id FROM events ORDER BY 1 LIMIT 30").fetchall()
+    env = {"EXPERIMENT_FILE": str(file), "INBOX_DRAIN_INTERVAL": "0.3"}
+    with running_server(als_artifact, db, tmp_path, env=env) as url:
+        events = []
+        for (user,) in known:
+            body = httpx.get(f"{url}/recommend", params={"user_id": user, "k": 10}).json()
+            assert body["variant"] == "interleaved" and body["recommendation_id"].startswith("il.")
+            ids = [item["item_id"] for item in body["recommendations"]]
+            assert len(ids) == len(set(ids)) == 10
+            teams = [team_of(body["recommendation_id"], p) for p in range(10)]
+            assert abs(teams.count(0) - teams.count(1)) <= 1
+            # these shoppers click only what the popularity model placed
+            position = teams.index(1)
+            events.append(_event(user, ids[position], "click", body["recommendation_id"], position))
+        response = httpx.post(f"{url}/events", json={"events": events}, headers=AUTH, timeout=30)
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 30
+        while (report := _status(url)["interleaving"])["answers_with_clicks"] < len(known):
+            assert time.monotonic() < deadline, report
+            time.sleep(0.3)
+    assert report["wins"] == {"als": 0, "pop": len(known)}
+    assert report["preference"] == 1.0 and report["p_value"] < 0.001
