@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(PY) bench/quality.py --split leave-last --name quality_leave_last
 	$(PY) bench/search.py
 	$(PY) bench/erasure.py
+	$(PY) bench/ab_simulation.py
 	$(PY) bench/spark_als.py
 
 clean:
