@@ -72,7 +72,7 @@ def test_lift_and_srm_match_textbook_values() -> None:
     assert lift.ci_low == pytest.approx(0.3 - 1.959964 * se, rel=1e-5)
     assert lift.ci_high == pytest.approx(0.3 + 1.959964 * se, rel=1e-5)
     assert lift.p_value == pytest.approx(math.erfc(0.3 / se / math.sqrt(2)), rel=1e-6)
-    assert lift.p_value < 0.05
+    assert lift.p_value is not None and lift.p_value < 0.05
     # Pearson's chi-square: (100^2 / 5100) * 2 = 3.9216 on 1 df, p = 0.04767
     p, flagged = stats.sample_ratio_mismatch([5000, 5200], [0.5, 0.5])
     assert p == pytest.approx(0.04767, abs=1e-5) and not flagged
@@ -283,8 +283,11 @@ def test_interleaving_serves_one_merged_list_and_credits_clicks_by_team(
         response = httpx.post(f"{url}/events", json={"events": events}, headers=AUTH, timeout=30)
         assert response.status_code == 200, response.text
         deadline = time.monotonic() + 30
-        while (report := _status(url)["interleaving"])["answers_with_clicks"] < len(known):
+        while (report := (status := _status(url))["interleaving"])["answers_with_clicks"] < len(
+            known
+        ):
             assert time.monotonic() < deadline, report
             time.sleep(0.3)
     assert report["wins"] == {"als": 0, "pop": len(known)}
     assert report["preference"] == 1.0 and report["p_value"] < 0.001
+    assert status["winner"] == "pop"  # what `experiments promote` would serve

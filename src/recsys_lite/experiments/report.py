@@ -98,7 +98,13 @@ def ab_status(
         "winner": winner(experiment, variants),
     }
     if experiment.mode == "interleave":
-        document["interleaving"] = interleaving(experiment, interleaved_clicks)
+        preference = interleaving(experiment, interleaved_clicks)
+        document["interleaving"] = preference
+        first, second = (v.name for v in experiment.live)
+        significant = preference["p_value"] is not None and preference["p_value"] < 0.05
+        document["winner"] = (
+            (second if preference["preference"] > 0 else first) if significant else None
+        )
     if shadow is not None:
         document["shadow"] = shadow
     return document
