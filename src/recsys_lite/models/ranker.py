@@ -7,9 +7,10 @@ score, category and brand affinity, item popularity over several windows, price 
 what the user usually buys, the fresh counters (ranking/features.py), time since the user's
 last event.
 
-Training is a time split inside the training events: retrievers are fitted on the events up to
-a cut, features are computed at the cut from those events alone, and labels are the items each
-user chose after it, so no feature can see a label. A share of those users is held out: the
+Training is a time split inside the training events, at a few cuts: retrievers are fitted on
+the events up to a cut, features are computed at the cut from those events alone, and labels
+are the items each user chose after it (up to the next cut), so no feature can see a label.
+A share of those (cut, user) groups is held out: the
 ranker is served only if its NDCG@10 there beats the best single source's; otherwise the model
 serves that source's ranking (``validation`` records which, and the figures). Then every
 retriever is fitted again on all events and the booster is kept, as the served first stage.
@@ -55,8 +56,9 @@ class RankerParams(ModelParams):
     )
     candidates: int = Field(200, ge=10, le=5_000, description="top N taken from each source")
     label_fraction: float = Field(
-        0.2, gt=0, lt=1, description="last share of training events (by time) used as labels"
+        0.1, gt=0, lt=1, description="share of training events (by time) in each label window"
     )
+    cuts: int = Field(3, ge=1, le=8, description="time cuts, each with its label window after")
     max_train_users: int = Field(2_000, ge=10, description="users sampled for ranker training")
     validation_share: float = Field(
         0.25, gt=0, lt=1, description="share of those users held out to decide what is served"
@@ -116,16 +118,26 @@ class RankerModel(Recommender):
         self._booster_cache: Any = None
         events = data.events
         ts = events.column("ts").to_numpy()
-        cut = int(np.quantile(ts, 1.0 - self.params.label_fraction))
-        # a basket (a user's events sharing a second) stays on one side, as in evaluation
-        before, after = events.filter(pa.array(ts <= cut)), events.filter(pa.array(ts > cut))
-        self.validation: dict[str, Any] = {"cut_ts": cut, "served": "ranker"}
+        # Several cuts, each labelled by the window up to the next: more users to learn from
+        # where few are active in any one window. A basket (a user's events sharing a second)
+        # stays on one side of each cut, as in evaluation.
+        shares = [1.0 - self.params.label_fraction * k for k in range(1, self.params.cuts + 1)]
+        cuts = [int(np.quantile(ts, share)) for share in shares if share > 0]
+        self.validation: dict[str, Any] = {"cut_ts": cuts[0], "cuts": cuts, "served": "ranker"}
         self.booster_text = ""
         self.fallback = -1
-        if before.num_rows and after.num_rows:
-            examples = self.training_examples(before, after, data.catalog)
-            if examples is not None:
-                self._train_booster(examples, lightgbm)
+        found: list[_Examples] = []
+        label_end = np.iinfo(np.int64).max
+        for cut in cuts:
+            before = events.filter(pa.array(ts <= cut))
+            after = events.filter(pa.array((ts > cut) & (ts <= label_end)))
+            label_end = cut
+            if before.num_rows and after.num_rows:
+                examples = self.training_examples(before, after, data.catalog)
+                if examples is not None:
+                    found.append(examples)
+        if found:
+            self._train_booster(_Examples.concatenate(found), lightgbm)
         if not self.booster_text:
             self.validation["served"] = self.source_names()[0]
             self.fallback = 0
@@ -481,6 +493,16 @@ class _Examples:
     labels: list[np.ndarray]  # per user: 1 where the candidate was chosen after the cut
     targets: list[np.ndarray]  # per user: every item chosen after the cut (not seen before)
     instant: int  # the cut: newest event the features saw
+
+    @staticmethod
+    def concatenate(parts: list[_Examples]) -> _Examples:
+        return _Examples(
+            np.concatenate([p.user_ids for p in parts]),
+            [row for p in parts for row in p.rows],
+            [label for p in parts for label in p.labels],
+            [target for p in parts for target in p.targets],
+            max(p.instant for p in parts),
+        )
 
 
 def _ndcg(ranked: list[tuple[np.ndarray, np.ndarray]], targets: list[np.ndarray]) -> float:
