@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from conftest import AUTH, running_server
@@ -50,35 +51,31 @@ def test_assignment_is_deterministic_and_honours_weights() -> None:
     assert moved > len(users) * 0.3  # another salt is another, independent split
 
 
-def test_lift_and_srm_match_textbook_values() -> None:
-    # one impression per shopper: the ratio metric is a proportion, and the delta method gives
-    # the textbook variance of a ratio of two independent proportions
-    n, c_clicks, t_clicks = 2000, 200, 260
-    ones = [1.0] * n
+def _planted(n: int, a: int, b: int, extra: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-shopper clicks and impressions, from a formula (the same on every machine)."""
+    y = [5 + (i * a) % 7 for i in range(n)]
+    x = [min(y[i], (i * b) % 5 + (i % 3 < extra)) for i in range(n)]
+    return np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
 
-    def clicks(k: int) -> list[float]:
-        return [1.0] * k + [0.0] * (n - k)
 
-    import numpy as np
-
-    control = stats.RatioStat.of(np.array(clicks(c_clicks)), np.array(ones))
-    treatment = stats.RatioStat.of(np.array(clicks(t_clicks)), np.array(ones))
+def test_lift_and_srm_match_gbstats() -> None:
+    control = stats.RatioStat.of(*_planted(40, 3, 2))
+    treatment = stats.RatioStat.of(*_planted(45, 2, 3, extra=2))
     lift = stats.relative_lift(control, treatment)
-    pc, pt = c_clicks / n, t_clicks / n
-    # sample variances (n - 1), as the engine uses
-    vc, vt = pc * (1 - pc) / (n - 1), pt * (1 - pt) / (n - 1)
-    se = math.sqrt(vt / pc**2 + pt**2 * vc / pc**4)
-    assert lift.relative == pytest.approx(0.3)
-    assert lift.ci_low == pytest.approx(0.3 - 1.959964 * se, rel=1e-5)
-    assert lift.ci_high == pytest.approx(0.3 + 1.959964 * se, rel=1e-5)
-    assert lift.p_value == pytest.approx(math.erfc(0.3 / se / math.sqrt(2)), rel=1e-6)
-    assert lift.p_value is not None and lift.p_value < 0.05
+    # gbstats 0.8.0 on the same shoppers: TwoSidedTTest(RatioStatistic control, RatioStatistic
+    # treatment, FrequentistConfig(difference_type="relative")).compute_result()
+    assert lift.relative == pytest.approx(0.3487394957983194, rel=1e-9)
+    assert lift.ci_low == pytest.approx(-0.04237143587240372, rel=1e-6)
+    assert lift.ci_high == pytest.approx(0.7398504274690425, rel=1e-6)
+    assert lift.p_value == pytest.approx(0.07981653631545327, rel=1e-6)
+    assert not lift.significant()
     # Pearson's chi-square: (100^2 / 5100) * 2 = 3.9216 on 1 df, p = 0.04767
     p, flagged = stats.sample_ratio_mismatch([5000, 5200], [0.5, 0.5])
-    assert p == pytest.approx(0.04767, abs=1e-5) and not flagged
+    assert p == pytest.approx(0.0476703806561615, rel=1e-9) and not flagged  # gbstats check_srm
     p, flagged = stats.sample_ratio_mismatch([5000, 5400], [0.5, 0.5])
     assert p < 0.001 and flagged
-    assert not stats.sample_ratio_mismatch([7020, 2980], [0.7, 0.3])[1]
+    p, flagged = stats.sample_ratio_mismatch([7020, 2980], [0.7, 0.3])
+    assert p == pytest.approx(0.6625205835400574, rel=1e-9) and not flagged  # gbstats check_srm
     assert stats.sign_test(60, 40) == pytest.approx(0.05689, abs=1e-4)
 
 

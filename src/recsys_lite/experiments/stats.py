@@ -4,7 +4,10 @@ Shoppers are the unit of randomisation, so each metric is a ratio of per-shopper
 impressions): its variance comes from the delta method over shoppers, not from counting
 impressions as independent (a shopper's impressions are correlated, and treating them as
 independent understates the variance). The relative lift and its interval are the delta-method
-ones of GrowthBook's frequentist engine (gbstats), with a normal reference distribution.
+ones of GrowthBook's frequentist engine (gbstats 0.8, ``TwoSidedTTest`` with relative
+differences): a Student t with Welch-Satterthwaite degrees of freedom. gbstats itself cannot be a
+dependency (it pins pandas < 2 and numpy < 2); tests/test_experiments.py holds figures it
+computed, and these functions must reproduce them.
 """
 
 from __future__ import annotations
@@ -41,14 +44,12 @@ class RatioStat:
         return self.mean_x / self.mean_y if self.mean_y else 0.0
 
     @property
-    def variance(self) -> float:
-        """Variance of the ratio of means (delta method)."""
+    def unit_variance(self) -> float:
+        """Per-shopper variance of the ratio (delta method); over n shoppers, divided by n."""
         if not self.mean_y or self.n < 2:
             return 0.0
         r = self.value
-        return float(
-            (self.var_x - 2 * r * self.cov_xy + r * r * self.var_y) / (self.mean_y**2 * self.n)
-        )
+        return float((self.var_x - 2 * r * self.cov_xy + r * r * self.var_y) / self.mean_y**2)
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,18 @@ def relative_lift(control: RatioStat, treatment: RatioStat, alpha: float = 0.05)
     if c <= 0 or control.n < 2 or treatment.n < 2:
         return Lift(None, None, None, None)
     lift = t / c - 1
-    variance = treatment.variance / c**2 + t**2 * control.variance / c**4
+    va, vb = control.unit_variance, treatment.unit_variance
+    na, nb = control.n, treatment.n
+    variance = vb / (c**2 * nb) + va * t**2 / (c**4 * na)
     if variance <= 0:
         return Lift(lift, lift, lift, 1.0 if lift == 0 else 0.0)
     se = variance**0.5
-    z = float(stats.norm.ppf(1 - alpha / 2))
-    p = float(2 * stats.norm.sf(abs(lift) / se))
-    return Lift(lift, lift - z * se, lift + z * se, p)
+    # Welch-Satterthwaite degrees of freedom, as gbstats: a Student t, not a normal, so small
+    # tests are not overconfident
+    dof = (vb / nb + va / na) ** 2 / (vb**2 / (nb**2 * (nb - 1)) + va**2 / (na**2 * (na - 1)))
+    width = float(stats.t.ppf(1 - alpha / 2, dof)) * se
+    p = float(2 * stats.t.sf(abs(lift) / se, dof))
+    return Lift(lift, lift - width, lift + width, p)
 
 
 def sample_ratio_mismatch(observed: list[int], expected_shares: list[float]) -> tuple[float, bool]:
