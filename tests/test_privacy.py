@@ -256,3 +256,31 @@ def test_retention_deletes_older_events_and_files_and_is_audited(
     con.close()
     assert not stale.exists()
     assert AuditLog(tmp_path / "audit.jsonl").entries()[-1]["action"] == "retention"
+
+
+def test_the_worker_applies_retention_and_retrains_so_the_model_forgets_too(
+    shop_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    db, model = known_shopper_files(tmp_path, shop_files)
+    con = duckdb.connect(str(db), read_only=True)
+    (newest,) = con.execute("SELECT max(ts) FROM events").fetchone() or (0,)
+    cutoff = newest - 30 * 86_400
+    (gone,) = con.execute(
+        "SELECT user_id FROM events GROUP BY user_id HAVING max(ts) < ? LIMIT 1", [cutoff]
+    ).fetchone() or (None,)
+    con.close()
+    assert gone is not None, "a shopper with only older events"
+    before = json.loads((model / "manifest.json").read_text())["version"]
+    days = (time.time() - cutoff) / 86_400
+    subprocess.run(
+        [sys.executable, "-m", "recsys_lite.cli", "worker", "--model-dir", str(model),
+         "--db", str(db), "--once", "--min-new-events", "1000000"],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "EVENT_RETENTION_DAYS": str(days)},
+    )  # fmt: skip
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["version"] != before
+    with np.load(model / "model.npz", allow_pickle=False) as arrays:
+        assert gone not in arrays["user_ids"]
+    actions = [entry["action"] for entry in AuditLog(tmp_path / "audit.jsonl").entries()]
+    assert actions[-2:] == ["retention", "retrain.after_retention"]

@@ -38,6 +38,9 @@ from recsys_lite.online.bus import EventBus, InboxBus, create_bus
 from recsys_lite.online.gate import build_holdout, means, not_worse, score_on_holdout
 from recsys_lite.online.health import WorkerHealth
 from recsys_lite.online.inbox import Inbox, drain
+from recsys_lite.privacy.audit import AuditLog, audit_path
+from recsys_lite.privacy.erase import Eraser
+from recsys_lite.privacy.retention import apply_retention
 from recsys_lite.training import train
 
 log = logging.getLogger(__name__)
@@ -205,6 +208,29 @@ def audit_erasure_retrain(
     )  # fmt: skip
 
 
+def apply_retention_and_retrain(
+    store: Store, model_dir: Path, settings: Settings, served_artifact: ServedArtifact
+) -> bool:
+    """Delete events older than EVENT_RETENTION_DAYS and, when any went, retrain at once so the
+    models forget them too (audited); whether a retrain ran."""
+    days = settings.event_retention_days
+    assert days is not None
+    local = settings.model_copy(update={"db_path": store.path})
+    deleted = apply_retention(local, days, actor="worker")
+    if not deleted["events_deleted"]:
+        return False
+    manifest = served_artifact.manifest()
+    result = train(
+        store, manifest["model_type"], model_dir, params=manifest.get("params"),
+        settings=settings, show_progress=False,
+    )  # fmt: skip
+    AuditLog(audit_path(store.path)).append(
+        "retrain.after_retention", actor="worker",
+        details={"events_deleted": deleted["events_deleted"], "metrics": result.metrics},
+    )  # fmt: skip
+    return True
+
+
 def run_worker(
     model_dir: Path,
     store: Store,
@@ -231,11 +257,22 @@ def run_worker(
     served_artifact = ServedArtifact(model_dir, settings)
     # a worker runs for months: only the latest cycles are kept (the last one is in health)
     reports: deque[CycleReport] = deque(maxlen=100)
+    # erasures a crash interrupted are finished before anything is trained
+    try:
+        Eraser(
+            settings.model_copy(update={"db_path": store.path, "model_dir": model_dir})
+        ).resume_pending()
+    except Exception:
+        log.exception("interrupted erasures not finished yet; the next start retries")
     try:
         while True:
             wait = interval
             try:
                 fold_bus_into_store(bus, inbox, store, consumer)
+                if settings.event_retention_days and apply_retention_and_retrain(
+                    store, model_dir, settings, served_artifact
+                ):
+                    last_retrain = time.monotonic()
                 overdue = time.monotonic() - last_retrain >= retrain_every
                 erased = erasures_since_training(store, served_artifact.manifest())
                 report = retrain_cycle(

@@ -44,7 +44,8 @@ def apply_retention(
         "events_deleted": int(count),
         "files_deleted": files,
     }
-    AuditLog(audit_path(settings.db_path)).append("retention", actor=actor, details=report)
+    if count or files:  # the worker runs this every cycle: only runs that deleted are recorded
+        AuditLog(audit_path(settings.db_path)).append("retention", actor=actor, details=report)
     return report
 
 
