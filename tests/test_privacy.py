@@ -284,3 +284,26 @@ def test_the_worker_applies_retention_and_retrains_so_the_model_forgets_too(
         assert gone not in arrays["user_ids"]
     actions = [entry["action"] for entry in AuditLog(tmp_path / "audit.jsonl").entries()]
     assert actions[-2:] == ["retention", "retrain.after_retention"]
+
+
+def test_erasure_reaches_an_experiments_variant_artifacts(
+    shop_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    db, model = known_shopper_files(tmp_path, shop_files)
+    variant = tmp_path / "variant"
+    train(Store(db), "bpr", variant, params={"iterations": 5}, test_size=0, show_progress=False)
+    experiment = tmp_path / "experiment.toml"
+    experiment.write_text(
+        'name = "home"\nsalt = "s"\ncontrol = "als"\n'
+        '[[variants]]\nname = "als"\nweight = 0.5\n'
+        f'[[variants]]\nname = "bpr"\nartifact = "{variant}"\nweight = 0.5\n'
+    )
+    subprocess.run(
+        [sys.executable, "-m", "recsys_lite.cli", "gdpr", "delete-user", "--user-id", SHOPPER,
+         "--db", str(db), "--model-dir", str(model)],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "EXPERIMENT_FILE": str(experiment)},
+    )  # fmt: skip
+    for served in (model, variant):
+        with np.load(served / "model.npz", allow_pickle=False) as arrays:
+            assert SHOPPER not in arrays["user_ids"], served

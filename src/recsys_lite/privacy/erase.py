@@ -226,7 +226,24 @@ class Eraser:
         return scrub_stream(self.settings, self.key, erasure.subject)
 
     def _model(self, erasure: Erasure) -> dict[str, Any]:
-        served = self.settings.model_dir
+        result = self._forget_in_artifact(self.settings.model_dir, erasure)
+        # an experiment's variants are served artifacts too
+        variants = self._variant_artifacts()
+        if variants:
+            result["variants"] = {
+                name: self._forget_in_artifact(path, erasure) for name, path in variants.items()
+            }
+        return result
+
+    def _variant_artifacts(self) -> dict[str, Path]:
+        if self.settings.experiment_file is None:
+            return {}
+        from recsys_lite.experiments.design import load_experiment
+
+        experiment = load_experiment(Path(self.settings.experiment_file))
+        return {v.name: v.artifact for v in experiment.variants if v.artifact is not None}
+
+    def _forget_in_artifact(self, served: Path, erasure: Erasure) -> dict[str, Any]:
         try:
             artifact = load_artifact(served, self.settings)
         except ArtifactError:

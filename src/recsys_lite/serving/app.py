@@ -131,6 +131,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     configure_logging(settings)
     runtime = Runtime(settings, state)
     experiment = LiveExperiment.from_settings(settings)
+    if experiment is not None:
+        runtime.variant_states = list(experiment.states.values())
     telemetry = Telemetry(ENDPOINTS, settings.worker_status_file)
     started = time.monotonic()
     max_k = settings.max_recommendations

@@ -141,6 +141,8 @@ class Runtime:
         self._unpublished: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNPUBLISHED)
         self.idempotent = IdempotentAnswers()
         self._last_message: float | None = None
+        # the serving states of an experiment's variants (set by the app): erasure reaches them
+        self.variant_states: list[ServingState] = []
         self._subject_ids: tuple[weakref.ref[Any], dict[str, str]] | None = None
         try:
             self.erased = ErasedShoppers.from_store(self.store)
@@ -286,6 +288,9 @@ class Runtime:
         users = state.online.users_where(lambda user: self.erased.subject(user) in wanted)
         state.online.forget(users)
         self._forget_in_model(state.model, wanted)
+        for other in self.variant_states:  # an experiment's variants answer shoppers too
+            other.online.forget(users)
+            self._forget_in_model(other.model, wanted)
         return len(users)
 
     def _forget_in_model(self, model: Any, subjects: set[str]) -> None:
