@@ -321,32 +321,44 @@ class RankerModel(Recommender):
         return out
 
     def _source_scores(
-        self, stage: _Stage, user_ids: np.ndarray, histories: list[History]
+        self, stage: _Stage, user_ids: np.ndarray | None, histories: list[History]
     ) -> list[np.ndarray]:
-        """One (users, items) score matrix per source, in the ranker's item space."""
+        """One (users, items) score matrix per source, in the ranker's item space; users
+        without ids (None) are folded in from their histories."""
         n_items = len(self.item_map)
         out = []
         for model, positions in zip(stage.retrievers, stage.positions, strict=True):
-            full = np.full((len(user_ids), n_items), -np.inf, dtype=np.float32)
-            own = model.user_map.to_index(list(user_ids), strict=False)
+            full = np.full((len(histories), n_items), -np.inf, dtype=np.float32)
+            own = (
+                np.full(len(histories), -1, dtype=np.int64)
+                if user_ids is None
+                else model.user_map.to_index(list(user_ids), strict=False)
+            )
             known = np.flatnonzero(own >= 0)
             mapped = positions >= 0
             if len(known):
                 scores = model.score_users(own[known])
                 full[np.ix_(known, positions[mapped])] = scores[:, mapped]
             for row in np.flatnonzero(own < 0):
-                folded = self._fold_in(model, histories[row])
+                folded = self._fold_in(model, positions, histories[row])
                 if folded is not None:
                     full[row, positions[mapped]] = folded[mapped]
             out.append(full)
-        out.append(np.broadcast_to(stage.trending, (len(user_ids), n_items)))
+        out.append(np.broadcast_to(stage.trending, (len(histories), n_items)))
         recent = self.params.recent_items
         out.append(np.stack([stage.covisit.scores(h.items[-recent:]) for h in histories]))
         return out
 
-    def _fold_in(self, model: Recommender, history: History) -> np.ndarray | None:
+    def _fold_in(
+        self, model: Recommender, positions: np.ndarray, history: History
+    ) -> np.ndarray | None:
         """A retriever's scores for a user it did not see, from their history in its space."""
-        own = model.item_map.to_index(list(self.item_map.ids[history.items]), strict=False)
+        # an array lookup: mapping ids through the retriever's IdMap per request cost more
+        # than all the scoring
+        own_index = np.full(len(self.item_map), -1, dtype=np.int64)
+        mapped = np.flatnonzero(positions >= 0)
+        own_index[positions[mapped]] = mapped
+        own = own_index[history.items]
         keep = own >= 0
         if not keep.any():
             return None
@@ -424,7 +436,7 @@ class RankerModel(Recommender):
     def score_history(self, history: History) -> np.ndarray | None:
         if not len(history):
             return None
-        sources = self._source_scores(self.stage, np.array(["\x00"]), [history])
+        sources = self._source_scores(self.stage, None, [history])
         return self._rank([s[0] for s in sources], history, np.unique(history.items))
 
     # ----- persistence ------------------------------------------------------------------------
