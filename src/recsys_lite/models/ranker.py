@@ -40,7 +40,12 @@ from recsys_lite.models.base import (
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import create_model, register
 from recsys_lite.ranking.candidates import Candidates, CoVisitation, merge, recall_by_source
-from recsys_lite.ranking.features import EventCounts, fresh_features
+from recsys_lite.ranking.features import (
+    LONGEST_WINDOW,
+    EventCounts,
+    WindowCounters,
+    fresh_features,
+)
 
 ITEM_WINDOWS_DAYS = (7, 30)  # popularity windows besides the fresh ones and all time
 VALIDATION_K = 10
@@ -105,6 +110,7 @@ def _booster(text: str) -> Any:
 class RankerModel(Recommender):
     params_type = RankerParams
     params: RankerParams
+    _live: WindowCounters | None = None  # item counters fed by the API's event path
 
     # ----- training ---------------------------------------------------------------------------
 
@@ -142,6 +148,11 @@ class RankerModel(Recommender):
             self.validation["served"] = self.source_names()[0]
             self.fallback = 0
         self.stage = self._build_stage(events, data.catalog)
+        ts_all = events.column("ts").to_numpy().astype(np.int64)
+        last_day = ts_all > self.stage.instant - LONGEST_WINDOW
+        self.last_day_items = data.event_items[last_day]
+        self.last_day_ts = ts_all[last_day]
+        self._live = None
 
     def training_examples(
         self, before: pa.Table, after: pa.Table, catalog: pa.Table | None
@@ -381,6 +392,12 @@ class RankerModel(Recommender):
             columns += [found.ranks[:, source], found.scores[:, source]]
         columns.append((found.ranks <= found.depth).sum(axis=1))
         item_part = stage.item_features[items]
+        if self._live is not None and stage is self.stage:
+            item_part = item_part.copy()
+            at = max(instant, self._live.newest)
+            live = self.item_fresh(items, at)
+            for k, name in enumerate(ITEM_FEATURES[:4]):
+                item_part[:, k] = live[name]
         columns += [item_part[:, k] for k in range(item_part.shape[1] - 1)]
         price = self.item_price[items]
         own_prices = self.item_price[history.items] if len(history) else np.zeros(0)
@@ -398,6 +415,28 @@ class RankerModel(Recommender):
         since = instant - int(ts.max()) if len(ts) else np.nan
         columns += [np.full(n, since), np.full(n, len(history))]
         return found, np.stack(columns, axis=1).astype(np.float32)
+
+    # ----- fresh counters online ---------------------------------------------------------------
+
+    def observe_events(self, user_ids: list[str], item_ids: list[str], stamps: list[int]) -> None:
+        """Count events as they arrive (online/state.py), on top of training's last day, so an
+        item's fresh features at any later instant are what ``EventCounts`` computes over the
+        training events plus these."""
+        if self._live is None:
+            live = WindowCounters()
+            for item, ts in zip(self.item_map.ids[self.last_day_items].tolist(),
+                                self.last_day_ts.tolist(), strict=True):  # fmt: skip
+                live.add(item, ts)
+            self._live = live
+        for item, ts in zip(item_ids, stamps, strict=True):
+            self._live.add(item, int(ts))
+
+    def item_fresh(self, items: np.ndarray, at: int) -> dict[str, np.ndarray]:
+        """The items' fresh features at ``at`` from the online counters."""
+        live = self._live
+        assert live is not None
+        ids = self.item_map.ids[items].tolist()
+        return fresh_features(lambda w: np.zeros(len(ids)), lambda w: live.count(ids, at, w))
 
     # ----- scoring ----------------------------------------------------------------------------
 
@@ -452,6 +491,8 @@ class RankerModel(Recommender):
             "item_category": self.item_category,
             "item_brand": self.item_brand,
             "item_price": self.item_price,
+            "last_day_items": self.last_day_items,
+            "last_day_ts": self.last_day_ts,
         }
         for name, model in zip(self.params.retrievers, self.stage.retrievers, strict=True):
             for key, value in model.state().items():
@@ -466,6 +507,9 @@ class RankerModel(Recommender):
         self.item_category = arrays["item_category"]
         self.item_brand = arrays["item_brand"]
         self.item_price = arrays["item_price"]
+        self.last_day_items = arrays["last_day_items"]
+        self.last_day_ts = arrays["last_day_ts"]
+        self._live = None
         retrievers = []
         for name in self.params.retrievers:
             prefix = f"retriever.{name}."

@@ -64,6 +64,9 @@ class OnlineState:
                 self._add(user, item, weight, ts)
             self._forget_beyond_capacity()
             self.applied += events.num_rows
+            observe = getattr(self.model, "observe_events", None)
+            if observe is not None:  # fresh item counters (the ranker): every event counts
+                observe(users, items, stamps)
 
     def _add(self, user: str, item: str, weight: float, ts: int) -> None:
         if weight <= 0:  # shown, not chosen (an impression): no preference to learn

@@ -98,6 +98,10 @@ class WindowCounters:
             if times[0] <= horizon:
                 del times[: bisect.bisect_right(times, horizon)]
 
+    @property
+    def newest(self) -> int:
+        return self._newest
+
     def count(self, keys: list[str], at: int, window: int) -> np.ndarray:
         with self._lock:
             found = np.zeros(len(keys), dtype=np.int64)
