@@ -200,3 +200,17 @@ def test_the_event_path_keeps_item_counters_equal_to_the_offline_definition(
         for name in ("item_events_5m", "item_events_1h", "item_events_1d", "item_velocity"):
             np.testing.assert_array_equal(live[name], offline[name], err_msg=name)
     assert live["item_events_5m"][:3].sum() > 0
+
+
+def test_forgetting_a_shopper_removes_them_from_every_retriever(
+    events: pa.Table, items: pa.Table
+) -> None:
+    from recsys_lite.models.forgetting import forget_users
+
+    model = RankerModel(FAST).fit(events, items)
+    gone = model.user_map.ids[4]
+    other = model.user_map.ids[5]
+    forget_users(model, np.array([4]), relearn=True)
+    assert not model.knows_user(gone)
+    assert all(gone not in retriever.user_map for retriever in model.stage.retrievers)
+    assert len(model.recommend(other, 10).items) == 10
