@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from recsys_lite.cli_artifacts import rollback
+from recsys_lite.cli_options import DbOption, ModelDirOption
 from recsys_lite.config import get_settings
 from recsys_lite.data.archive_commands import archive_app
 from recsys_lite.errors import InvalidInputError, RecsysError
@@ -46,10 +47,6 @@ app.command()(search_command.search)
 console = Console(stderr=True)
 # Piped output gets a fixed, wide layout instead of rich's 80-column default.
 out = Console() if sys.stdout.isatty() else Console(width=140)
-
-DbOption = Annotated[
-    Optional[Path], typer.Option("--db", help="DuckDB store (default: $DB_PATH)")  # noqa: UP045
-]
 
 
 METRICS_PORT = typer.Option(
@@ -209,9 +206,7 @@ def evaluate(
 
 @app.command()
 def serve(
-    model_dir: Annotated[
-        Optional[Path], typer.Option("--model-dir", help="artifact (default: $MODEL_DIR)")  # noqa: UP045
-    ] = None,
+    model_dir: ModelDirOption = None,
     db: DbOption = None,
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000, min=1, max=65535),
@@ -487,9 +482,7 @@ def stream_ingest(
 
 @app.command()
 def worker(
-    model_dir: Annotated[
-        Optional[Path], typer.Option("--model-dir", help="served artifact (default: $MODEL_DIR)")  # noqa: UP045
-    ] = None,
+    model_dir: ModelDirOption = None,
     db: DbOption = None,
     interval: float = typer.Option(60.0, min=0.1, help="seconds between micro-batches"),
     retrain_every: float = typer.Option(3600.0, min=1.0, help="retrain at least this often"),

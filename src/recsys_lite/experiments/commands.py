@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from recsys_lite.cli_options import DbOption, ModelDirOption
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import Store
 from recsys_lite.errors import InvalidInputError, RecsysError
@@ -28,13 +29,6 @@ out = Console()
 FileOption = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--experiment-file", help="experiment file (default: $EXPERIMENT_FILE)"),
-]
-DbOption = Annotated[
-    Optional[Path], typer.Option("--db", help="DuckDB store (default: $DB_PATH)")  # noqa: UP045
-]
-ModelDirOption = Annotated[
-    Optional[Path],  # noqa: UP045
-    typer.Option("--model-dir", help="served artifact (default: $MODEL_DIR)"),
 ]
 
 

@@ -92,6 +92,16 @@ def read_query(model: type[QueryModel], request: Request, max_k: int) -> QueryMo
         ) from None
 
 
+def path_id(value: str, name: str) -> str:
+    """An id from the path, by the one id rule; refused with the same 422 as one in a query."""
+    try:
+        return normalise_id(value)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"loc": ("path", name), "msg": str(exc), "type": "value_error"}]
+        ) from None
+
+
 def query_parameters(model: type[ListQuery], max_k: int) -> dict[str, Any]:
     """OpenAPI parameters of a query model, for routes that validate their query themselves."""
     schema = model.model_json_schema()
@@ -317,12 +327,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     async def get_item(
         item_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
     ) -> Json:
-        try:
-            item_id = normalise_id(item_id)
-        except ValueError as exc:  # the same 422 as an id refused in a query
-            raise RequestValidationError(
-                [{"loc": ("path", "item_id"), "msg": str(exc), "type": "value_error"}]
-            ) from None
+        item_id = path_id(item_id, "item_id")
         state = runtime.state
         row = state.catalog.item(item_id)
         recommendable = item_id in state.model.item_map
@@ -343,12 +348,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         top_categories: Annotated[int, Query(ge=1, le=50)] = 5,
     ) -> Json:
         require(keys, request, "admin")
-        try:
-            user_id = normalise_id(user_id)
-        except ValueError as exc:
-            raise RequestValidationError(
-                [{"loc": ("path", "user_id"), "msg": str(exc), "type": "value_error"}]
-            ) from None
+        user_id = path_id(user_id, "user_id")
         state = runtime.state
         answer = await asyncio.to_thread(
             user_profile, runtime.store, state.model, state.catalog, user_id,
@@ -385,12 +385,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     ) -> Json:
         actor = require(keys, request, "privacy")
         eraser = Eraser(settings)
-        try:
-            subject = eraser.subject(normalise_id(user_id))
-        except ValueError as exc:
-            raise RequestValidationError(
-                [{"loc": ("path", "user_id"), "msg": str(exc), "type": "value_error"}]
-            ) from None
+        subject = eraser.subject(path_id(user_id, "user_id"))
         runtime.forget([subject], int(time.time()))  # unknown here at once
         erasure = await asyncio.to_thread(eraser.erase, user_id, actor)
         return Json({"erased": True, "subject": erasure.subject, "steps": erasure.done})

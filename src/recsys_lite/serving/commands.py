@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from recsys_lite.cli_options import DbOption, ModelDirOption
 from recsys_lite.config import get_settings
 from recsys_lite.data.ids import normalise_id
 from recsys_lite.data.store import Store
@@ -19,14 +19,6 @@ from recsys_lite.serving.status import status_document
 
 console = Console(stderr=True)
 out = Console()
-
-DbOption = Annotated[
-    Optional[Path], typer.Option("--db", help="DuckDB store (default: $DB_PATH)")  # noqa: UP045
-]
-ModelDirOption = Annotated[
-    Optional[Path],  # noqa: UP045
-    typer.Option("--model-dir", help="served artifact (default: $MODEL_DIR)"),
-]
 
 
 def profile(
