@@ -92,6 +92,10 @@ def read_query(model: type[QueryModel], request: Request, max_k: int) -> QueryMo
         ) from None
 
 
+# an id in a path: the same bounds as in a query; path_id applies the rest of the id rule
+PathId = Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
 def path_id(value: str, name: str) -> str:
     """An id from the path, by the one id rule; refused with the same 422 as one in a query."""
     try:
@@ -325,7 +329,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         summary="A catalog item as the service now serves it",
     )  # fmt: skip
     async def get_item(
-        item_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
+        item_id: PathId,
     ) -> Json:
         item_id = path_id(item_id, "item_id")
         state = runtime.state
@@ -343,7 +347,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     )  # fmt: skip
     async def profile(
         request: Request,
-        user_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
+        user_id: PathId,
         recent_limit: Annotated[int, Query(ge=1, le=100)] = 10,
         top_categories: Annotated[int, Query(ge=1, le=50)] = 5,
     ) -> Json:
@@ -364,13 +368,14 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     )  # fmt: skip
     async def export_shopper(
         request: Request,
-        user_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
+        user_id: PathId,
     ) -> Json:
         actor = require(keys, request, "privacy")
+        user_id = path_id(user_id, "user_id")
         state = runtime.state
         document = await asyncio.to_thread(
             export_user, settings, user_id, actor=actor, model=state.model,
-            online_events=state.online.events_of(user_id.strip()),
+            online_events=state.online.events_of(user_id),
         )  # fmt: skip
         return Json(document)
 
@@ -381,7 +386,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     )  # fmt: skip
     async def erase_shopper(
         request: Request,
-        user_id: Annotated[str, PathParameter(min_length=1, max_length=MAX_ID_LENGTH)],
+        user_id: PathId,
     ) -> Json:
         actor = require(keys, request, "privacy")
         eraser = Eraser(settings)
