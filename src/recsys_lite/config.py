@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     online_max_users: int = Field(
         100_000, ge=1, description="shoppers with events since training kept per API process"
     )
+    online_state: Literal["auto", "memory", "redis"] = Field(
+        "auto",
+        description="where shoppers' online state lives: memory (each API process) or redis"
+        " (REDIS_URL, shared by every replica); auto: redis when EVENT_BUS=redis",
+    )
+    online_state_ttl_hours: float = Field(
+        24.0, gt=0, description="Redis online state expires this long after its last write"
+    )
     bus_retention_hours: float = Field(
         24.0, gt=0, description="how long the Kafka topic this product creates keeps messages"
     )
@@ -125,6 +133,17 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def shared_online_state(self) -> bool:
+        return self.online_state == "redis" or (
+            self.online_state == "auto" and self.event_bus == "redis"
+        )
+
+    @property
+    def online_state_prefix(self) -> str:
+        """Replicas sharing a stream share online state; other streams, other state."""
+        return f"{self.bus_topic}:online:"
 
     @property
     def inbox(self) -> Path:

@@ -160,12 +160,12 @@ def _instrument() -> None:
     from recsys_lite.data.store import Store
     from recsys_lite.models.base import Recommender
     from recsys_lite.online.bus import InboxBus, KafkaBus, RedisBus
-    from recsys_lite.online.state import OnlineState
+    from recsys_lite.online.state import OnlineStateBase
     from recsys_lite.serving import lists
 
     for method in ("recommend", "recommend_history", "similar_items"):
         _patch(Recommender, method, _retrieval(method))
-    _patch(OnlineState, "popular", _spanned("retrieval", **{"recsys.method": "popular"}))
+    _patch(OnlineStateBase, "popular", _spanned("retrieval", **{"recsys.method": "popular"}))
     _patch(lists, "rerank", _spanned("ranking"))
     _patch(Store, "connect", _store_connect)
     for bus, kind in ((InboxBus, "embedded"), (RedisBus, "redis"), (KafkaBus, "kafka")):

@@ -13,7 +13,8 @@ its steps in order, recording each one as done:
    rewritten without their rows;
 5. ``archive``: the Delta event archive (``EVENT_ARCHIVE``), when there is one, loses their
    rows (the files that held them are rewritten and the old ones vacuumed);
-6. ``bus``: Redis stream entries holding their events are replaced by entries without them;
+6. ``bus``: Redis stream entries holding their events are replaced by entries without them,
+   and their keys in the shared online state (``ONLINE_STATE=redis``) are deleted;
 7. ``model``: the served model forgets them (models/forgetting.py) and is published as a new
    version; older versions, which still hold them, are deleted.
 
@@ -219,11 +220,14 @@ class Eraser:
         )}  # fmt: skip
 
     def _bus(self, erasure: Erasure) -> dict[str, Any]:
-        if self.settings.event_bus != "redis":
-            return {}
-        from recsys_lite.privacy.redis_streams import scrub_stream
+        from recsys_lite.privacy.redis_streams import forget_online_state, scrub_stream
 
-        return scrub_stream(self.settings, self.key, erasure.subject)
+        done: dict[str, Any] = {}
+        if self.settings.event_bus == "redis":
+            done |= scrub_stream(self.settings, self.key, erasure.subject)
+        if self.settings.shared_online_state:
+            done |= forget_online_state(self.settings, erasure.subject)
+        return done
 
     def _model(self, erasure: Erasure) -> dict[str, Any]:
         result = self._forget_in_artifact(self.settings.model_dir, erasure)

@@ -1,4 +1,4 @@
-"""Redis stream entries holding an erased shopper's events.
+"""Redis stream entries holding an erased shopper's events, and their online state in Redis.
 
 An entry is one batch of many shoppers' events, so it cannot be edited: each entry with the
 shopper's rows is deleted (``XDEL``) and, when other rows remain, they are added again as a
@@ -15,6 +15,7 @@ import pyarrow as pa
 from recsys_lite.config import Settings
 from recsys_lite.data.subjects import subject_hash
 from recsys_lite.online.bus import from_bytes, to_bytes
+from recsys_lite.online.redis_state import client_for, forget_in_redis
 
 REWRITTEN_PREFIX = "rewritten-"
 
@@ -54,3 +55,10 @@ def scrub_stream(settings: Settings, key: str, subject: str) -> dict[str, Any]:
     finally:
         client.close()
     return {"stream_entries_rewritten": entries_rewritten, "rows_removed": rows}
+
+
+def forget_online_state(settings: Settings, subject: str) -> dict[str, Any]:
+    """The shopper's recent events and trending counts in the shared online state (every API
+    process deletes them too when the erase message reaches it; this holds without one)."""
+    held = forget_in_redis(client_for(settings.redis_url), settings.online_state_prefix, [subject])
+    return {"online_state_deleted": held}

@@ -126,8 +126,9 @@ def openapi_parameters(max_k: int) -> dict[str, Any]:
 def shopper_taste(model: Any, online: Any, user_id: str) -> tuple[list[str], list[float]]:
     """The shopper's recent items and their weights: stored history plus events since
     training (nothing for a shopper nobody knows)."""
-    if online.has_events(user_id):
-        history, _ = online.history(user_id)
+    folded = online.recent_history(user_id)
+    if folded is not None:
+        history, _ = folded
     elif model.knows_user(user_id):
         history = model.history(model.user_map.index(user_id))
     else:

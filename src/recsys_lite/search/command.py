@@ -94,3 +94,6 @@ class _NoOnlineEvents:
 
     def has_events(self, user_id: str) -> bool:
         return False
+
+    def recent_history(self, user_id: str) -> None:
+        return None

@@ -72,9 +72,10 @@ def recommend(state: ServingState, query: RecommendQuery) -> Served:
     source = model.name
     excluded = None
     user: UserItems | None = None
-    if online.has_events(user_id):
+    folded = online.recent_history(user_id)  # one read, wherever the state lives
+    if folded is not None:
         # events since training: fold the user in from stored + new history
-        history, excluded = online.history(user_id)
+        history, excluded = folded
         ranked = model.recommend_history(
             history, n, exclude=excluded if exclude_seen else None, item_mask=mask
         )

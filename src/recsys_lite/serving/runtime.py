@@ -33,7 +33,8 @@ from recsys_lite.observability.metrics import observe_bus_batch, observe_request
 from recsys_lite.online.bus import EventBus, create_bus
 from recsys_lite.online.inbox import ERASE_PREFIX, ITEMS_PREFIX, Inbox, drain
 from recsys_lite.online.items import TextNeighbours, estimate_vectors
-from recsys_lite.online.state import OnlineState
+from recsys_lite.online.redis_state import create_online_state
+from recsys_lite.online.state import OnlineStateBase
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.erased import ErasedShoppers
 from recsys_lite.privacy.redis_streams import REWRITTEN_PREFIX
@@ -53,7 +54,7 @@ MAX_UNPUBLISHED = 10_000  # batches awaiting a bus that is down; older ones reac
 class ServingState:
     artifact: Artifact
     catalog: Catalog
-    online: OnlineState
+    online: OnlineStateBase
     # full catalog rows this process accepted (posted here or by a replica), by item: a new
     # artifact may have been trained, or its catalog read, before they reached the store
     accepted_items: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -75,7 +76,9 @@ class ServingState:
             if without_catalog
             else Catalog.from_store(artifact.model.item_map, store)
         )
-        return cls(artifact, catalog, OnlineState(artifact.model, settings.online_max_users))
+        trained_until = artifact.manifest.get("trained_until_ts")
+        online = create_online_state(artifact.model, settings, trained_until)
+        return cls(artifact, catalog, online)
 
     def add_items(self, updates: pa.Table) -> list[str]:
         """Catalog updates into the catalog (merged onto what it holds) and, for new items, into
@@ -165,7 +168,8 @@ class Runtime:
         """
         batch_id = (await asyncio.to_thread(self.inbox.write, events)).name
         self._remember_own(batch_id)
-        self.state.online.apply(events)
+        # a retried request may carry events of a shopper erased since: the tombstone holds
+        self.state.online.apply(self.erased.drop_erased(events), batch_id)
         observe_request_events(events.num_rows)
         await self._publish(batch_id, events)
         return batch_id
@@ -260,7 +264,7 @@ class Runtime:
             self.state.add_items(table)
             self.search.add_later(self.state.catalog.merge(table).to_pylist())
         else:
-            self.state.online.apply(self.erased.drop_erased(table))
+            self.state.online.apply(self.erased.drop_erased(table), batch_id)
             observe_bus_batch(batch_id, table.num_rows)
 
     def bus_report(self) -> dict[str, Any]:
@@ -285,13 +289,12 @@ class Runtime:
         self.erased.add(subjects, erased_at)
         wanted = set(subjects)
         state = self.state
-        users = state.online.users_where(lambda user: self.erased.subject(user) in wanted)
-        state.online.forget(users)
+        held = state.online.forget_subjects(wanted, self.erased.subject)
         self._forget_in_model(state.model, wanted)
         for other in self.variant_states:  # an experiment's variants answer shoppers too
-            other.online.forget(users)
+            other.online.forget_subjects(wanted, self.erased.subject)
             self._forget_in_model(other.model, wanted)
-        return len(users)
+        return held
 
     def _forget_in_model(self, model: Any, subjects: set[str]) -> None:
         rows = [
