@@ -97,6 +97,24 @@ def test_bought_together_favours_items_shared_with_the_recent_ones() -> None:
     assert scores[0] > scores[2] == 0.0
 
 
+@pytest.mark.parametrize("recent", [[7, 7, 30], list(range(40))])
+def test_bought_together_scores_equal_the_two_sparse_products(recent: list[int]) -> None:
+    """The per-request shortcut (gathering only the users who had a recent item, or one
+    product when that is most of the matrix) gives exactly the definition's numbers."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    popular = rng.zipf(1.5, 4_000) % 60
+    matrix = sp.csr_matrix((np.ones(4_000), (rng.integers(0, 300, 4_000), popular)), (300, 60))
+    binary = (matrix > 0).astype(np.float32)
+    wanted = np.array(recent)
+    users = np.asarray(binary[:, wanted].sum(axis=1)).ravel()
+    together = binary.T @ users / np.sqrt(np.asarray(binary.sum(axis=0)).ravel() + 1.0)
+    got = CoVisitation(matrix).scores(wanted)
+    np.testing.assert_allclose(got, together, rtol=1e-6)
+    assert got.max() > 0
+
+
 def test_ranker_features_never_see_the_events_it_learns_from(
     events: pa.Table, items: pa.Table
 ) -> None:
@@ -146,6 +164,13 @@ def test_ranker_round_trips_and_reports_what_it_serves(
     assert isinstance(loaded, RankerModel) and loaded.validation == validation
     user = model.user_map.ids[3]
     np.testing.assert_array_equal(loaded.recommend(user, 10).items, model.recommend(user, 10).items)
+    # a retriever over the ranker's own items is read without mapping: the same scores as
+    # through the mapping every other retriever needs
+    assert loaded.stage.same_items == [True]
+    users = np.arange(6)
+    fast = loaded.score_users(users)
+    loaded.stage.same_items = [False]
+    np.testing.assert_array_equal(loaded.score_users(users), fast)
 
 
 def test_a_ranker_that_loses_on_validation_serves_the_best_single_source(

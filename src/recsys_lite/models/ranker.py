@@ -19,7 +19,7 @@ retriever is fitted again on all events and the booster is kept, as the served f
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import Field
 
+from recsys_lite.data.idmap import IdMap
 from recsys_lite.data.interactions import SECONDS_PER_DAY, build_interactions
 from recsys_lite.evaluation.metrics import ndcg
 from recsys_lite.models.base import (
@@ -87,6 +88,24 @@ class _Stage:
     trending: np.ndarray
     item_features: np.ndarray  # (items, ITEM_FEATURES)
     instant: int
+    # per retriever, computed once rather than per request: whether its items are the
+    # ranker's in the same order (its scores then need no mapping), and each ranker item's
+    # index in its space (-1: unknown), for folding a history in
+    same_items: list[bool] = field(init=False)
+    own_index: list[np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        n_items = len(self.item_features)
+        self.same_items = [
+            len(p) == n_items and bool(np.array_equal(p, np.arange(n_items)))
+            for p in self.positions
+        ]
+        self.own_index = []
+        for positions in self.positions:
+            own = np.full(n_items, -1, dtype=np.int64)
+            mapped = np.flatnonzero(positions >= 0)
+            own[positions[mapped]] = mapped
+            self.own_index.append(own)
 
 
 ITEM_FEATURES = (
@@ -338,20 +357,26 @@ class RankerModel(Recommender):
         without ids (None) are folded in from their histories."""
         n_items = len(self.item_map)
         out = []
-        for model, positions in zip(stage.retrievers, stage.positions, strict=True):
-            full = np.full((len(histories), n_items), -np.inf, dtype=np.float32)
+        for r, (model, positions) in enumerate(zip(stage.retrievers, stage.positions, strict=True)):
             own = (
                 np.full(len(histories), -1, dtype=np.int64)
                 if user_ids is None
-                else model.user_map.to_index(list(user_ids), strict=False)
+                else _indices(model.user_map, user_ids)
             )
             known = np.flatnonzero(own >= 0)
+            if stage.same_items[r] and len(known) == len(histories):
+                out.append(np.asarray(model.score_users(own), dtype=np.float32))
+                continue
+            full = np.full((len(histories), n_items), -np.inf, dtype=np.float32)
             mapped = positions >= 0
             if len(known):
                 scores = model.score_users(own[known])
-                full[np.ix_(known, positions[mapped])] = scores[:, mapped]
+                if stage.same_items[r]:
+                    full[known] = scores
+                else:
+                    full[np.ix_(known, positions[mapped])] = scores[:, mapped]
             for row in np.flatnonzero(own < 0):
-                folded = self._fold_in(model, positions, histories[row])
+                folded = self._fold_in(model, stage.own_index[r], histories[row])
                 if folded is not None:
                     full[row, positions[mapped]] = folded[mapped]
             out.append(full)
@@ -361,14 +386,10 @@ class RankerModel(Recommender):
         return out
 
     def _fold_in(
-        self, model: Recommender, positions: np.ndarray, history: History
+        self, model: Recommender, own_index: np.ndarray, history: History
     ) -> np.ndarray | None:
-        """A retriever's scores for a user it did not see, from their history in its space."""
-        # an array lookup: mapping ids through the retriever's IdMap per request cost more
-        # than all the scoring
-        own_index = np.full(len(self.item_map), -1, dtype=np.int64)
-        mapped = np.flatnonzero(positions >= 0)
-        own_index[positions[mapped]] = mapped
+        """A retriever's scores for a user it did not see, from their history in its space
+        (``own_index``: each ranker item's index there, -1 where it has none)."""
         own = own_index[history.items]
         keep = own >= 0
         if not keep.any():
@@ -584,6 +605,13 @@ def _histories(events: pa.Table, users: np.ndarray, items: np.ndarray) -> Any:
         return History(items[picked], np.ones(len(picked), dtype=np.float32), ts[picked])
 
     return history
+
+
+def _indices(ids: IdMap, values: np.ndarray) -> np.ndarray:
+    """Indices of a few ids (-1: unknown) by the map's dictionary: an Arrow join builds a hash
+    table of every id, which per request cost more than all the scoring."""
+    found = (ids.get(value) for value in values.tolist())
+    return np.array([-1 if n is None else n for n in found], dtype=np.int64)
 
 
 def _catalog_for(catalog: pa.Table | None, events: pa.Table) -> pa.Table | None:

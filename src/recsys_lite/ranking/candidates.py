@@ -71,16 +71,40 @@ class CoVisitation:
     def __init__(self, user_items: sp.csr_matrix) -> None:
         binary = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
         binary.data[:] = 1.0
-        self._by_item = binary.tocsc()
-        self._by_user_t = binary.T.tocsr()  # items x users: the second product is one matvec
+        self._by_user = binary  # users x items
+        self._by_item = binary.T.tocsr()  # items x users
         popularity = np.asarray(binary.sum(axis=0), dtype=np.float32).ravel()
         self._damping = 1.0 / np.sqrt(popularity + 1.0)
 
     def scores(self, recent: np.ndarray) -> np.ndarray:
-        n_items = self._by_item.shape[1]
+        n_users, n_items = self._by_user.shape
         recent = recent[(recent >= 0) & (recent < n_items)]
         if not len(recent):
             return np.zeros(n_items, dtype=np.float32)
-        users = np.asarray(self._by_item[:, recent].sum(axis=1), dtype=np.float32).ravel()
-        together = self._by_user_t @ users
-        return np.asarray(together * self._damping, dtype=np.float32)
+        # Only the users who had a recent item contribute, so their rows are gathered instead
+        # of a product over every user: per request that reads far less than the whole matrix.
+        # Every sum is of small integers, exact in float32 and float64 alike, so the result is
+        # the same as the two sparse products (a repeated recent item counts each time).
+        mentions = self._by_item.indices[_row_entries(self._by_item.indptr, recent)]
+        users = np.bincount(mentions, minlength=n_users)
+        who = np.flatnonzero(users)
+        entries = _row_entries(self._by_user.indptr, who)
+        if len(entries) > self._by_user.nnz // 2:  # most of the matrix: one product is cheaper
+            together = self._by_item @ users.astype(np.float32)
+        else:
+            lengths = self._by_user.indptr[who + 1] - self._by_user.indptr[who]
+            weights = np.repeat(users[who], lengths)
+            together = np.bincount(self._by_user.indices[entries], weights, minlength=n_items)
+        damped: np.ndarray = np.asarray(together, dtype=np.float32) * self._damping
+        return damped
+
+
+def _row_entries(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions in a CSR matrix's data/indices of every entry of ``rows`` (repeats repeated),
+    without a Python loop over the rows."""
+    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths  # where each row begins in the output
+    return np.repeat(starts - offsets, lengths) + np.arange(total)
