@@ -29,6 +29,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, code in HTTP_ERROR_CODES.items()
     if status != 403  # added where a key is required
 }
+# Documented on the operations that take a key (401 and 429 apply everywhere).
+KEYED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "forbidden"}
+}
 
 
 class Json(JSONResponse):
