@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 BusKind = Literal["embedded", "redis", "kafka"]
 SearchIndexMode = Literal["auto", "on", "off"]
+VectorStoreKind = Literal["faiss", "qdrant"]
 
 
 class Settings(BaseSettings):
@@ -45,6 +46,22 @@ class Settings(BaseSettings):
     faiss_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
     faiss_ef_search: int = Field(32, ge=1, description="HNSW candidate list size per query")
     faiss_hnsw_m: int = Field(8, ge=2, le=64, description="HNSW links per node (at training)")
+    vector_store: VectorStoreKind = Field(
+        "faiss",
+        description="where loaded models search item vectors: faiss (in-process, the artifact's"
+        " own indexes) or qdrant (needs the qdrant extra)",
+    )
+    qdrant_url: str | None = Field(
+        None,
+        description="the Qdrant server of VECTOR_STORE=qdrant; unset: Qdrant's local mode, in"
+        " memory in each process",
+    )
+    qdrant_api_key: SecretStr | None = Field(None, description="the Qdrant server's API key")
+    qdrant_collection: str = Field(
+        "recsys-lite",
+        description="prefix of the collections on the Qdrant server (one per artifact and role)",
+    )
+    qdrant_timeout: int = Field(10, ge=1, description="seconds a Qdrant server request may take")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     search_index: SearchIndexMode = Field(
         "auto",

@@ -119,3 +119,10 @@ class EmptyDataError(RecsysError):
 
     status_code = 409
     code = "empty_data"
+
+
+class VectorStoreError(RecsysError):
+    """The configured vector store cannot be used (its extra is missing, its server is down)."""
+
+    status_code = 503
+    code = "vector_store_unavailable"

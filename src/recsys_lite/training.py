@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,12 +14,14 @@ import pyarrow.compute as pc
 
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import Store
-from recsys_lite.errors import EmptyDataError
+from recsys_lite.errors import EmptyDataError, VectorStoreError
 from recsys_lite.evaluation.evaluate import evaluate_model
 from recsys_lite.evaluation.split import SplitMethod, forward_split, make_split
 from recsys_lite.models import Recommender, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
 from recsys_lite.search import build as search_build
+
+logger = logging.getLogger(__name__)
 
 # How a model is built for a fit: create_model (the embedded engine) or another engine's
 # factory (engines/spark.py), which fits the same model elsewhere.
@@ -163,7 +166,20 @@ def train(
         extra_files=extra_files,
     )
     timings["save"] = time.perf_counter() - clock
+    if settings.vector_store == "qdrant" and settings.qdrant_url:
+        clock = time.perf_counter()
+        _upload_vectors(output, settings)
+        timings["vector_store"] = time.perf_counter() - clock
     return TrainResult(output, model, metrics, {k: round(v, 3) for k, v in timings.items()})
+
+
+def _upload_vectors(output: Path, settings: Settings) -> None:
+    """The artifact's collections on the Qdrant server now, so the API processes that load it
+    open them instead of uploading at start-up."""
+    try:
+        load_artifact(output, settings)
+    except VectorStoreError as exc:  # the artifact is saved; the first process to load it uploads
+        logger.warning("vector store not filled at training: %s", exc.message)
 
 
 def evaluate_artifact(

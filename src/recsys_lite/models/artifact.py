@@ -8,10 +8,14 @@ artifact directory::
     metrics.json    offline evaluation of the recipe (see evaluation.evaluate)
     model.npz       every array of the model, id maps included (loaded without pickle)
     user.faiss      user→item index, item.faiss item→item index (embedding models only)
+
+The Faiss indexes are what an artifact carries whichever vector store serves it: with
+``VECTOR_STORE=qdrant`` loading puts the model's vectors in Qdrant instead of reading them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -27,7 +31,7 @@ import numpy as np
 
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
-from recsys_lite.errors import ArtifactError, InvalidInputError
+from recsys_lite.errors import ArtifactError, InvalidInputError, VectorStoreError
 from recsys_lite.files import file_sha256
 from recsys_lite.models.base import Recommender
 from recsys_lite.models.index import VectorIndex
@@ -42,7 +46,7 @@ USER_INDEX = "user.faiss"
 ITEM_INDEX = "item.faiss"
 TRACKED_LIBRARIES = (
     "numpy", "scipy", "implicit", "faiss-cpu", "duckdb", "pyarrow", "gensim", "rectools-lightfm",
-    "torch",
+    "torch", "qdrant-client",
 )  # fmt: skip
 
 
@@ -87,6 +91,10 @@ def save_artifact(
         indexes = {}
         for filename, index in ((USER_INDEX, model.user_index), (ITEM_INDEX, model.item_index)):
             if index is not None:
+                if not isinstance(index, VectorIndex):
+                    raise ArtifactError(
+                        f"the model searches {index.kind}: build its Faiss indexes before saving"
+                    )
                 index.save(staging / filename)
                 indexes[filename] = index.kind
         (staging / METRICS).write_text(json.dumps(metrics or {}, indent=2))
@@ -164,9 +172,33 @@ def load_artifact(path: Path, settings: Settings | None = None) -> Artifact:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: cannot load model arrays: {exc}") from exc
     kinds = manifest.get("indexes", {})
-    if USER_INDEX in kinds:
-        model.user_index = VectorIndex.load(path / USER_INDEX, kinds[USER_INDEX], settings)
-    if ITEM_INDEX in kinds:
-        model.item_index = VectorIndex.load(path / ITEM_INDEX, kinds[ITEM_INDEX], settings)
+    if settings.vector_store == "qdrant":
+        _open_qdrant(model, manifest, settings)
+    else:
+        if USER_INDEX in kinds:
+            model.user_index = VectorIndex.load(path / USER_INDEX, kinds[USER_INDEX], settings)
+        if ITEM_INDEX in kinds:
+            model.item_index = VectorIndex.load(path / ITEM_INDEX, kinds[ITEM_INDEX], settings)
     metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
     return Artifact(model=model, manifest=manifest, metrics=metrics, path=path)
+
+
+def _open_qdrant(model: Recommender, manifest: dict[str, Any], settings: Settings) -> None:
+    """Qdrant collections in place of the artifact's Faiss indexes, for the same roles."""
+    try:
+        # the qdrant extra, imported only by those who chose it
+        from recsys_lite.models.qdrant_store import QdrantStore
+    except ImportError as exc:
+        raise VectorStoreError(
+            "VECTOR_STORE=qdrant needs the qdrant extra: pip install 'recsys-lite[qdrant]'"
+        ) from exc
+    kinds = manifest.get("indexes", {})
+    # named by content: one artifact's vectors, whichever process or copy loads it
+    key = str(manifest.get("checksums", {}).get(ARRAYS) or artifact_version(manifest))
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
+    vectors = model.item_vectors() if USER_INDEX in kinds else None
+    if vectors is not None:
+        model.user_index = QdrantStore.open(vectors, f"{key}-user", settings)
+    unit = model.similarity_vectors() if ITEM_INDEX in kinds else None
+    if unit is not None:
+        model.item_index = QdrantStore.open(unit, f"{key}-item", settings)

@@ -27,6 +27,7 @@ from recsys_lite.data.interactions import (
 from recsys_lite.errors import EmptyDataError, NotFittedError
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams, parse_params
+from recsys_lite.models.vector_store import ItemVectorStore
 from recsys_lite.ranking.retrieval import search_vectors
 
 NEG_INF = np.float32(-np.inf)
@@ -123,8 +124,8 @@ class Recommender(ABC):
         self.history_items = np.zeros(0, dtype=np.int64)
         self.history_weights = np.zeros(0, dtype=np.float32)
         self.history_ts = np.zeros(0, dtype=np.int64)
-        self.user_index: VectorIndex | None = None
-        self.item_index: VectorIndex | None = None
+        self.user_index: ItemVectorStore | None = None
+        self.item_index: ItemVectorStore | None = None
         self.threads = 0
         # Called by iterative models after each epoch, with the model usable for scoring; the
         # tuner evaluates there and may raise optuna.TrialPruned to stop a hopeless trial.
@@ -256,7 +257,7 @@ class Recommender(ABC):
         """Make catalog items recommendable before they have interactions.
 
         ``vectors`` are content-based estimates in the model's item space (one row per id),
-        used by embedding models and added to the Faiss indexes. Returns the ids that were new.
+        used by embedding models and added to their vector stores. Returns the ids that were new.
         """
         self._require_fitted()
         # the first row of each id not yet in the model, in the order given
@@ -396,7 +397,7 @@ class Recommender(ABC):
 
     def _search(
         self,
-        index: VectorIndex,
+        index: ItemVectorStore,
         user: int,
         k: int,
         excluded: np.ndarray,
@@ -410,7 +411,7 @@ class Recommender(ABC):
 
     @staticmethod
     def _search_vectors(
-        index: VectorIndex,
+        index: ItemVectorStore,
         vectors: np.ndarray,
         query: np.ndarray,
         k: int,

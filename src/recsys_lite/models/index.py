@@ -31,7 +31,8 @@ def choose_kind(n_items: int, settings: Settings) -> BuiltKind:
 
 
 class VectorIndex:
-    """A Faiss index whose ids are item indices and whose search maximises the inner product."""
+    """A Faiss index whose ids are item indices and whose search maximises the inner product
+    (the default ItemVectorStore, models/vector_store.py; saved in artifacts)."""
 
     def __init__(self, index: Any, kind: BuiltKind) -> None:
         self.index = index
@@ -85,6 +86,9 @@ class VectorIndex:
         n = min(n, self.index.ntotal)
         distances, ids = self.index.search(queries, n)
         return np.asarray(ids), None if self.kind == "ivf" else np.asarray(distances)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
 
     def add(self, vectors: np.ndarray) -> None:
         """Append items (ids continue from the current count)."""

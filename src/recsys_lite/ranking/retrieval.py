@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys_lite.models.index import VectorIndex
+from recsys_lite.models.vector_store import ItemVectorStore
 
 # Below this many eligible items an exact pass is cheaper than any index search that could
 # find k of them (gathering a few thousand rows costs less than an HNSW search for as many).
@@ -26,7 +26,7 @@ MAX_FETCH = 2_048
 
 
 def _index_round(
-    index: VectorIndex,
+    index: ItemVectorStore,
     vectors: np.ndarray,
     query: np.ndarray,
     want: int,
@@ -111,7 +111,7 @@ def exact_eligible(
 
 
 def search_vectors(
-    index: VectorIndex,
+    index: ItemVectorStore,
     vectors: np.ndarray,
     query: np.ndarray,
     k: int,
