@@ -10,8 +10,9 @@ of the catalog the fit gets. ``--split leave-last`` instead holds out each user'
 item2vec and popularity.
 
 ``--tune MODEL ...`` adds a "MODEL tuned" row per model: the product's own Optuna search
-(``tuning.search.tune``, validation window carved from the training 80%, NDCG@10) with
-``--tune-trials`` trials, then the best params fitted and scored once on the test window. The
+(``tuning.search.tune``, NDCG@10, a validation part carved from the training part by the same
+split as the test part: a time window, or each user's last basket before the test one) with
+``--tune-trials`` trials, then the best params fitted and scored once on the test part. The
 product bar: the best tuned model beats untuned ALS in NDCG@10 on every dataset.
 
 Extra recipes can be added as rows, e.g. candidate defaults:
@@ -75,9 +76,11 @@ def evaluate(
     }
 
 
-def tuned(dataset: _datasets.Dataset, model: str, trials: int) -> dict[str, Any]:
-    """The product's Optuna search on a validation window inside the training part, then the
-    winner scored once on the test window."""
+def tuned(
+    dataset: _datasets.Dataset, model: str, trials: int, split: SplitMethod
+) -> dict[str, Any]:
+    """The product's Optuna search on a validation part carved from the training part by the
+    same split as the test part, then the winner scored once on the test part."""
     from recsys_lite.tuning.search import tune
 
     study_path = WORK / "quality" / dataset.name / f"{model}.study.jsonl"
@@ -91,13 +94,14 @@ def tuned(dataset: _datasets.Dataset, model: str, trials: int) -> dict[str, Any]
         trials=trials,
         test_size=0.2,
         study_path=study_path,
+        split_method=split,
     )
     search_seconds = round(time.perf_counter() - started, 1)
     recipe = Recipe(f"{model} tuned", model, outcome.best_params)
     return evaluate(
         dataset,
         recipe,
-        "temporal",
+        split,
         tuning={
             "trials": trials,
             "metric": TUNING_METRIC,
@@ -139,8 +143,6 @@ def main() -> None:
     parser.add_argument("--split", choices=("temporal", "leave-last"), default="temporal")
     parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     args = parser.parse_args()
-    if args.tune and args.split != "temporal":
-        parser.error("tuning carves its validation window by time: use the temporal split")
     start_load = warn_if_busy()
     recipes = [Recipe(m, m, None) for m in dict.fromkeys(["popular", *args.models])]
     recipes += args.variant
@@ -170,7 +172,7 @@ def main() -> None:
             continue
         counts = dataset.store.counts()
         rows = [evaluate(dataset, recipe, args.split) for recipe in recipes]
-        rows += [tuned(dataset, model, args.tune_trials) for model in args.tune]
+        rows += [tuned(dataset, model, args.tune_trials, args.split) for model in args.tune]
         results[name] = {"counts": counts, "rows": rows, "verdicts": verdicts(rows, args.split)}
         first = rows[0]
         console.print(
