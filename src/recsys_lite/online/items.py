@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_lite.models.base import Recommender
-from recsys_lite.serving.catalog import Catalog
 
 # item ids, and a test for items the model knows -> for each item it can place, its nearest
 # items in text and their cosine similarities (search/service.py)
@@ -19,7 +18,7 @@ TextNeighbours = Callable[
 
 def estimate_vectors(
     model: Recommender,
-    catalog: Catalog,
+    item_field: Callable[[str], np.ndarray],
     rows: pa.Table,
     text_neighbours: TextNeighbours | None = None,
 ) -> np.ndarray | None:
@@ -29,6 +28,7 @@ def estimate_vectors(
     it live (its text neighbours, when the text index holds it), else the average of items it
     shares a category and brand with, then category alone, then the catalog's most popular
     items: it lands where similar items live, so it is shown to the users of those items.
+    ``item_field(name)`` gives a catalog field for every item the model knows, by item index.
     """
     own = model.content_vectors(rows)
     if own is not None:
@@ -44,8 +44,8 @@ def estimate_vectors(
         return index is not None and index < known
 
     near = text_neighbours(ids, placed) if text_neighbours is not None else {}
-    categories = catalog.field("category")
-    brands = catalog.field("brand")
+    categories = item_field("category")
+    brands = item_field("brand")
     popular = np.argsort(-model.item_popularity[: len(vectors)])[:100]
     estimates = []
     for item, row in zip(ids, rows.select(["category", "brand"]).to_pylist(), strict=True):

@@ -90,7 +90,7 @@ class ServingState:
         ids = rows.column("item_id").to_pylist()
         new_rows = rows.filter(pa.array([i not in model.item_map for i in ids]))
         vectors = (
-            estimate_vectors(model, self.catalog, new_rows, self.text_neighbours)
+            estimate_vectors(model, self.catalog.field, new_rows, self.text_neighbours)
             if new_rows.num_rows
             else None
         )
