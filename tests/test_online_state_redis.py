@@ -68,14 +68,16 @@ def test_replicas_share_a_shoppers_online_state_through_redis(
             source, before = recommend(second)
             assert source == "popular"
             bought = list(before[:2])
-            posted = httpx.post(
-                f"{first}/events", headers=AUTH,
-                json={"events": [
-                    {"user_id": SHOPPER, "item_id": item, "event_type": "purchase"}
-                    for item in bought
-                ]},
-            )  # fmt: skip
+            batch = {"events": [
+                {"user_id": SHOPPER, "item_id": item, "event_type": "purchase"} for item in bought
+            ]}  # fmt: skip
+            retried = {**AUTH, "Idempotency-Key": "checkout-1"}
+            posted = httpx.post(f"{first}/events", headers=retried, json=batch)
             assert posted.status_code == 200, posted.text
+            # the client retries on the other replica: the first answer, no second batch
+            again = httpx.post(f"{second}/events", headers=retried, json=batch)
+            assert again.json() == posted.json()
+            assert again.headers.get("idempotent-replayed") == "true"
             # no wait for the bus: the other replica reads what the first wrote before answering
             source, after = recommend(second)
             assert source != "popular" and not set(bought) & set(after)
@@ -95,7 +97,7 @@ def test_replicas_share_a_shoppers_online_state_through_redis(
 
                 keys = product_keys(client, prefix)
                 kinds = {key.decode()[len(prefix) :].split(":")[0] for key in keys}
-                assert kinds == {"recent", "counted", "trend", "active", "batch"}
+                assert kinds == {"recent", "counted", "trend", "active", "batch", "answer"}
                 assert all(client.ttl(key) > 0 for key in keys), "every key expires"
 
                 erased = httpx.delete(f"{second}/admin/users/{SHOPPER}", headers=AUTH, timeout=60)

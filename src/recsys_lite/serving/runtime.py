@@ -33,14 +33,14 @@ from recsys_lite.observability.metrics import observe_bus_batch, observe_request
 from recsys_lite.online.bus import EventBus, create_bus
 from recsys_lite.online.inbox import ERASE_PREFIX, ITEMS_PREFIX, Inbox, drain
 from recsys_lite.online.items import TextNeighbours, estimate_vectors
-from recsys_lite.online.redis_state import create_online_state
+from recsys_lite.online.redis_state import client_for, create_online_state
 from recsys_lite.online.state import OnlineStateBase
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.erased import ErasedShoppers
 from recsys_lite.privacy.redis_streams import REWRITTEN_PREFIX
 from recsys_lite.search.service import SearchService
 from recsys_lite.serving.catalog import ITEM_SCHEMA, Catalog
-from recsys_lite.serving.idempotency import IdempotentAnswers
+from recsys_lite.serving.idempotency import IdempotentAnswers, RedisIdempotentAnswers
 from recsys_lite.serving.store_wait import ATTEMPT_SECONDS, StoreWait
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,11 @@ class Runtime:
         # batches this process wrote (skipped when the bus echoes them back), bounded
         self._own_batches: OrderedDict[str, None] = OrderedDict()
         self._unpublished: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNPUBLISHED)
-        self.idempotent = IdempotentAnswers()
+        self.idempotent: IdempotentAnswers | RedisIdempotentAnswers = (
+            RedisIdempotentAnswers(client_for(settings.redis_url), settings.online_state_prefix)
+            if settings.shared_online_state
+            else IdempotentAnswers()
+        )
         self._last_message: float | None = None
         # the serving states of an experiment's variants (set by the app): erasure reaches them
         self.variant_states: list[ServingState] = []
