@@ -71,6 +71,7 @@ audit: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/als_end_to_end.py
 	$(PY) bench/index_recall.py
+	$(PY) bench/vector_store.py
 	$(PY) bench/serving_load.py
 	$(PY) bench/online_latency.py
 	$(PY) bench/train_times.py

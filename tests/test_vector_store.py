@@ -17,8 +17,10 @@ from pydantic import ValidationError
 
 from conftest import AUTH, free_port, running_server
 from recsys_lite.config import Settings
+from recsys_lite.data.store import Store
 from recsys_lite.errors import VectorStoreError
 from recsys_lite.models.artifact import load_artifact
+from recsys_lite.training import train
 
 if importlib.util.find_spec("qdrant_client") is None:
     REASON = "qdrant-client is not installed: pip install 'recsys-lite[qdrant]'"
@@ -86,6 +88,19 @@ def test_an_unknown_store_or_an_unreachable_server_is_a_clear_error(als_artifact
     settings = Settings(vector_store="qdrant", qdrant_url=url, qdrant_timeout=2)
     with pytest.raises(VectorStoreError, match=f"Qdrant \\({url}\\): cannot open collection"):
         load_artifact(als_artifact, settings)
+
+
+def test_training_saves_the_artifact_when_the_qdrant_server_is_down(
+    shop_db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    settings = Settings(vector_store="qdrant", qdrant_url=url, qdrant_timeout=2)
+    params = {"iterations": 2}
+    train(Store(shop_db), "als", tmp_path / "model", params=params, test_size=0,
+          settings=settings, show_progress=False)  # fmt: skip
+    assert "vector store not filled at training" in caplog.text
+    # the artifact is whole and serves from Faiss meanwhile
+    assert load_artifact(tmp_path / "model", Settings()).model.user_index is not None
 
 
 @pytest.fixture(scope="module")
