@@ -97,7 +97,7 @@ def test_replicas_share_a_shoppers_online_state_through_redis(
 
                 keys = product_keys(client, prefix)
                 kinds = {key.decode()[len(prefix) :].split(":")[0] for key in keys}
-                assert kinds == {"recent", "counted", "trend", "active", "batch", "answer"}
+                assert kinds == {"recent", "counted", "trend", "active", "batch", "answer", "fresh"}
                 assert all(client.ttl(key) > 0 for key in keys), "every key expires"
 
                 erased = httpx.delete(f"{second}/admin/users/{SHOPPER}", headers=AUTH, timeout=60)

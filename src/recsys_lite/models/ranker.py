@@ -44,6 +44,7 @@ from recsys_lite.ranking.candidates import Candidates, CoVisitation, merge, reca
 from recsys_lite.ranking.features import (
     LONGEST_WINDOW,
     EventCounts,
+    LiveCounters,
     WindowCounters,
     fresh_features,
 )
@@ -129,7 +130,7 @@ def _booster(text: str) -> Any:
 class RankerModel(Recommender):
     params_type = RankerParams
     params: RankerParams
-    _live: WindowCounters | None = None  # item counters fed by the API's event path
+    _live: LiveCounters | None = None  # item counters fed by the API's event path
 
     # ----- training ---------------------------------------------------------------------------
 
@@ -451,6 +452,16 @@ class RankerModel(Recommender):
             self._live = live
         for item, ts in zip(item_ids, stamps, strict=True):
             self._live.add(item, int(ts))
+
+    def fresh_seed(self) -> tuple[list[str], list[int], int]:
+        """Training's last day of events (item ids, times) and the instant it ends at: what
+        online counters start from."""
+        ids = self.item_map.ids[self.last_day_items].tolist()
+        return ids, self.last_day_ts.tolist(), int(self.stage.instant)
+
+    def use_live_counters(self, live: LiveCounters) -> None:
+        """Count online events there (seeded by its owner) instead of in this process."""
+        self._live = live
 
     def item_fresh(self, items: np.ndarray, at: int) -> dict[str, np.ndarray]:
         """The items' fresh features at ``at`` from the online counters."""

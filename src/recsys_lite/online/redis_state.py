@@ -11,7 +11,9 @@ Every key is under ``{BUS_TOPIC}:online:`` and carries a TTL, so a Redis server 
   ``MAX_COUNTED_ITEMS`` items), so an erasure can take those counts back;
 * ``trend:{hour}``: sorted set item -> shoppers counted in that hour of event time;
 * ``active:{hour}``: HyperLogLog of shoppers with events that hour (the /status estimate);
-* ``batch:{batch_id}``: the mark that a batch was applied.
+* ``batch:{batch_id}``: the mark that a batch was applied;
+* ``fresh:{item}`` and ``fresh:meta``: the ranker's fresh item counters
+  (online/redis_counters.py), expiring a day (the longest window) after their last write.
 
 Shoppers are named by their keyed hash (data/subjects.py), as erasure names them: any replica
 deletes a shopper's keys from the erase message alone, and Redis never holds a shopper id.
@@ -24,7 +26,8 @@ each request folds them in as in-process state does (with the weights of the wri
 weighting, as carried over across swaps in memory).
 
 A request reads the shopper's list in one round trip; trending counts are re-read at most once a
-second per process, in that same pipeline when due.
+second per process, in that same pipeline when due (a ranker's candidates' fresh counts take
+one more, from its second stage).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from recsys_lite.config import Settings
 from recsys_lite.data.interactions import event_weights
 from recsys_lite.data.subjects import load_key, subject_hash
 from recsys_lite.models.base import HISTORY_LENGTH, Recommender
+from recsys_lite.online.redis_counters import FRESH_TTL, SharedItemCounters
 from recsys_lite.online.state import (
     MAX_COUNTED_ITEMS,
     OnlineEvent,
@@ -58,14 +62,17 @@ HOUR = 3_600
 POPULARITY_REFRESH_SECONDS = 1.0
 MAX_UNAPPLIED = 1_000  # batches kept for a Redis that is down; later ones reach it by the bus
 
-# KEYS: the batch mark, then four per event (recent, counted, trend, active).
-# ARGV: mark TTL, history length, state TTL, most items counted per shopper, then four per
-# event (packed event, subject, item or "" when the item is not counted, hour).
+# KEYS: the batch mark, the fresh counters' meta hash, four per event with a positive weight
+# (recent, counted, trend, active), then one per event (fresh).
+# ARGV: mark TTL, history length, state TTL, most items counted per shopper, how many events
+# have a positive weight, fresh TTL, then four per such event (packed event, subject, item or ""
+# when the item is not counted, hour), then one per event (time).
 APPLY = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local length, ttl, most = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 5
-for k = 2, #KEYS, 4 do
+local positive, window = tonumber(ARGV[5]), tonumber(ARGV[6])
+local a = 7
+for k = 3, 2 + 4 * positive, 4 do
   local recent, counted, trend, active = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   redis.call('RPUSH', recent, ARGV[a])
   redis.call('LTRIM', recent, -length, -1)
@@ -80,6 +87,23 @@ for k = 2, #KEYS, 4 do
   end
   redis.call('EXPIRE', counted, ttl)
   a = a + 4
+end
+-- every event, impressions too, counts towards the fresh counters, as a unique member
+local first = 3 + 4 * positive
+if first <= #KEYS then
+  local meta = KEYS[2]
+  local seq = redis.call('HINCRBY', meta, 'seq', #KEYS - first + 1)
+  local newest = tonumber(redis.call('HGET', meta, 'newest') or '0')
+  for k = first, #KEYS do
+    local ts = tonumber(ARGV[a])
+    redis.call('ZADD', KEYS[k], ts, seq - #KEYS + k)
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', '(' .. (ts - window))
+    redis.call('EXPIRE', KEYS[k], window)
+    if ts > newest then newest = ts end
+    a = a + 1
+  end
+  redis.call('HSET', meta, 'newest', newest)
+  redis.call('EXPIRE', meta, window)
 end
 return 1
 """
@@ -148,6 +172,9 @@ class RedisOnlineState(OnlineStateBase):
         self._refreshed_at = -math.inf
         self._refresh_lock = threading.Lock()
         self._unapplied: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNAPPLIED)
+        share = getattr(model, "use_live_counters", None)
+        if share is not None:  # the ranker's fresh item counters live here too
+            share(SharedItemCounters(client, prefix, model.fresh_seed()))  # type: ignore[attr-defined]
 
     def _key(self, kind: str, name: object) -> str:
         return f"{self.prefix}{kind}:{name}"
@@ -171,25 +198,27 @@ class RedisOnlineState(OnlineStateBase):
 
     def _write(self, batch_id: str, events: pa.Table) -> None:
         weights = event_weights(events, self.model.params.weighting).tolist()
-        keys = [self._key("batch", batch_id)]
-        args: list[object] = [self.ttl_seconds, HISTORY_LENGTH, self.ttl_seconds]
-        args.append(MAX_COUNTED_ITEMS)
-        rows = zip(
-            events.column("user_id").to_pylist(), events.column("item_id").to_pylist(),
-            weights, events.column("ts").to_pylist(), strict=True,
-        )  # fmt: skip
+        items = events.column("item_id").to_pylist()
+        stamps = [int(ts) for ts in events.column("ts").to_pylist()]
+        keys = [self._key("batch", batch_id), self._key("fresh", "meta")]
+        args: list[object] = []
+        rows = zip(events.column("user_id").to_pylist(), items, weights, stamps, strict=True)
         item_map = self.model.item_map
         for user, item, weight, ts in rows:
             if weight <= 0:  # shown, not chosen (an impression): no preference to learn
                 continue
-            subject, hour = self.subject_of(str(user)), int(ts) // HOUR
+            subject, hour = self.subject_of(str(user)), ts // HOUR
             keys += [
                 self._key("recent", subject), self._key("counted", subject),
                 self._key("trend", hour), self._key("active", hour),
             ]  # fmt: skip
             counted = item if item_map.get(item) is not None else ""
-            args += [f"{weight:.6g} {int(ts)} {item}", subject, counted, hour]
-        self._apply_script(keys=keys, args=args)
+            args += [f"{weight:.6g} {ts} {item}", subject, counted, hour]
+        positive = len(args) // 4
+        keys += [self._key("fresh", item) for item in items]
+        args += stamps
+        fixed = [self.ttl_seconds, HISTORY_LENGTH, self.ttl_seconds, MAX_COUNTED_ITEMS]
+        self._apply_script(keys=keys, args=[*fixed, positive, FRESH_TTL, *args])
 
     def forget_subjects(self, subjects: set[str], subject_of: Callable[[str], str]) -> int:
         forgotten = forget_in_redis(self.client, self.prefix, subjects)

@@ -3,8 +3,10 @@ and how fast an item is rising, defined once for training and serving.
 
 A count at instant ``at`` over window ``w`` is the number of events with ``at - w < ts <= at``.
 ``EventCounts`` computes it over an events table for any instants (training features at a cut);
-``WindowCounters`` keeps it up to date as events arrive (an API process). ``fresh_features``
-turns either's counts into the same named features, so the two cannot drift apart.
+``WindowCounters`` keeps it up to date as events arrive (an API process), or, behind the same
+``LiveCounters`` interface, the shared online state keeps it in Redis
+(online/redis_counters.py). ``fresh_features`` turns any of their counts into the same named
+features, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -67,6 +70,17 @@ class EventCounts:
 def _pack(keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
     # ts - window may go below 0 for the oldest instants; -1 still sorts before every event
     return np.asarray((keys << 32) + ts, dtype=np.int64)
+
+
+class LiveCounters(Protocol):
+    """What serving reads fresh counts from, as events arrive."""
+
+    def add(self, key: str, ts: int) -> None: ...
+
+    @property
+    def newest(self) -> int: ...
+
+    def count(self, keys: list[str], at: int, window: int) -> np.ndarray: ...
 
 
 class WindowCounters:
