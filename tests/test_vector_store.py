@@ -49,6 +49,27 @@ def test_local_mode_finds_the_exact_top_k_with_exact_scores() -> None:
     assert sorted(store.search(queries[:1], 5_000)[0][0].tolist()) == list(range(3_000))
 
 
+def test_a_shared_collection_is_completed_not_duplicated() -> None:
+    """What replicas sharing a server do: the first fills the collection, a later one finds it
+    whole, and one that finds a partial upload (a crash midway) completes it."""
+    from qdrant_client import QdrantClient, models
+
+    from recsys_lite.models.qdrant_store import ensure_collection
+
+    client = QdrantClient(location=":memory:")
+    vectors = np.random.default_rng(2).normal(size=(500, 8)).astype(np.float32)
+    ensure_collection(client, "shared", vectors)
+    ensure_collection(client, "shared", vectors)
+    assert client.count("shared").count == 500
+    client.delete("shared", points_selector=models.PointIdsList(points=list(range(300, 500))))
+    ensure_collection(client, "shared", vectors)
+    assert client.count("shared").count == 500
+    query = vectors[400].tolist()
+    assert client.query_points("shared", query=query, limit=1).points[0].id == int(
+        np.argmax(vectors @ vectors[400])
+    )
+
+
 def test_a_model_served_from_qdrant_ranks_like_exact_search(als_artifact: Path) -> None:
     served = load_artifact(als_artifact, QDRANT).model
     assert served.user_index is not None and served.user_index.kind == "qdrant"

@@ -60,7 +60,7 @@ class QdrantStore:
         client = make_client(settings)
         collection = f"{settings.qdrant_collection}-{name}"
         try:
-            _ensure(client, collection, vectors)
+            ensure_collection(client, collection, vectors)
         except FAILURES as exc:
             where = settings.qdrant_url or "local mode"
             raise VectorStoreError(
@@ -106,7 +106,9 @@ class QdrantStore:
             raise VectorStoreError(f"Qdrant: search in {self.collection} failed: {exc}") from exc
 
 
-def _ensure(client: QdrantClient, collection: str, vectors: np.ndarray) -> None:
+def ensure_collection(client: QdrantClient, collection: str, vectors: np.ndarray) -> None:
+    """``collection`` holding ``vectors`` under ids 0..n-1, whether another process created it,
+    filled it, or stopped halfway."""
     if not client.collection_exists(collection):
         params = models.VectorParams(size=vectors.shape[1], distance=models.Distance.DOT)
         try:
