@@ -3,7 +3,9 @@ its model served only after the not-worse gate."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -51,3 +53,33 @@ def test_a_training_job_runs_apart_reports_progress_and_is_swapped_in(
             time.sleep(0.2)
         assert client.get("/status").json()["model"]["params"]["iterations"] == 5
         assert client.get("/training/nosuchjob").status_code == 404
+
+
+def test_a_job_runs_below_the_apis_priority_and_a_killed_one_does_not_block_the_next(
+    shop_db: Path, als_artifact: Path, tmp_path: Path
+) -> None:
+    shutil.copy(shop_db, tmp_path / "shop.db")
+    shutil.copytree(als_artifact, tmp_path / "model")
+    with (
+        running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path) as url,
+        httpx.Client(base_url=url, headers=AUTH, timeout=30) as client,
+    ):
+        # tuning keeps the job busy for far longer than the test looks at it
+        started = client.post("/training", json={"model": "als", "tune_trials": 200})
+        assert started.status_code == 202, started.text
+        pid = started.json()["pid"]
+        deadline = time.monotonic() + 20
+        while b"recsys_lite.jobs.training" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 10  # TRAINING_JOB_NICE's default
+        assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # the test, like the API, is not niced
+
+        os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        deadline = time.monotonic() + 20
+        while (again := client.post("/training", json={"model": "popular"})).status_code == 409:
+            assert time.monotonic() < deadline, "a dead job still blocks training"
+            time.sleep(0.2)
+        assert again.status_code == 202, again.text
+        killed = client.get(f"/training/{started.json()['id']}").json()
+        assert killed["state"] == "failed" and "ended unexpectedly" in killed["error"]

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     )
     qdrant_timeout: int = Field(10, ge=1, description="seconds a Qdrant server request may take")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    training_job_nice: int = Field(
+        10, ge=0, le=19,
+        description="niceness of jobs started by POST /training (0: the API's own priority)",
+    )  # fmt: skip
     search_index: SearchIndexMode = Field(
         "auto",
         description="text index for /search, built at training time: auto (when the search"

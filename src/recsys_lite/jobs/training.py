@@ -1,12 +1,14 @@
 """Training jobs started from the admin API: one at a time, each in its own process.
 
 ``POST /training`` validates the request, writes it into a job folder (``jobs/<id>/`` beside
-the store) and starts ``python -m recsys_lite.jobs.training <folder>``; the API only reads the
-job's ``status.json`` afterwards, so it keeps serving at full speed whatever the job costs. The
-job reports its stage and progress as it goes, and its artifact is served only through the
-not-worse gate: the served recipe and the requested one are fitted on the same older part of
-the events and scored on the same newer part (online/gate.py); the requested recipe is trained
-on everything and published only if it is not worse. The API's watcher then swaps it in.
+the store) and starts ``python -m recsys_lite.jobs.training <folder>``, niced
+(``TRAINING_JOB_NICE``); the API only reads the job's ``status.json`` afterwards, and its
+requests come before the job's fitting threads where the two compete for the cores
+(bench/serving_during_training.py measures it). The job reports its stage and progress as it
+goes, and its artifact is served only through the not-worse gate: the served recipe and the
+requested one are fitted on the same older part of the events and scored on the same newer
+part (online/gate.py); the requested recipe is trained on everything and published only if it
+is not worse. The API's watcher then swaps it in.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -104,11 +108,20 @@ def start_job(
     status = {"id": job_id, "state": "queued", "stage": "starting", "percent": 0, **request}
     _write_status(folder, status)
     env = {**os.environ, "DB_PATH": str(settings.db_path), "MODEL_DIR": str(settings.model_dir)}
+    command = [sys.executable, "-m", "recsys_lite.jobs.training", str(folder)]
+    nice = shutil.which("nice")
+    if settings.training_job_nice and nice:
+        # niced before the interpreter starts, so every thread the fit spawns (BLAS, OpenMP)
+        # inherits it: on a small machine the API's requests come first, the job takes the rest
+        command = [nice, "-n", str(settings.training_job_nice), *command]
     process = subprocess.Popen(
-        [sys.executable, "-m", "recsys_lite.jobs.training", str(folder)],
+        command,
         stdout=(folder / "job.log").open("w"), stderr=subprocess.STDOUT, env=env,
         start_new_session=True,  # the job outlives a restart of the API that started it
     )  # fmt: skip
+    # reaped as soon as it ends: a job killed (or out of memory) would otherwise stay a zombie
+    # of this process, alive to running_job, and refuse every later job with 409
+    threading.Thread(target=process.wait, name=f"job-{job_id}", daemon=True).start()
     status["pid"] = process.pid
     _write_status(folder, status)
     AuditLog(audit_path(settings.db_path)).append(
