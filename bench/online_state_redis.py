@@ -10,7 +10,9 @@ interleaved one by one so that both see the same machine load, for three kinds o
 * ``known``: known shoppers without any (the read finds nothing; the model answers);
 * ``new``: shoppers the model never saw, with events since training (fold-in from events only).
 
-It also records what Redis holds afterwards: keys, memory, bytes per shopper.
+It also records what Redis holds afterwards (keys, memory, bytes per shopper) and how long the
+ranker's fresh counts of 200 candidates over every window take to read from Redis (one script
+call) and from in-process counters holding the same events.
 
     python bench/online_state_redis.py [--shoppers 300] [--rounds 2]
 """
@@ -107,8 +109,10 @@ def api_process(
             stop(process)
 
 
-def post_events(client: httpx.Client, users: list[str], items: list[str], seed: int) -> None:
+def post_events(client: httpx.Client, users: list[str], items: list[str], seed: int) -> list[str]:
+    """Three events per shopper; the items they touched."""
     rng = np.random.default_rng(seed)
+    touched: list[str] = []
     for start in range(0, len(users), 100):
         rows = [
             {"user_id": user, "item_id": str(item), "event_type": kind}
@@ -118,6 +122,8 @@ def post_events(client: httpx.Client, users: list[str], items: list[str], seed: 
             )
         ]
         client.post("/events", json={"events": rows}, headers=AUTH).raise_for_status()
+        touched += [row["item_id"] for row in rows]
+    return touched
 
 
 def timed_get(client: httpx.Client, user: str) -> tuple[float, str]:
@@ -128,11 +134,36 @@ def timed_get(client: httpx.Client, user: str) -> tuple[float, str]:
     return seconds, response.json()["source"]
 
 
+def fresh_counter_reads(url: str, prefix: str, touched: list[str], repeats: int) -> dict[str, Any]:
+    """One ranker request's fresh item counts (200 candidates, every window): from Redis (one
+    script call) and from the in-process counters holding the same events."""
+    import redis
+
+    from recsys_lite.online.redis_counters import SharedItemCounters
+    from recsys_lite.ranking.features import FRESH_WINDOWS, WindowCounters
+
+    shared = SharedItemCounters(redis.Redis.from_url(url), prefix, ([], [], 0))
+    local = WindowCounters()
+    now = int(time.time())
+    for item in touched:
+        local.add(item, now)
+    rng = np.random.default_rng(0)
+    seconds: dict[str, list[float]] = {"redis": [], "memory": []}
+    for _ in range(repeats):
+        keys = [str(item) for item in rng.choice(touched, 200)]
+        for kind, counters in (("redis", shared), ("memory", local)):
+            started = time.perf_counter()
+            for window in FRESH_WINDOWS.values():
+                counters.count(keys, now + 1, window)
+            seconds[kind].append(time.perf_counter() - started)
+    return {kind: percentiles_ms(values) for kind, values in seconds.items()}
+
+
 def latency(figures: dict[str, float]) -> list[float]:
     return [figures["p50"], figures["p99"], figures["mean"]]
 
 
-def redis_report(url: str, prefix: str, shoppers: int) -> dict[str, Any]:
+def redis_report(url: str, prefix: str, shoppers: int, events: int) -> dict[str, Any]:
     import redis
 
     client: Any = redis.Redis.from_url(url)
@@ -146,6 +177,11 @@ def redis_report(url: str, prefix: str, shoppers: int) -> dict[str, Any]:
         for key in keys
         if key.decode()[len(prefix) :].split(":")[0] in ("recent", "counted")
     ]
+    fresh = [
+        int(client.memory_usage(key) or 0)
+        for key in keys
+        if key.decode()[len(prefix) :].startswith("fresh:")
+    ]
     memory = client.info("memory")
     return {
         "keys": len(keys),
@@ -155,6 +191,7 @@ def redis_report(url: str, prefix: str, shoppers: int) -> dict[str, Any]:
         "maxmemory": REDIS_MAXMEMORY,
         "maxmemory_policy": memory.get("maxmemory_policy"),
         "bytes_per_shopper_recent_and_counted": round(sum(per_shopper) / max(shoppers, 1)),
+        "bytes_per_event_fresh_counters": round(sum(fresh) / max(events, 1)),
     }
 
 
@@ -194,7 +231,7 @@ def main() -> None:
                 url, _ = stack.enter_context(api_process(catalog.artifact, catalog.db, folder, env))
                 clients[mode] = stack.enter_context(httpx.Client(base_url=url, timeout=30))
             for client in clients.values():
-                post_events(client, kinds["online"] + kinds["new"], items, args.seed)
+                touched = post_events(client, kinds["online"] + kinds["new"], items, args.seed)
             time.sleep(1.0)
             for client in clients.values():  # warm-up: imports, caches, connections
                 for user in chosen[:20]:
@@ -208,7 +245,8 @@ def main() -> None:
                             seconds, source = timed_get(clients[mode], user)
                             samples.setdefault((kind, mode), []).append(seconds)
                             sources.setdefault((kind, mode), set()).add(source)
-        stored = redis_report(redis_url, f"{topic}:online:", 2 * args.shoppers)
+        stored = redis_report(redis_url, f"{topic}:online:", 2 * args.shoppers, len(touched))
+        fresh = fresh_counter_reads(redis_url, f"{topic}:online:", touched, 300)
 
     results = [
         {
@@ -231,6 +269,7 @@ def main() -> None:
         )
     )
     console.print(f"Redis afterwards: {stored}")
+    console.print(f"fresh counts of 200 candidates, every window: {fresh}")
     write_results(
         NAME,
         {
@@ -239,6 +278,7 @@ def main() -> None:
             "load_average_1m_at_start": load_at_start,
             "results": results,
             "redis": stored,
+            "fresh_counts_200_candidates_ms": fresh,
         },
     )  # fmt: skip
 
