@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(PY) bench/erasure.py
 	$(PY) bench/ab_simulation.py
 	$(PY) bench/spark_als.py
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache
