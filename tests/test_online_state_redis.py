@@ -89,6 +89,8 @@ def test_replicas_share_a_shoppers_online_state_through_redis(
             )
             with running_server(model, db, tmp_path, env) as third:
                 assert recommend(third) == (source, after), "a new replica starts warm"
+                status = httpx.get(f"{third}/status", headers=AUTH, timeout=30).json()
+                assert status["online"]["users_held"] == 1  # counted in Redis, not by replica
 
                 pid = int(httpx.get(f"{first}/live").headers["x-process-id"])
                 os.kill(pid, signal.SIGKILL)

@@ -254,9 +254,14 @@ class RedisOnlineState(OnlineStateBase):
 
     @property
     def users(self) -> int:
-        """Shoppers with events within the TTL (HyperLogLog: within about 1%)."""
+        """Shoppers with events within the TTL (HyperLogLog: within about 1%); -1 while Redis
+        cannot be read (/status still answers, and says so)."""
         keys = [self._key("active", hour) for hour in self._live_hours(None)]
-        return int(self.client.pfcount(*keys))
+        try:
+            return int(self.client.pfcount(*keys))
+        except Exception as exc:
+            log.warning("online state unreadable in Redis (%s)", exc)
+            return -1
 
     def _live_hours(self, after: int | None) -> list[int]:
         now = int(time.time()) // HOUR
