@@ -17,7 +17,8 @@ pytest.importorskip("lightgbm")
 
 from recsys_lite.data.store import Store
 from recsys_lite.models.ranker import RankerModel
-from recsys_lite.online.redis_state import RedisOnlineState, client_for
+from recsys_lite.online.redis_client import client_for
+from recsys_lite.online.redis_state import RedisOnlineState
 from recsys_lite.ranking.features import EventCounts, fresh_features
 
 FAST = json.loads((Path(__file__).parent / "fast_params" / "ranker.json").read_text())

@@ -15,9 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pytest
 import redis
 
-from conftest import AUTH, running_server
+from conftest import AUTH, free_port, running_server
+from recsys_lite.models import create_model
+from recsys_lite.online.redis_client import client_for
+from recsys_lite.online.redis_state import RedisOnlineState
 
 SHOPPER = "redis-shopper-1"  # unknown to the model: online events are all it knows of them
 
@@ -113,3 +118,44 @@ def test_replicas_share_a_shoppers_online_state_through_redis(
         worker.terminate()
         worker.wait(timeout=30)
         worker_log.close()
+
+
+def events_of(user: str, items: list[str], ts: int = 2_000_000_000) -> pa.Table:
+    return pa.table(
+        {
+            "user_id": [user] * len(items),
+            "item_id": items,
+            "ts": pa.array([ts + n for n in range(len(items))], pa.int64()),
+            "qty": pa.array([1] * len(items), pa.int32()),
+            "event_type": ["purchase"] * len(items),
+        }
+    )
+
+
+def test_a_redis_outage_delays_writes_and_reads_fall_back_to_the_artifact(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = create_model("popular").fit(events_of("u0", ["a", "b", "c"], ts=1_000))
+    prefix = f"outage-{uuid.uuid4().hex}:online:"
+    state = RedisOnlineState(model, redis.Redis.from_url(redis_url), prefix, 3600, str)
+    write = state._apply_script
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise redis.ConnectionError("down")
+
+    monkeypatch.setattr(state, "_apply_script", down)
+    state.apply(events_of("shopper", ["a"]), "batch-1")  # accepted, not lost
+    assert state.recent("shopper") == []
+    monkeypatch.setattr(state, "_apply_script", write)
+    state.apply(events_of("shopper", ["b"]), "batch-2")
+    assert [event.item_id for event in state.recent("shopper")] == ["a", "b"]
+
+    away = RedisOnlineState(
+        model, client_for(f"redis://127.0.0.1:{free_port()}/0"), prefix, 3600, str
+    )
+    started = time.monotonic()
+    for _ in range(20):  # requests are served as the artifact knows the shopper, without a wait
+        assert away.recent_history("shopper") is None
+        assert away.popular(2).items.tolist() == model.popular(2).items.tolist()
+    assert time.monotonic() - started < 1.0
+    assert away.users == -1

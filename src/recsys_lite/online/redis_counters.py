@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys_lite.online.redis_client import Pause
 from recsys_lite.ranking.features import FRESH_WINDOWS, LONGEST_WINDOW, WindowCounters
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class SharedItemCounters:
         self._newest = max(self._seed.newest, self.cut)
         self._lock = threading.Lock()
         self._script = client.register_script(COUNT)
+        self._pause = Pause()
         # the ranker asks once per window for the same items and instant: one read serves all
         self._memo: tuple[list[str], int, dict[int, np.ndarray]] | None = None
         try:  # a replica started later knows how far events have gone already
@@ -82,12 +84,14 @@ class SharedItemCounters:
         ordered = sorted(windows)
         if not keys:
             return {window: np.zeros(0, dtype=np.int64) for window in ordered}
+        if self._pause.active:
+            return {}
         try:
             flat = self._script(
                 keys=[f"{self.prefix}fresh:{key}" for key in keys], args=[at, self.cut, *ordered]
             )
         except Exception as exc:  # training's counts alone while Redis is away
-            log.warning("fresh counters unreadable in Redis (%s)", exc)
+            self._pause.failed("fresh counters", exc)
             return {}
         counts = np.array(flat.split(b","), dtype=np.int64).reshape(len(keys), len(ordered))
         return {window: counts[:, n] for n, window in enumerate(ordered)}

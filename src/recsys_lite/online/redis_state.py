@@ -48,6 +48,7 @@ from recsys_lite.config import Settings
 from recsys_lite.data.interactions import event_weights
 from recsys_lite.data.subjects import load_key, subject_hash
 from recsys_lite.models.base import HISTORY_LENGTH, Recommender
+from recsys_lite.online.redis_client import Pause, client_for
 from recsys_lite.online.redis_counters import FRESH_TTL, SharedItemCounters
 from recsys_lite.online.state import (
     MAX_COUNTED_ITEMS,
@@ -123,19 +124,6 @@ end
 return redis.call('DEL', KEYS[1], KEYS[2])
 """
 
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(url: str) -> Any:
-    """One client (one connection pool) per process and server, shared by every state."""
-    import redis
-
-    with _clients_lock:
-        if url not in _clients:
-            _clients[url] = redis.Redis.from_url(url)
-        return _clients[url]
-
 
 def forget_in_redis(client: Any, prefix: str, subjects: Iterable[str]) -> int:
     """Delete these shoppers' keys and take back their trending counts; how many had keys."""
@@ -172,6 +160,7 @@ class RedisOnlineState(OnlineStateBase):
         self._refreshed_at = -math.inf
         self._refresh_lock = threading.Lock()
         self._unapplied: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNAPPLIED)
+        self._pause = Pause()
         share = getattr(model, "use_live_counters", None)
         if share is not None:  # the ranker's fresh item counters live here too
             share(SharedItemCounters(client, prefix, model.fresh_seed()))  # type: ignore[attr-defined]
@@ -228,6 +217,8 @@ class RedisOnlineState(OnlineStateBase):
     # ----- reads ------------------------------------------------------------------------------
 
     def recent(self, user_id: str) -> list[OnlineEvent]:
+        if self._pause.active:  # serve from the artifact alone while Redis is away
+            return []
         hours = self._hours_due()
         try:
             pipe = self.client.pipeline(transaction=False)
@@ -235,8 +226,8 @@ class RedisOnlineState(OnlineStateBase):
             for hour in hours:
                 pipe.zrange(self._key("trend", hour), 0, -1, withscores=True)
             found = pipe.execute()
-        except Exception as exc:  # serve from the artifact alone while Redis is away
-            log.warning("online state unreadable in Redis (%s)", exc)
+        except Exception as exc:
+            self._pause.failed("online state", exc)
             self._refreshed_at = -math.inf
             return []
         if hours:
@@ -281,6 +272,8 @@ class RedisOnlineState(OnlineStateBase):
         return self._live_hours(self.trained_until)
 
     def _refresh_counts(self) -> None:
+        if self._pause.active:
+            return
         hours = self._hours_due()
         if not hours:
             return
@@ -290,7 +283,7 @@ class RedisOnlineState(OnlineStateBase):
                 pipe.zrange(self._key("trend", hour), 0, -1, withscores=True)
             self._set_counts(pipe.execute())
         except Exception as exc:
-            log.warning("trending counts unreadable in Redis (%s)", exc)
+            self._pause.failed("trending counts", exc)
             self._refreshed_at = -math.inf
 
     def _set_counts(self, buckets: list[list[tuple[bytes, float]]]) -> None:

@@ -15,7 +15,8 @@ import pyarrow as pa
 from recsys_lite.config import Settings
 from recsys_lite.data.subjects import subject_hash
 from recsys_lite.online.bus import from_bytes, to_bytes
-from recsys_lite.online.redis_state import client_for, forget_in_redis
+from recsys_lite.online.redis_client import client_for
+from recsys_lite.online.redis_state import forget_in_redis
 
 REWRITTEN_PREFIX = "rewritten-"
 

@@ -33,7 +33,8 @@ from recsys_lite.observability.metrics import observe_bus_batch, observe_request
 from recsys_lite.online.bus import EventBus, create_bus
 from recsys_lite.online.inbox import ERASE_PREFIX, ITEMS_PREFIX, Inbox, drain
 from recsys_lite.online.items import TextNeighbours, estimate_vectors
-from recsys_lite.online.redis_state import client_for, create_online_state
+from recsys_lite.online.redis_client import client_for
+from recsys_lite.online.redis_state import create_online_state
 from recsys_lite.online.state import OnlineStateBase
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.erased import ErasedShoppers
