@@ -147,8 +147,11 @@ def test_a_redis_outage_delays_writes_and_reads_fall_back_to_the_artifact(
     state.apply(events_of("shopper", ["a"]), "batch-1")  # accepted, not lost
     assert state.recent("shopper") == []
     monkeypatch.setattr(state, "_apply_script", write)
-    state.apply(events_of("shopper", ["b"]), "batch-2")
-    assert [event.item_id for event in state.recent("shopper")] == ["a", "b"]
+    state.apply(events_of("shopper", ["b"]), "batch-2")  # within the pause: queued, no wait
+    assert state.recent("shopper") == []
+    time.sleep(1.1)
+    state.apply(events_of("shopper", ["c"]), "batch-3")
+    assert [event.item_id for event in state.recent("shopper")] == ["a", "b", "c"]
 
     away = RedisOnlineState(
         model, client_for(f"redis://127.0.0.1:{free_port()}/0"), prefix, 3600, str

@@ -30,7 +30,7 @@ def client_for(url: str) -> Any:
 
 
 class Pause:
-    """After a failed read, requests skip Redis for a second instead of each waiting for it."""
+    """After a failed call, callers skip Redis for a second instead of each waiting for it."""
 
     def __init__(self, seconds: float = 1.0) -> None:
         self.seconds = seconds
@@ -41,5 +41,5 @@ class Pause:
         return time.monotonic() < self._until
 
     def failed(self, what: str, exc: Exception) -> None:
-        log.warning("%s unreadable in Redis (%s); skipped for %.0f s", what, exc, self.seconds)
+        log.warning("%s: Redis failed (%s); skipped for %.0f s", what, exc, self.seconds)
         self._until = time.monotonic() + self.seconds

@@ -160,7 +160,7 @@ class RedisOnlineState(OnlineStateBase):
         self._refreshed_at = -math.inf
         self._refresh_lock = threading.Lock()
         self._unapplied: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNAPPLIED)
-        self._pause = Pause()
+        self._pause, self._write_pause = Pause(), Pause()
         share = getattr(model, "use_live_counters", None)
         if share is not None:  # the ranker's fresh item counters live here too
             share(SharedItemCounters(client, prefix, model.fresh_seed()))  # type: ignore[attr-defined]
@@ -171,16 +171,18 @@ class RedisOnlineState(OnlineStateBase):
     # ----- writes -----------------------------------------------------------------------------
 
     def apply(self, events: pa.Table, batch_id: str | None = None) -> None:
-        # the ranker's fresh counters stay in the process: every replica counts every event
+        # every process sees every event: a ranker's counters learn how far events have gone
         observe(self.model, events)
         self.applied += events.num_rows
         self._unapplied.append((batch_id or f"local-{uuid.uuid4().hex}", events))
+        if self._write_pause.active:  # writes run on the event loop: no wait on a Redis away
+            return
         while self._unapplied:
             batch, table = self._unapplied[0]
             try:
                 self._write(batch, table)
             except Exception as exc:  # the batch stays queued for the next apply
-                log.warning("online state not written to Redis yet (%s)", exc)
+                self._write_pause.failed("online state (write)", exc)
                 return
             self._unapplied.popleft()
         self._refreshed_at = -math.inf  # this process's next answer shows its own events
