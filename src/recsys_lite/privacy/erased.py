@@ -4,12 +4,18 @@ bring one back. Events after it are a returning shopper's new history and are ke
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 
 from recsys_lite.data.store import Store
 from recsys_lite.data.subjects import load_key, subject_hash
+from recsys_lite.models.base import Recommender
+
+SUBJECT_PREFIX = 16  # hex characters of a shopper's keyed hash kept to find their row
 
 
 class ErasedShoppers:
@@ -17,6 +23,13 @@ class ErasedShoppers:
         self.db_path = db_path
         self._erased = dict(erased or {})
         self._key: str | None = None
+        # per model: the prefix of each user's hash -> user id. Kept for every model still
+        # alive, so forgetting in the served model while a new one loads (which builds its
+        # own) costs neither model its lookup.
+        self._lookups: weakref.WeakKeyDictionary[Recommender, dict[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lookups_lock = threading.Lock()  # a swap builds one in a thread
 
     @classmethod
     def from_store(cls, store: Store) -> ErasedShoppers:
@@ -44,6 +57,38 @@ class ErasedShoppers:
 
     def subject(self, user_id: str) -> str:
         return subject_hash(self.key, user_id)
+
+    def rows_in(self, model: Recommender, subjects: Iterable[str]) -> list[int]:
+        """The model's rows of these shoppers, found by hash."""
+        lookup = self._lookup(model)
+        rows = []
+        for subject in subjects:
+            user = lookup.get(subject[:SUBJECT_PREFIX])
+            if user is not None and self.subject(user) == subject:
+                row = model.user_map.get(user)
+                if row is not None:
+                    rows.append(int(row))
+        return rows
+
+    def _lookup(self, model: Recommender) -> dict[str, str]:
+        """Hashing every id a model knows takes a while (0.1 s per 50k, several times that on
+        a busy machine), so it is done once per model: when the first erasure reaches it, or
+        while it loads if this process has seen one. An id another live model's lookup holds
+        is not hashed again: each erasure publishes a new version of the model, with all but
+        the erased users, that every process loads."""
+        with self._lookups_lock:
+            lookup = self._lookups.get(model)
+            others = list(self._lookups.values())
+        if lookup is not None:
+            return lookup
+        known = {user: prefix for other in others for prefix, user in other.items()}
+        lookup = {
+            known.get(user) or self.subject(user)[:SUBJECT_PREFIX]: user
+            for user in model.user_map.ids.tolist()
+        }
+        with self._lookups_lock:
+            self._lookups[model] = lookup
+        return lookup
 
     def drop_erased(self, events: pa.Table) -> pa.Table:
         """The events, less those of erased shoppers from before their erasure."""

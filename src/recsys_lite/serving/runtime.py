@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import time
-import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,6 @@ from recsys_lite.serving.store_wait import ATTEMPT_SECONDS, StoreWait
 
 log = logging.getLogger(__name__)
 MAX_OWN_BATCHES = 10_000
-SUBJECT_PREFIX = 16  # hex characters of a shopper's keyed hash kept to find their row
 MAX_UNPUBLISHED = 10_000  # batches awaiting a bus that is down; older ones reach replicas by
 # the store (the worker's drain) instead
 
@@ -151,7 +149,6 @@ class Runtime:
         self._last_message: float | None = None
         # the serving states of an experiment's variants (set by the app): erasure reaches them
         self.variant_states: list[ServingState] = []
-        self._subject_ids: tuple[weakref.ref[Any], dict[str, str]] | None = None
         try:
             self.erased = ErasedShoppers.from_store(self.store)
         except RecsysError as exc:  # busy: the erase messages on the bus still arrive
@@ -302,29 +299,9 @@ class Runtime:
         return held
 
     def _forget_in_model(self, model: Any, subjects: set[str]) -> None:
-        rows = [
-            row for subject in subjects
-            if (row := self._row_of_subject(model, subject)) is not None
-        ]  # fmt: skip
+        rows = self.erased.rows_in(model, subjects)
         if rows:
             forget_users(model, np.array(rows))
-
-    def _row_of_subject(self, model: Any, subject: str) -> int | None:
-        """The model's row of an erased shopper, found by hash. Hashing every id the model knows
-        takes a while (0.1 s per 50k), so it is done once per model, when the first erasure
-        reaches it, and kept as a short prefix of the hash → id."""
-        cached = self._subject_ids
-        if cached is None or cached[0]() is not model:
-            lookup = {
-                self.erased.subject(user)[:SUBJECT_PREFIX]: user
-                for user in model.user_map.ids.tolist()
-            }
-            cached = self._subject_ids = (weakref.ref(model), lookup)
-        user = cached[1].get(subject[:SUBJECT_PREFIX])
-        if user is None or self.erased.subject(user) != subject:
-            return None
-        row: int | None = model.user_map.get(user)
-        return row
 
     async def _poll_bus(self) -> None:
         while True:
@@ -396,7 +373,12 @@ class Runtime:
         """Load the new artifact off the event loop, carry over the items and online events
         accepted since, switch."""
         previous = self.state
-        fresh = await asyncio.to_thread(self._load_carrying_items, previous)
+        fresh, forgotten = await asyncio.to_thread(self._load_carrying_items, previous)
+        # a shopper erased while it loaded was forgotten in the previous model only: the fresh
+        # one would serve them personally again until the next artifact
+        missed = self.erased.subjects() - forgotten
+        if missed:
+            self._forget_in_model(fresh.model, missed)
         # Writes run on the event loop too, so from here to the switch nothing interleaves:
         # items accepted while the artifact loaded are carried now, and none after.
         fresh.carry_items(previous)
@@ -409,9 +391,11 @@ class Runtime:
         self.swaps += 1
         log.info("now serving %s from %s", fresh.model.name, fresh.artifact.manifest["created_at"])
 
-    def _load_carrying_items(self, previous: ServingState) -> ServingState:
+    def _load_carrying_items(self, previous: ServingState) -> tuple[ServingState, set[str]]:
+        """The new state, and the erased shoppers it was made to forget."""
         fresh = ServingState.load(self.settings)
         fresh.carry_items(previous)
-        if len(self.erased):  # a model trained before an erasure finished still knows them
-            self._forget_in_model(fresh.model, self.erased.subjects())
-        return fresh
+        erased = self.erased.subjects()
+        if erased:  # a model trained before an erasure finished still knows them
+            self._forget_in_model(fresh.model, erased)
+        return fresh, erased
