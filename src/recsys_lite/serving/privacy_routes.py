@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 
 from fastapi import APIRouter, Request
@@ -50,8 +51,13 @@ def privacy_router(settings: Settings, runtime: Runtime, keys: KeyRing) -> APIRo
         actor = require(keys, request, "privacy")
         eraser = Eraser(settings)
         subject = eraser.subject(path_id(user_id, "user_id"))
+        # the erasure (its announcement to the other processes first) starts before this
+        # process forgets, which holds the event loop for a while, rather than after it
+        erasing = asyncio.get_running_loop().run_in_executor(
+            None, contextvars.copy_context().run, eraser.erase, user_id, actor
+        )
         runtime.forget([subject], int(time.time()))  # unknown here at once
-        erasure = await asyncio.to_thread(eraser.erase, user_id, actor)
+        erasure = await erasing
         return Json({"erased": True, "subject": erasure.subject, "steps": erasure.done})
 
     return router
