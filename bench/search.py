@@ -12,7 +12,12 @@ finds a movie from a damaged title.
    real ``recsys-lite serve``; sequential GET /search over one kept-alive connection (the query
    embedding is part of each request), anonymous and with a known shopper's user_id.
 
-    python bench/search.py [--queries 500] [--requests 1000]
+   Three passes: the shop's query mix (some queries repeat, as shoppers' do, and are answered
+   from the API's query-vector cache), the same with a known shopper's user_id, and queries
+   the server has never seen (every one encoded: the target is judged there).
+
+    python bench/search.py [--queries 500] [--requests 1000] [--skip-quality] [--skip-latency]
+        [--rebuild]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import os
 import random
 import re
@@ -34,7 +40,9 @@ import httpx
 import numpy as np
 
 from _common import (
+    RESULTS,
     ROOT,
+    WORK,
     console,
     empty_work_folder,
     million_event_shop,
@@ -53,11 +61,13 @@ from recsys_lite.search.engine import MODES, SearchRequest, run
 from recsys_lite.search.index import TextIndex
 from recsys_lite.search.text import semantic_text
 from recsys_lite.training import train
+from serving_load import process_cpu_seconds
 
 MOVIES = ROOT.parent / "shared" / "data" / "ml-latest-small" / "movies.csv"
 LATENCY_TARGET_P99_MS = 25.0
 WARMUP = 50
 YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+BUILT = "built.json"  # the latency catalog's training timings, written when it is complete
 
 
 # ----- quality -----------------------------------------------------------------------------
@@ -151,17 +161,23 @@ def quality(count: int) -> dict[str, Any]:
 # ----- latency -----------------------------------------------------------------------------
 
 
-def latency_catalog(folder: Path) -> tuple[Path, Path, dict[str, Any]]:
+def latency_catalog(rebuild: bool) -> tuple[Path, Path, dict[str, Any], bool]:
+    """The store and artifact the server answers from, built once (encoding 20,000 items takes
+    minutes) and reused by later runs unless ``rebuild``; the last value says it was reused."""
+    folder = WORK / "search"
+    db, artifact, built = folder / "store.db", folder / "artifacts" / "current", folder / BUILT
+    if not rebuild and built.is_file() and (artifact / "search.npz").is_file():
+        return artifact, db, json.loads(built.read_text()), True
+    folder = empty_work_folder("search")
     events, items = million_event_shop()
-    db = folder / "store.db"
     ingest(Store(db), events, items, show_progress=False)
-    artifact = folder / "artifacts" / "current"
     console.print("training ALS with its text index (20,000 items to encode)...")
     result = train(
         Store(db), "als", artifact, test_size=0, show_progress=False,
         settings=Settings(db_path=db, search_index="on"),
     )  # fmt: skip
-    return artifact, db, dict(result.timings)
+    built.write_text(json.dumps(result.timings))  # last: a half-built folder is never reused
+    return artifact, db, dict(result.timings), False
 
 
 def free_port() -> int:
@@ -173,7 +189,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(artifact: Path, db: Path, log: Path) -> Iterator[str]:
+def server(artifact: Path, db: Path, log: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = dict(os.environ, LOG_LEVEL="WARNING", RATE_LIMIT_PER_IP="0", SEARCH_INDEX="on")
     command = [
@@ -192,7 +208,7 @@ def server(artifact: Path, db: Path, log: Path) -> Iterator[str]:
                     if httpx.get(f"{url}/search?q=ready", timeout=5).status_code == 200:
                         break
                 time.sleep(0.5)
-            yield url
+            yield url, process.pid
         finally:
             process.terminate()
             try:
@@ -228,10 +244,14 @@ def shop_queries(db: Path, count: int, seed: int = 1) -> list[str]:
     return queries
 
 
-def sequential(client: httpx.Client, queries: list[str], user_ids: list[str]) -> dict[str, Any]:
-    seconds = []
+def sequential(
+    client: httpx.Client, queries: list[str], user_ids: list[str], sent: set[str]
+) -> dict[str, Any]:
+    """Timed requests after WARMUP; ``sent`` (updated) holds every query the server has seen,
+    so the share answered from its query-vector cache is known."""
+    seconds, repeated = [], 0
     for n, query in enumerate(queries):
-        params = {"q": query, "k": 10}
+        params: dict[str, str | int] = {"q": query, "k": 10}
         if user_ids:
             params["user_id"] = user_ids[n % len(user_ids)]
         started = time.perf_counter()
@@ -240,22 +260,51 @@ def sequential(client: httpx.Client, queries: list[str], user_ids: list[str]) ->
         answer.raise_for_status()
         if n >= WARMUP:
             seconds.append(elapsed)
-    return {"requests": len(seconds), "latency_ms": percentiles_ms(seconds)}
+            repeated += query in sent
+        sent.add(query)
+    return {
+        "requests": len(seconds),
+        "latency_ms": percentiles_ms(seconds),
+        "repeated_query_share": round(repeated / max(len(seconds), 1), 3),
+    }
 
 
-def latency(requests: int) -> dict[str, Any]:
-    folder = empty_work_folder("search")
-    artifact, db, timings = latency_catalog(folder)
-    queries = shop_queries(db, requests + WARMUP)
+def fresh_queries(db: Path, count: int, sent: set[str]) -> list[str]:
+    """Shop queries the server has never seen, each once: every one is encoded."""
+    fresh: list[str] = []
+    for query in shop_queries(db, 20 * count, seed=3):
+        if query not in sent and query not in fresh:
+            fresh.append(query)
+        if len(fresh) == count:
+            break
+    return fresh
+
+
+def latency(requests: int, rebuild: bool) -> dict[str, Any]:
+    artifact, db, timings, reused = latency_catalog(rebuild)
     users = Store(db).read_events().column("user_id").unique().to_pylist()[:500]
-    with server(artifact, db, folder / "server.log") as url, httpx.Client(base_url=url) as client:
-        anonymous = sequential(client, queries, [])
-        personal = sequential(client, queries, users)
+    sent: set[str] = set()
+    log = artifact.parent.parent / "server.log"
+    with server(artifact, db, log) as (url, pid), httpx.Client(base_url=url) as client:
+
+        def timed_pass(queries: list[str], user_ids: list[str]) -> dict[str, Any]:
+            # the server's CPU per request hardly depends on how busy the machine is
+            cpu = process_cpu_seconds(pid)
+            result = sequential(client, queries, user_ids, sent)
+            spent = (process_cpu_seconds(pid) - cpu) / len(queries)
+            return result | {"server_cpu_ms_per_request": round(spent * 1000, 3)}
+
+        # the shop's mix repeats some queries (a brand, a common need), as shoppers do
+        anonymous = timed_pass(shop_queries(db, requests + WARMUP, seed=1), [])
+        personal = timed_pass(shop_queries(db, requests + WARMUP, seed=2), users)
+        fresh = timed_pass(fresh_queries(db, requests + WARMUP, sent), [])
     return {
         "catalog": "synthetic 1M-event shop, 20,000 items",
+        "catalog_reused_from_an_earlier_run": reused,
         "training_timings_seconds": timings,
         "anonymous": anonymous,
         "with_user_id": personal,
+        "every_query_new": fresh,
         "target_p99_ms": LATENCY_TARGET_P99_MS,
     }
 
@@ -265,12 +314,29 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500, help="movies sampled for quality")
     parser.add_argument("--requests", type=int, default=1000, help="timed /search requests")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--skip-quality", action="store_true",
+        help="keep the quality section of the last results file (re-encodes nothing)",
+    )  # fmt: skip
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the latency catalog")
     parser.add_argument("--name", default="search")
+    parser.add_argument("--note", default=None, help="recorded in the results (what was run)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load = warn_if_busy()
-    payload: dict[str, Any] = {"load_average_1m_at_start": load}
-    payload["quality"] = quality(args.queries)
+    payload: dict[str, Any] = {"load_average_1m_at_start": load, "note": args.note}
+    if args.skip_quality:
+        source = RESULTS / f"{args.name}.json"
+        previous = json.loads((source if source.is_file() else RESULTS / "search.json").read_text())
+        payload["quality"] = previous["quality"] | {
+            "measured_in_run_of": previous.get("quality", {}).get("measured_in_run_of")
+            or {
+                "finished_at": previous["finished_at"],
+                "load_average_1m_at_start": previous["load_average_1m_at_start"],
+            }
+        }
+    else:
+        payload["quality"] = quality(args.queries)
     recall = payload["quality"]["recall_at_5"]
     console.print(
         table(
@@ -283,15 +349,32 @@ def main() -> None:
     payload["hybrid_at_least_both"] = recall["all"]["hybrid"] >= best_single
     console.print(f"hybrid ≥ lexical and semantic: {verdict(payload['hybrid_at_least_both'])}")
     if not args.skip_latency:
-        payload["latency"] = latency(args.requests)
+        payload["latency"] = latency(args.requests, args.rebuild)
         rows = [
-            [label, *payload["latency"][key]["latency_ms"].values()]
-            for label, key in (("/search", "anonymous"), ("/search?user_id=", "with_user_id"))
-        ]
-        console.print(table("single connection, ms", ["", "p50", "p95", "p99", "mean"], rows))
-        p99 = payload["latency"]["anonymous"]["latency_ms"]["p99"]
+            [
+                label, *payload["latency"][key]["latency_ms"].values(),
+                payload["latency"][key]["repeated_query_share"],
+                payload["latency"][key]["server_cpu_ms_per_request"],
+            ]
+            for label, key in (
+                ("/search", "anonymous"), ("/search?user_id=", "with_user_id"),
+                ("/search, every query new", "every_query_new"),
+            )
+        ]  # fmt: skip
+        console.print(
+            table(
+                "single connection, ms",
+                ["", "p50", "p95", "p99", "mean", "repeated", "server CPU ms"],
+                rows,
+            )
+        )
+        # judged where every query is encoded: repeats answered from the cache prove nothing
+        p99 = payload["latency"]["every_query_new"]["latency_ms"]["p99"]
         payload["latency"]["target_met"] = p99 <= LATENCY_TARGET_P99_MS
-        console.print(f"p99 ≤ {LATENCY_TARGET_P99_MS} ms: {verdict(p99 <= LATENCY_TARGET_P99_MS)}")
+        console.print(
+            f"p99 ≤ {LATENCY_TARGET_P99_MS} ms with every query new:"
+            f" {verdict(p99 <= LATENCY_TARGET_P99_MS)}"
+        )
     write_results(args.name, payload)
 
 

@@ -226,3 +226,20 @@ def test_fuzzing_search_finds_no_server_error_and_no_answer_outside_the_schema(
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-6000:]
     assert "passed" in run.stdout
+
+
+def test_a_repeated_query_reuses_its_vector_and_the_cache_stays_bounded() -> None:
+    import numpy as np
+
+    from recsys_lite.search.embedder import Encoder
+
+    encoder = Encoder(threads=1, cache_size=2)
+    first = encoder.encode_query("strong coffee")
+    assert encoder.encode_query("strong coffee") is first  # no second forward pass
+    for text in ("running shoes", "skin care", "yoga mat"):
+        encoder.encode_query(text)
+    recomputed = encoder.encode_query("strong coffee")  # pushed out by newer queries
+    assert recomputed is not first
+    assert np.array_equal(recomputed, first)  # so the ranking is the same, cached or not
+    with pytest.raises(ValueError):
+        first[0] = 1.0  # one vector serves every request for it: none may change it
