@@ -17,6 +17,7 @@ import recsys_lite.serving.runtime as runtime_module
 from recsys_lite.config import Settings
 from recsys_lite.data.store import Store
 from recsys_lite.data.subjects import load_key, subject_hash
+from recsys_lite.models.forgetting import forget_users
 from recsys_lite.serving.lists import recommend
 from recsys_lite.serving.runtime import Runtime
 from recsys_lite.serving.schemas import RecommendQuery
@@ -43,7 +44,6 @@ def test_a_shopper_erased_while_a_new_artifact_loads_stays_unknown_after_the_swa
     # the load holds where it forgets the earlier shopper in the fresh model: past the point
     # where it read which shoppers are erased
     loading, resume = threading.Event(), threading.Event()
-    forget_users = runtime_module.forget_users
 
     def held(model: Any, users: Any, **options: Any) -> None:
         if threading.current_thread() is not threading.main_thread():
