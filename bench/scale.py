@@ -12,14 +12,17 @@ process of its own (bench/_scale_stages.py), so its peak RSS is its own:
    sequential /recommend latency and wrk throughput for known and unknown users.
 
 The text index for /search is left out of training (SEARCH_INDEX=off): it encodes the catalog's
-titles and does not depend on the events. Measurements accumulate in
-bench/work/scale/measured.json, so sizes and stages can be run apart (Spark at 10M takes long);
-every run writes bench/results/scale.json from all of them, each with its own load average.
+titles and does not depend on the events. Each measurement is kept in
+bench/work/scale/<size>/<stage>.json, so sizes and stages can be run apart (Spark at 10M takes
+long); every run writes bench/results/scale.json from all of them, each with its own load
+average.
 
 Target: at 10M events, ingest + embedded ALS train ≤ 180 s on the two cores, peak RSS ≤ 8 GB.
 
     python bench/scale.py [--sizes 1 3 10] [--stages ingest train-holdout train spark serve]
         [--spark-sizes 1 3] [--serve-size 10] [--duration 20]
+
+`--sizes --stages` (both empty) measures nothing and rewrites the results from the kept files.
 """
 
 from __future__ import annotations
@@ -38,21 +41,30 @@ from _scale_serve import measure_serving
 from _scale_stages import ITEMS, Size, run_stage, shop_files
 
 NAME = "scale"
-MEASURED = WORK / "scale" / "measured.json"
+SCALE = WORK / "scale"
 TARGET_SECONDS = 180.0
 TARGET_RSS_MB = 8 * 1024
 STAGES = ("ingest", "train-holdout", "train", "spark", "serve")
 
 
 def load_measured() -> dict[str, dict[str, Any]]:
-    return json.loads(MEASURED.read_text()) if MEASURED.is_file() else {}
+    """Every stage measured so far, by size label and stage (one file each, so runs of
+    different stages can go on side by side)."""
+    measured: dict[str, dict[str, Any]] = {}
+    for millions in sorted(int(p.name.removesuffix("M")) for p in SCALE.glob("*M")):
+        label = f"{millions}M"
+        for stage in STAGES:
+            path = SCALE / label / f"{stage}.json"
+            if path.is_file():
+                measured.setdefault(label, {})[stage] = json.loads(path.read_text())
+    return measured
 
 
 def record(measured: dict[str, dict[str, Any]], size: Size, stage: str, result: Any) -> None:
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     measured.setdefault(size.label, {})[stage] = result
-    MEASURED.parent.mkdir(parents=True, exist_ok=True)
-    MEASURED.write_text(json.dumps(measured, indent=2) + "\n")
+    size.folder.mkdir(parents=True, exist_ok=True)
+    (size.folder / f"{stage}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 def run_size(
@@ -144,8 +156,8 @@ def sizes(label: str) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 3, 10], help="M events")
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1, 3, 10], help="M events")
+    parser.add_argument("--stages", nargs="*", choices=STAGES, default=list(STAGES))
     parser.add_argument("--spark-sizes", type=int, nargs="*", default=[1, 3])
     parser.add_argument("--serve-size", type=int, default=10)
     parser.add_argument("--duration", type=int, default=20, help="seconds of wrk per user kind")
