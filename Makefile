@@ -73,12 +73,14 @@ bench: $(STAMP)
 	$(PY) bench/index_recall.py
 	$(PY) bench/vector_store.py
 	$(PY) bench/serving_load.py
+	$(PY) bench/serving_during_training.py
 	$(PY) bench/online_latency.py
 	$(PY) bench/train_times.py
 	$(PY) bench/tune.py
 	$(PY) bench/quality.py --tune als ease --tune-trials 20
 	$(PY) bench/quality.py --split leave-last --name quality_leave_last
 	$(PY) bench/search.py
+	$(PY) bench/search_parts.py
 	$(PY) bench/erasure.py
 	$(PY) bench/ab_simulation.py
 	$(PY) bench/spark_als.py
