@@ -20,6 +20,11 @@ Target: the ratio drops by no more than 5% with keys, limits and rate limiting o
 passes the same guards as /recommend, so a fixed cost per request hardly moves the ratio; the
 server's CPU time per request of each endpoint (from /proc) is reported beside it.
 
+``--ablation`` measures the guards alone: one tree (``--new-src``) served with no key, no rate
+limit and the guard middleware bypassed by the launcher ("off"), against the same tree with the
+key and the rate limiter on ("on"); everything else in the request path is the same code.
+
+    python bench/serving_guards_ab.py --ablation [--new-src SRC] --name serving_guards_ablation
     python bench/serving_guards_ab.py --old-src /work/serving_old/src [--new-src SRC]
         [--pairs 2] [--rounds 5] [--duration 10] [--name serving_guards_ab]
 """
@@ -69,17 +74,29 @@ NAME = "serving_guards_ab"
 MAX_DROP = 0.05
 WARMUP = 300
 SOURCE_MARKER = "SERVED-FROM "
+GUARDS_OFF_ENV = "RECSYS_BENCH_GUARDS_OFF"
 
 # The entry point's own code (recsys_lite.cli's app), after one line naming what was imported:
 # the venv's recsys-lite script would import the editable install, i.e. always this tree.
 LAUNCHER = f"""
 import sys
+GUARDS_OFF_ENV = {GUARDS_OFF_ENV!r}
 import recsys_lite
 from recsys_lite.config import get_settings
 settings = get_settings()
 print({SOURCE_MARKER!r} + recsys_lite.__file__ + " rate_limit_per_ip="
       + str(getattr(settings, "rate_limit_per_ip", None)) + " admin_key="
       + str(bool(getattr(settings, "admin_api_key", None))), flush=True)
+import os
+if os.environ.get(GUARDS_OFF_ENV) == "1":
+    # the ablation's "off" server: the guard middleware hands every request straight on
+    from recsys_lite.serving import guards
+
+    async def pass_through(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+    guards.GuardMiddleware.__call__ = pass_through
+    print({SOURCE_MARKER!r} + "guards=off", flush=True)
 from recsys_lite.cli import app
 sys.argv[0] = "recsys-lite"
 app()
@@ -117,7 +134,7 @@ def fresh_copy(artifact: Path, db: Path, folder: Path) -> tuple[Path, Path]:
 
 @contextlib.contextmanager
 def tree_server(
-    src: Path, artifact: Path, db: Path, port: int, log: Path
+    src: Path, artifact: Path, db: Path, port: int, log: Path, guards_off: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(
         os.environ,
@@ -126,6 +143,9 @@ def tree_server(
         RATE_LIMIT_PER_IP="1000000",
         PYTHONPATH=str(src),
     )
+    if guards_off:  # no key, no limit, and the middleware itself bypassed (LAUNCHER)
+        env.pop("ADMIN_API_KEY")
+        env.update(RATE_LIMIT_PER_IP="0", **{GUARDS_OFF_ENV: "1"})
     command = [sys.executable, "-c", LAUNCHER, "serve", "--model-dir", str(artifact)]
     command += ["--db", str(db), "--port", str(port)]
     with log.open("wb") as log_file:
@@ -140,10 +160,12 @@ def tree_server(
 
 
 def served_from(log: Path) -> str:
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith(SOURCE_MARKER):
-            return line[len(SOURCE_MARKER) :]
-    return "unknown"
+    found = [
+        line[len(SOURCE_MARKER) :]
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith(SOURCE_MARKER)
+    ]
+    return " ".join(found) or "unknown"
 
 
 def one_run(
@@ -167,7 +189,7 @@ def one_run(
     log = folder / "server.log"
     loaded: list[dict[str, Any]] = []
     loads: list[float] = []
-    with tree_server(src, artifact, db, port, log) as server:
+    with tree_server(src, artifact, db, port, log, guards_off=tree == "off") as server:
         with httpx.Client(base_url=base, timeout=10) as client:
             profile_status = client.get("/users/x/profile").status_code
             for path in warm_paths:
@@ -224,8 +246,12 @@ def one_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old-src", type=Path, help="src/ of the version before keys and limits")
     parser.add_argument(
-        "--old-src", type=Path, required=True, help="src/ of the version before keys and limits"
+        "--ablation",
+        action="store_true",
+        help="one tree (--new-src) with its guards off (no key, no limit, the middleware"
+        " bypassed) against on, instead of an old tree against a new one",
     )
     parser.add_argument(
         "--new-src",
@@ -244,7 +270,13 @@ def main() -> None:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
-    trees = {"old": args.old_src.resolve(), "new": args.new_src.resolve()}
+    if args.ablation:
+        trees = {"off": args.new_src.resolve(), "on": args.new_src.resolve()}
+    elif args.old_src is None:
+        raise SystemExit("--old-src is needed unless --ablation")
+    else:
+        trees = {"old": args.old_src.resolve(), "new": args.new_src.resolve()}
+    base_tree, tested_tree = trees
     for src in trees.values():
         if not (src / "recsys_lite" / "cli.py").is_file():
             raise SystemExit(f"{src} holds no recsys_lite package")
@@ -264,7 +296,7 @@ def main() -> None:
     warm_paths = [f"/recommend?k=10&user_id={u}" for u in rng.choice(known_users, size=WARMUP)]
 
     runs: list[dict[str, Any]] = []
-    order = ["old", "new"] * args.pairs
+    order = [base_tree, tested_tree] * args.pairs
     for number, tree in enumerate(order, start=1):
         runs.append(
             one_run(
@@ -283,17 +315,23 @@ def main() -> None:
 
     # each server must be the tree it stands for: imported from its src, and the profile route
     # (added with keys and limits) absent on the old one and behind a key on the new one
+    # (in the ablation: the same tree, with the guards bypassed on exactly the "off" server)
+    expected_profile = {"old": 404, "new": 401, "on": 401}
     checks = {
         tree: all(
             run["served_from"].startswith(str(trees[tree]))
-            and run["profile_route_status"] == (404 if tree == "old" else 401)
+            and run["profile_route_status"]
+            == expected_profile.get(tree, run["profile_route_status"])
+            and run["served_from"].endswith("guards=off") == (tree == "off")
             for run in runs
             if run["tree"] == tree
         )
         for tree in trees
     }
     limiter_on = all(
-        "rate_limit_per_ip=1000000.0" in run["served_from"] for run in runs if run["tree"] == "new"
+        "rate_limit_per_ip=1000000.0" in run["served_from"]
+        for run in runs
+        if run["tree"] == tested_tree
     )
 
     console.print(
@@ -349,15 +387,16 @@ def main() -> None:
                 for path in ("health", "recommend")
             },
         }
-    old, new = per_tree["old"]["ratio"], per_tree["new"]["ratio"]
+    old, new = per_tree[base_tree]["ratio"], per_tree[tested_tree]["ratio"]
     change = new / old - 1
     met = change >= -MAX_DROP
-    spread = max(per_tree["old"]["spread"], per_tree["new"]["spread"])
+    spread = max(per_tree[base_tree]["spread"], per_tree[tested_tree]["spread"])
     within_noise = abs(new - old) < spread
     during = [r["load_average_1m_during"]["mean"] for r in runs]
     console.print(
         table(
-            "keys, limits and rate limiting: the throughput ratio, old against new",
+            f"keys, limits and rate limiting: the throughput ratio, {base_tree} against"
+            f" {tested_tree}",
             [
                 "tree",
                 "run medians",
@@ -391,8 +430,15 @@ def main() -> None:
         args.name,
         {
             "what": "/recommend requests/s ÷ /health requests/s of the same server, median over"
-            " interleaved wrk rounds; old = the version before keys and limits, new = --new-src"
-            " with ADMIN_API_KEY set and RATE_LIMIT_PER_IP=1000000",
+            " interleaved wrk rounds; "
+            + (
+                "off = --new-src with no key, RATE_LIMIT_PER_IP=0 and the guard middleware"
+                " bypassed, on = the same tree with ADMIN_API_KEY set and"
+                " RATE_LIMIT_PER_IP=1000000"
+                if args.ablation
+                else "old = the version before keys and limits, new = --new-src with"
+                " ADMIN_API_KEY set and RATE_LIMIT_PER_IP=1000000"
+            ),
             "catalog": {"artifact": catalog.artifact.resolve().name, "db": "store.db (copied)"},
             "order": order,
             "wrk_rounds": args.rounds,
