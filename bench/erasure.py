@@ -9,7 +9,9 @@ a) Erasure in a running API: the 1M-event shop in a DuckDB file, its ALS artifac
    shopper on that same connection. The erasure is effective when both processes have answered
    with the popular fallback; the time from sending the DELETE to that moment is reported
    (p50, p99), and so is the whole erasure (store rows and file rebuild, inbox and watched
-   files, the model forgotten and republished), from the DELETE's answer.
+   files, the model forgotten and republished), from the DELETE's answer. Each DELETE is sent
+   as soon as the previous one answered, so it meets two processes loading the model version
+   the previous erasure published; with --settle, once both serve it.
 b) The cost of each model's forgetting (models/forgetting.py): ``forget_users`` of one shopper,
    timed over --forget-users shoppers, without relearning (what an API process does at once)
    and with it (what the erasure publishes), on each model fitted at the size stated in the table
@@ -20,7 +22,7 @@ b) The cost of each model's forgetting (models/forgetting.py): ``forget_users`` 
 Targets: effective in the running API p99 ≤ 1 s; the whole erasure ≤ 10 s.
 
     python bench/erasure.py [--erasures 20] [--forget-users 5] [--skip-api] [--skip-models]
-        [--models NAME ...]
+        [--models NAME ...] [--settle] [--name erasure]
 """
 
 from __future__ import annotations
@@ -157,7 +159,26 @@ def sources_by_process(url: str, user: str, processes: int = 2) -> dict[str, str
     return seen
 
 
-def erase_in_running_api(folder: Path, erasures: int) -> dict[str, Any]:
+def swaps_of_process(url: str) -> tuple[str, int]:
+    """(process id, artifacts it has swapped in) over one fresh connection."""
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+        pid = client.get("/live").headers["x-process-id"]
+        return pid, int(client.get("/status").json()["online"]["swaps"])
+
+
+def wait_for_swaps(url: str, count: int, processes: int = 2) -> None:
+    """Until every process serves the version the last erasure published."""
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + POLL_DEADLINE_S
+    while len(seen) < processes or min(seen.values()) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the published versions were not all swapped in: {seen}")
+        pid, swaps = swaps_of_process(url)
+        seen[pid] = swaps
+        time.sleep(0.1)
+
+
+def erase_in_running_api(folder: Path, erasures: int, settle: bool) -> dict[str, Any]:
     db, model_dir = prepared_shop(folder)
     users = shoppers(million_event_shop()[0], erasures)
     effective: list[float] = []
@@ -209,9 +230,14 @@ def erase_in_running_api(folder: Path, erasures: int) -> dict[str, Any]:
                 f"erasure {n}/{len(users)}: effective in {effective[-1]:.3f} s,"
                 f" whole erasure {whole[-1]:.2f} s"
             )
+            if settle:
+                wait_for_swaps(url, n)
     return {
         "erasures": len(users),
         "api_processes": 2,
+        # False: each DELETE as soon as the previous one answered, while both processes load
+        # the version it published; True: once both serve it
+        "settled_between_erasures": settle,
         "effective_ms": percentiles_ms(effective),
         "first_process_ms": percentiles_ms(first),
         "whole_erasure_ms": percentiles_ms(whole),
@@ -288,6 +314,11 @@ def main() -> None:
     parser.add_argument("--erasures", type=int, default=20)
     parser.add_argument("--forget-users", type=int, default=5)
     parser.add_argument("--skip-api", action="store_true")
+    parser.add_argument(
+        "--settle", action="store_true",
+        help="send each DELETE once both processes serve the version the previous one published",
+    )  # fmt: skip
+    parser.add_argument("--name", default="erasure", help="results file (bench/results/NAME.json)")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument(
         "--models", nargs="*", help="time only these models' forgetting (others keep theirs)"
@@ -295,14 +326,14 @@ def main() -> None:
     args = parser.parse_args()
     load = warn_if_busy()
     # a part skipped keeps its figures from the last run
-    previous = RESULTS / "erasure.json"
+    previous = RESULTS / f"{args.name}.json"
     kept = json.loads(previous.read_text()) if previous.is_file() else {}
     payload: dict[str, Any] = {key: kept[key] for key in ("api", "forgetting") if key in kept}
     payload["load_average_1m_at_start"] = load
     if not args.skip_api:
-        api = erase_in_running_api(WORK / "erasure" / "run", args.erasures)
+        api = erase_in_running_api(WORK / "erasure" / "run", args.erasures, args.settle)
         payload["api"] = {**api, "load_average_1m_at_start": load}
-        write_results("erasure", payload)
+        write_results(args.name, payload)
         effective, whole, request = (
             api["effective_ms"],
             api["whole_erasure_ms"],
@@ -338,7 +369,7 @@ def main() -> None:
             "+ relearn p50 ms", "+ relearn p99 ms",
         ]  # fmt: skip
         console.print(table("forget_users of one shopper, per model", columns, rows))
-    write_results("erasure", payload)
+    write_results(args.name, payload)
 
 
 if __name__ == "__main__":
