@@ -30,6 +30,7 @@ from typing import Any
 from _common import WORK, console
 
 MARKER = "SCALEJSON "
+TICKS = os.sysconf("SC_CLK_TCK")
 ITEMS = 100_000
 EVENTS_PER_USER = 10  # users grow with events: 1M users at 10M events
 SEED = 11
@@ -88,6 +89,15 @@ def _children_of() -> dict[int, list[int]]:
     return children
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def _status_kb(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -102,13 +112,16 @@ class TreeRss:
     """Peak of the summed RSS of a process and its descendants, sampled from /proc.
 
     Sampling misses a peak shorter than the interval; the stage's own ``ru_maxrss`` (exact, for
-    its Python process) and each process's VmHWM seen are kept as well.
+    its Python process) and each process's VmHWM seen are kept as well, and each process's CPU
+    time at its last sample (a JVM's CPU time is nowhere else: ``RUSAGE_CHILDREN`` counts only
+    the children a process waited for).
     """
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.pid, self.interval = pid, interval
         self.peak_kb = 0
         self.hwm_kb: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -135,6 +148,11 @@ class TreeRss:
         self.peak_kb = max(self.peak_kb, sum(_status_kb(p, "VmRSS") for p in tree))
         for pid in tree:
             self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), _status_kb(pid, "VmHWM"))
+            self.cpu[pid] = max(self.cpu.get(pid, 0.0), _cpu_seconds(pid))
+
+    @property
+    def cpu_seconds(self) -> float:
+        return round(sum(self.cpu.values()), 2)
 
     @property
     def peak_mb(self) -> float:
@@ -166,6 +184,8 @@ def run_stage(stage: str, *args: str, log: Path) -> dict[str, Any]:
             "process_wall_seconds": round(wall, 2),  # including interpreter start and imports
             "tree_peak_rss_mb": tree.peak_mb,
             "largest_process_hwm_mb": round(max(tree.hwm_kb.values(), default=0) / 1024, 1),
+            # up to the last sample of each process: a lower bound
+            "tree_cpu_seconds": tree.cpu_seconds,
             "load_average_1m_before": load_before,
             "load_average_1m_after": round(os.getloadavg()[0], 2),
         }

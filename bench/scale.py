@@ -100,7 +100,7 @@ def stage_rows(measured: dict[str, dict[str, Any]]) -> list[list[Any]]:
             if r is None:
                 continue
             rows.append([
-                f"{label} {stage}", r["seconds"], r["cpu_seconds"], peak_mb(r),
+                f"{label} {stage}", r["seconds"], cpu_seconds(r), peak_mb(r),
                 f"{r['load_average_1m_before']:.1f}",
             ])  # fmt: skip
     return rows
@@ -109,6 +109,13 @@ def stage_rows(measured: dict[str, dict[str, Any]]) -> list[list[Any]]:
 def peak_mb(result: dict[str, Any]) -> float:
     """The larger of the child's exact ``ru_maxrss`` and its process tree's sampled sum."""
     return float(max(result["own_peak_rss_mb"], result["tree_peak_rss_mb"]))
+
+
+def cpu_seconds(result: dict[str, Any]) -> float:
+    """CPU time of the stage's process tree; NaN for a Spark stage measured without its JVM's."""
+    if "tree_cpu_seconds" in result:
+        return float(max(result["cpu_seconds"], result["tree_cpu_seconds"]))
+    return float("nan") if result.get("engine") == "spark" else float(result["cpu_seconds"])
 
 
 def growth(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -120,7 +127,7 @@ def growth(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
             a, b = small[stage], large[stage]
             out[stage] = {
                 "seconds": round(b["seconds"] / a["seconds"], 2),
-                "cpu_seconds": round(b["cpu_seconds"] / a["cpu_seconds"], 2),
+                "cpu_seconds": round(cpu_seconds(b) / cpu_seconds(a), 2),
                 "peak_rss": round(peak_mb(b) / peak_mb(a), 2),
             }
     return out
@@ -135,7 +142,7 @@ def targets(measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if stage not in at:
             continue
         seconds = at["ingest"]["seconds"] + at[stage]["seconds"]
-        cpu = at["ingest"]["cpu_seconds"] + at[stage]["cpu_seconds"]
+        cpu = cpu_seconds(at["ingest"]) + cpu_seconds(at[stage])
         rss = max(peak_mb(at["ingest"]), peak_mb(at[stage]))
         out[stage] = {
             "ingest_plus_train_seconds": round(seconds, 2),

@@ -1,4 +1,4 @@
-"""The scale benchmark's memory figure counts a stage's grandchildren (Spark's JVM is one)."""
+"""The scale benchmark's memory and CPU figures count a stage's children (Spark's JVM is one)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,4 @@ def test_tree_peak_sums_a_process_and_its_children() -> None:
     # both hold their pages at once for over a second: the sum shows, not the larger one
     assert tree.peak_mb >= 340, tree.peak_mb
     assert tree.peak_mb < 600, tree.peak_mb
+    assert tree.cpu_seconds > 0  # both processes' CPU, read while they ran
