@@ -14,7 +14,7 @@ from recsys_lite.data.idmap import IdMap
 from recsys_lite.data.store import ITEM_FIELDS, Store
 from recsys_lite.data.validation import SET_FIELDS
 from recsys_lite.errors import EmptyDataError
-from recsys_lite.ranking.filters import ItemFilter
+from recsys_lite.ranking.filters import MAX_CACHED_MASKS, ItemFilter, eligible_mask
 
 log = logging.getLogger(__name__)
 RESPONSE_FIELDS = ("title", "category", "brand", "price", "img_url")
@@ -24,9 +24,6 @@ _TYPES = {"price": pa.float64(), "available": pa.bool_()}
 ITEM_SCHEMA = pa.schema(
     [("item_id", pa.string())] + [(name, _TYPES.get(name, pa.string())) for name in ITEM_FIELDS]
 )
-# Masks cached per (field, value): only values the catalog has, and at most this many, so
-# memory stays bounded whatever clients send.
-MAX_CACHED_MASKS = 4_096
 
 
 def _column(name: str, values: list[Any]) -> np.ndarray:
@@ -168,27 +165,10 @@ class Catalog:
         single = _single_value(item_filter)
         if single is not None and self._all_available:  # a category page: its cached mask
             return self._value_mask(*single)
-        result = self._fields["available"].copy()
-        if item_filter.categories:
-            result &= self._any_of("category", item_filter.categories)
-        if item_filter.brands:
-            result &= self._any_of("brand", item_filter.brands)
-        if item_filter.exclude_categories:
-            result &= ~self._any_of("category", item_filter.exclude_categories)
-        if item_filter.exclude_brands:
-            result &= ~self._any_of("brand", item_filter.exclude_brands)
-        if item_filter.has_price:
-            price = self._fields["price"]
-            with np.errstate(invalid="ignore"):
-                if item_filter.min_price is not None:
-                    result &= price >= item_filter.min_price
-                if item_filter.max_price is not None:
-                    result &= price <= item_filter.max_price
-        for item_id in item_filter.exclude_ids:
-            index = self._item_map.get(item_id)
-            if index is not None and index < len(result):
-                result[index] = False
-        return result
+        return eligible_mask(
+            item_filter, self._fields["available"], self._any_of, self._fields["price"],
+            self._item_map.get,
+        )  # fmt: skip
 
     def mask(self, category: str | None = None, brand: str | None = None) -> np.ndarray | None:
         """Items allowed by one category and one brand (None when there is no filter)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -13,13 +13,12 @@ from pydantic import (
     Tag,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.data.validation import MAX_POSITION, MAX_RECOMMENDATION_ID_LENGTH
 from recsys_lite.ranking.explain import MAX_EXPLAIN_TOP_K
-from recsys_lite.ranking.filters import MAX_FILTER_VALUES, NO_FILTER, ItemFilter, split_values
+from recsys_lite.ranking.filters import FilterParams
 
 MAX_BATCH = 10_000
 MAX_TEXT_LENGTH = 10_000
@@ -31,33 +30,20 @@ ExternalId = Annotated[
 # In a body, ids are checked with the file rules instead (row-level messages for a batch).
 BodyId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
-# Comma-separated filter values. Five of them at this length, with an id, still fit the
-# server's 16 KB request line even percent-encoded at 12 bytes a character (longer ones were
-# refused by the HTTP layer as a 400 without the error body).
-MAX_FILTER_TEXT = 180
-ValueList = Annotated[str | None, Field(max_length=MAX_FILTER_TEXT)]
 # relevance only (see bench/diversity.py and the README for why)
 DEFAULT_DIVERSITY_LAMBDA = 1.0
 MAX_RECOMMENDATIONS_CAP = 1_000
 
 
-class ListQuery(BaseModel):
-    """Query parameters shared by the endpoints that answer a list of items.
+class ListQuery(FilterParams):
+    """Query parameters shared by the endpoints that answer a list of items: the filter's
+    (``FilterParams``, the same for /search) and these.
 
     The upper bound of ``k`` is a setting, so it comes in the validation context (``max_k``).
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
     k: int = Field(10, ge=1, description="number of items")
     use_faiss: bool = Field(True, description="search the Faiss index (false: exact search)")
-    category: ValueList = Field(None, description="only these categories (comma-separated)")
-    brand: ValueList = Field(None, description="only these brands (comma-separated)")
-    exclude_categories: ValueList = Field(None, description="never these categories")
-    exclude_brands: ValueList = Field(None, description="never these brands")
-    exclude_ids: ValueList = Field(None, description="never these item ids")
-    min_price: float | None = Field(None, ge=0, allow_inf_nan=False, description="price at least")
-    max_price: float | None = Field(None, ge=0, allow_inf_nan=False, description="price at most")
     diversity_lambda: float = Field(
         DEFAULT_DIVERSITY_LAMBDA, ge=0, le=1,
         description="MMR trade-off: 1 = relevance only, lower = more varied lists",
@@ -73,54 +59,6 @@ class ListQuery(BaseModel):
         if limit is not None and k > limit:
             raise ValueError(f"at most {limit} items per request (MAX_RECOMMENDATIONS)")
         return k
-
-    @field_validator("category", "brand", "exclude_categories", "exclude_brands", "exclude_ids")
-    @classmethod
-    def _few_values(cls, text: str | None) -> str | None:
-        if text is not None and len(split_values(text)) > MAX_FILTER_VALUES:
-            raise ValueError(f"at most {MAX_FILTER_VALUES} comma-separated values")
-        return text
-
-    @field_validator("exclude_ids")
-    @classmethod
-    def _valid_ids(cls, text: str | None) -> str | None:
-        if text is not None:
-            for item_id in split_values(text):
-                normalise_id(item_id)  # the one id rule: a bad id is refused, not ignored
-        return text
-
-    @model_validator(mode="after")
-    def _price_range(self) -> Self:
-        low, high = self.min_price, self.max_price
-        if low is not None and high is not None and low > high:
-            raise ValueError("min_price is above max_price")
-        return self
-
-    def item_filter(self) -> ItemFilter:
-        """The request's filter, ids normalised by the one id rule."""
-        if self._unfiltered:
-            return NO_FILTER  # the common request: nothing to split or compare
-        return ItemFilter(
-            categories=split_values(self.category),
-            brands=split_values(self.brand),
-            exclude_categories=split_values(self.exclude_categories),
-            exclude_brands=split_values(self.exclude_brands),
-            exclude_ids=tuple(normalise_id(i) for i in split_values(self.exclude_ids)),
-            min_price=self.min_price,
-            max_price=self.max_price,
-        )
-
-    @property
-    def _unfiltered(self) -> bool:
-        return (
-            self.category is None
-            and self.brand is None
-            and self.exclude_categories is None
-            and self.exclude_brands is None
-            and self.exclude_ids is None
-            and self.min_price is None
-            and self.max_price is None
-        )
 
     @property
     def diversifies(self) -> bool:
