@@ -69,6 +69,10 @@ def results(body: dict[str, object]) -> list[dict[str, object]]:
     return found
 
 
+def price(hit: dict[str, object]) -> float:
+    return float(str(hit["price"]))
+
+
 def test_a_product_code_finds_its_item_first(
     search_url: str, catalog: list[dict[str, object]]
 ) -> None:
@@ -108,6 +112,65 @@ def test_filters_restrict_the_results(search_url: str) -> None:
     assert results(search(search_url, q="compact", category="No such category")) == []
 
 
+def test_the_filters_of_recommend_narrow_search_results_and_keep_k_hits(
+    search_url: str, catalog: list[dict[str, object]]
+) -> None:
+    unfiltered = results(search(search_url, q="compact", k=40))
+    assert len(unfiltered) == 40
+    categories = sorted({str(hit["category"]) for hit in unfiltered})
+    brands = sorted({str(hit["brand"]) for hit in unfiltered})
+    prices = sorted(price(hit) for hit in unfiltered)
+    low, high = prices[10], prices[30]
+
+    def found(**filters: object) -> list[dict[str, object]]:
+        hits = results(search(search_url, q="compact", k=10, **filters))
+        assert len(hits) == 10, filters  # "compact" matches far more than 10 of each
+        return hits
+
+    assert {hit["brand"] for hit in found(brand=",".join(brands[:2]))} <= set(brands[:2])
+    excluded = categories[:2]
+    hits = found(exclude_categories=",".join(excluded))
+    assert not {hit["category"] for hit in hits} & set(excluded)
+    hits = found(exclude_brands=brands[0])
+    assert all(hit["brand"] != brands[0] for hit in hits)
+    # the ten best hits excluded: ten others take their places
+    best = [str(hit["item_id"]) for hit in unfiltered[:10]]
+    assert not {hit["item_id"] for hit in found(exclude_ids=",".join(best))} & set(best)
+    hits = found(min_price=low, max_price=high)
+    assert all(low <= price(hit) <= high for hit in hits)
+    assert all(price(hit) >= high for hit in found(min_price=high))
+    # all together: as many hits as eligible items, up to k (the semantic ranking holds all)
+    rows = [row for row in catalog if row["category"] == categories[0]]
+    brand = str(rows[0]["brand"])
+    cheap = sorted(price(row) for row in rows)[len(rows) // 3]
+    eligible = {
+        str(row["item_id"]) for row in rows
+        if row["brand"] != brand and price(row) <= cheap and row.get("available") is not False
+    }  # fmt: skip
+    hits = results(
+        search(search_url, q="compact", k=10, category=categories[0], exclude_brands=brand,
+               max_price=cheap)
+    )  # fmt: skip
+    assert eligible and len(hits) == min(10, len(eligible))
+    assert {hit["item_id"] for hit in hits} <= eligible
+
+
+def test_bad_filter_values_are_refused_with_422_and_the_one_error_body(search_url: str) -> None:
+    for params in (
+        {"min_price": "5", "max_price": "4"},
+        {"min_price": "-1"},
+        {"max_price": "nan"},
+        {"exclude_ids": "I1,bad\x00id"},
+        {"exclude_brands": ",".join(f"{n:02d}" for n in range(51))},  # 51 values, 152 chars
+        {"category": "x" * 181},
+    ):
+        answer = httpx.get(f"{search_url}/search", params={"q": "pan", **params}, timeout=10)
+        assert answer.status_code == 422, params
+        body = answer.json()
+        assert set(body) == {"error", "message", "details"}, body
+        assert body["error"] == "invalid_input"
+
+
 def test_a_shoppers_history_reorders_an_ambiguous_query(
     search_url: str, search_shop: tuple[Path, Path], catalog: list[dict[str, object]]
 ) -> None:
@@ -141,12 +204,16 @@ def test_the_command_line_answers_as_the_api(
 ) -> None:
     model_dir, db = search_shop
     assert (model_dir / SEARCH_FILE).is_file()
-    query = {"q": "compact planter", "k": 5, "category": "Garden"}
+    query = {"q": "compact planter", "k": 5, "category": "Garden", "max_price": 60}
     api = search(search_url, **query)
+    assert len(results(api)) == 5
+    excluded = str(results(api)[0]["item_id"])
+    api = search(search_url, **query, exclude_ids=excluded)
     command = subprocess.run(
         [
             sys.executable, "-m", "recsys_lite.cli", "search", "compact planter", "--k", "5",
-            "--category", "Garden", "--model-dir", str(model_dir), "--db", str(db),
+            "--category", "Garden", "--max-price", "60", "--exclude-ids", excluded,
+            "--model-dir", str(model_dir), "--db", str(db),
         ],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip

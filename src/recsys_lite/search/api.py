@@ -5,33 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
+from recsys_lite.ranking.filters import FilterParams
 from recsys_lite.search.engine import MODES, Mode, SearchRequest
 
 MAX_QUERY_LENGTH = 500  # a shopper's query, not a document: longer texts only cost encoding
-MAX_FILTER_VALUES = 50
 
 
-def split_values(text: str | None) -> tuple[str, ...]:
-    """``"a, b,,a"`` → ``("a", "b")``, as the other list endpoints read their filters."""
-    if text is None:
-        return ()
-    values = dict.fromkeys(part.strip() for part in text.split(","))
-    values.pop("", None)
-    return tuple(values)
-
-
-class SearchQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class SearchQuery(FilterParams):
+    """The query, and the filter parameters of /recommend (the same names, bounds and
+    descriptions)."""
 
     q: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH)] = Field(
         description="what the shopper typed: words, a product code, a brand"
     )
     k: int = Field(10, ge=1, description="number of items")
-    category: str | None = Field(None, description="only these categories (comma-separated)")
-    brand: str | None = Field(None, description="only these brands (comma-separated)")
     user_id: str | None = Field(
         None, max_length=MAX_ID_LENGTH, description="a shopper: results lean to their taste"
     )
@@ -52,13 +42,6 @@ class SearchQuery(BaseModel):
             raise ValueError(f"at most {limit} items per request (MAX_RECOMMENDATIONS)")
         return k
 
-    @field_validator("category", "brand")
-    @classmethod
-    def _few_values(cls, text: str | None) -> str | None:
-        if text is not None and len(split_values(text)) > MAX_FILTER_VALUES:
-            raise ValueError(f"at most {MAX_FILTER_VALUES} comma-separated values")
-        return text
-
     @field_validator("user_id")
     @classmethod
     def _valid_id(cls, user_id: str | None) -> str | None:
@@ -67,12 +50,9 @@ class SearchQuery(BaseModel):
     def request(
         self, taste_items: list[str] | None = None, taste_weights: list[float] | None = None
     ) -> SearchRequest:
-        # the shared filter object of /recommend takes the place of these two fields when
-        # search adopts price bounds and exclusions
         return SearchRequest(
-            query=self.q, k=self.k, mode=self.mode, categories=split_values(self.category),
-            brands=split_values(self.brand), taste_items=taste_items or (),
-            taste_weights=taste_weights or (),
+            query=self.q, k=self.k, mode=self.mode, item_filter=self.item_filter(),
+            taste_items=taste_items or (), taste_weights=taste_weights or (),
         )  # fmt: skip
 
 
@@ -120,6 +100,7 @@ def openapi_parameters(max_k: int) -> dict[str, Any]:
                 "description": field.pop("description", ""), "schema": field,
             }
         )  # fmt: skip
+    parameters.sort(key=lambda parameter: not parameter["required"])  # q first
     return {"parameters": parameters}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -12,22 +12,31 @@ from rich.markup import escape
 
 from recsys_lite.config import get_settings
 from recsys_lite.errors import InvalidInputError, RecsysError
+from recsys_lite.ranking.filters import FilterParams
 from recsys_lite.search.engine import MODES
 
 console = Console(stderr=True)
 
 
+def _help(name: str) -> str:
+    """The API's description of a filter parameter: one wording for both."""
+    return FilterParams.model_fields[name].description or ""
+
+
+def _values(name: str) -> Any:
+    return typer.Option(f"--{name.replace('_', '-')}", help=_help(name))
+
+
 def search(
     query: Annotated[str, typer.Argument(help="what a shopper would type")],
     k: Annotated[int, typer.Option("--k", min=1, help="number of items")] = 10,
-    category: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--category", help="only these categories (comma-separated)"),
-    ] = None,
-    brand: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--brand", help="only these brands (comma-separated)"),
-    ] = None,
+    category: Annotated[Optional[str], _values("category")] = None,  # noqa: UP045
+    brand: Annotated[Optional[str], _values("brand")] = None,  # noqa: UP045
+    exclude_categories: Annotated[Optional[str], _values("exclude_categories")] = None,  # noqa: UP045
+    exclude_brands: Annotated[Optional[str], _values("exclude_brands")] = None,  # noqa: UP045
+    exclude_ids: Annotated[Optional[str], _values("exclude_ids")] = None,  # noqa: UP045
+    min_price: Annotated[Optional[float], _values("min_price")] = None,  # noqa: UP045
+    max_price: Annotated[Optional[float], _values("max_price")] = None,  # noqa: UP045
     user_id: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option("--user-id", help="lean to this shopper's taste (their trained history)"),
@@ -56,11 +65,15 @@ def search(
     settings = get_settings()
     try:
         try:
+            given = {
+                "q": query, "k": k, "category": category, "brand": brand,
+                "exclude_categories": exclude_categories, "exclude_brands": exclude_brands,
+                "exclude_ids": exclude_ids, "min_price": min_price, "max_price": max_price,
+                "user_id": user_id, "mode": mode,
+            }  # fmt: skip
             parsed = SearchQuery.model_validate(
-                {"q": query, "k": k, "category": category, "brand": brand, "user_id": user_id,
-                 "mode": mode},
-                context={"max_k": settings.max_recommendations},
-            )  # fmt: skip
+                given, context={"max_k": settings.max_recommendations}
+            )
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()

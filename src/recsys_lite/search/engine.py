@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import orjson
 
+from recsys_lite.ranking.filters import NO_FILTER, ItemFilter
+
 if TYPE_CHECKING:  # importing bm25s and torch takes seconds; the API loads them in a thread
     from recsys_lite.search.embedder import Encoder
     from recsys_lite.search.index import TextIndex
@@ -30,10 +32,8 @@ class SearchRequest:
     query: str
     k: int = 10
     mode: Mode = "hybrid"
-    # Where the shared filter object (category, brand, price, exclusions) will plug in: today
-    # the categories and brands a hit must have (values of one field are alternatives).
-    categories: tuple[str, ...] = ()
-    brands: tuple[str, ...] = ()
+    # the items a hit may be, as for /recommend; unavailable items never are
+    item_filter: ItemFilter = NO_FILTER
     # The shopper's past items (external ids, newest last), and their weights
     taste_items: Sequence[str] = ()
     taste_weights: Sequence[float] = ()
@@ -82,7 +82,9 @@ def taste_vector(
 
 def run(index: TextIndex, encoder: Encoder | None, request: SearchRequest) -> SearchResult:
     """The k best items for the request; ``encoder`` may be None only in lexical mode."""
-    allowed = index.allowed(request.categories, request.brands)
+    # both rankings search inside the eligible items, so a filter never shortens an answer
+    # that k eligible matches could fill
+    allowed = index.eligible(request.item_filter)
     depth = max(50, 5 * request.k)  # how deep each list is read before fusing
     lexical = semantic = np.zeros(0, dtype=np.int64)
     if request.mode != "semantic":

@@ -8,7 +8,8 @@ one consistent index.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +19,12 @@ import numpy as np
 import orjson
 
 from recsys_lite.errors import ArtifactError
+from recsys_lite.ranking.filters import MAX_CACHED_MASKS, ItemFilter, eligible_mask
+from recsys_lite.ranking.retrieval import EXACT_ELIGIBLE_MAX, GROWTH, MAX_FETCH
 from recsys_lite.search.embedder import DIMENSION
 from recsys_lite.search.text import lexical_text, text_key
 
-FILTER_FIELDS = ("category", "brand", "available")
+FILTER_FIELDS = ("category", "brand", "price", "available")
 
 
 def field_value(row: dict[str, Any], name: str) -> Any:
@@ -30,6 +33,8 @@ def field_value(row: dict[str, Any], name: str) -> Any:
 
 
 def field_array(name: str, values: list[Any]) -> np.ndarray:
+    if name == "price":  # NaN (no price, or an index from before prices) fails every bound
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     return np.array(values, dtype=bool if name == "available" else object)
 
 
@@ -65,12 +70,12 @@ class TextIndex:
     ids: list[str]
     keys: list[str]  # text_key of each item: which vectors a rebuild may reuse
     lexical_texts: list[str]
-    fields: dict[str, np.ndarray]  # category and brand per item, for filters
+    fields: dict[str, np.ndarray]  # FILTER_FIELDS per item, for filters
     vectors: np.ndarray  # unit rows, float32
     positions: dict[str, int] = field(init=False)
     _faiss: Any = field(init=False)
     _bm25: Any = field(init=False)
-    _masks: dict[tuple[str, tuple[str, ...]], np.ndarray] = field(init=False)
+    _masks: dict[tuple[str, str], np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
         self.positions = {item: n for n, item in enumerate(self.ids)}
@@ -131,46 +136,70 @@ class TextIndex:
 
     # ----- queries -----------------------------------------------------------------------------
 
-    def allowed(
-        self, categories: Iterable[str] = (), brands: Iterable[str] = ()
-    ) -> np.ndarray | None:
-        """Available items in one of the categories and one of the brands (None: all)."""
+    def eligible(self, item_filter: ItemFilter) -> np.ndarray | None:
+        """Available items the filter allows, over this index's items (None: all). The
+        index holds its own copy of the filtered fields: it also has items the served model
+        does not, posted after training."""
         available = self.fields["available"]
-        result: np.ndarray | None = None if available.all() else available
-        for name, values in (("category", tuple(categories)), ("brand", tuple(brands))):
-            if not values:
-                continue
-            key = (name, values)
-            mask = self._masks.get(key)
+        if item_filter.empty and available.all():
+            return None
+        return eligible_mask(
+            item_filter, available, self._any_of, self.fields["price"], self.positions.get
+        )
+
+    def _any_of(self, name: str, values: tuple[str, ...]) -> np.ndarray:
+        masks = []
+        for value in values:
+            mask = self._masks.get((name, value))
             if mask is None:
-                mask = np.isin(self.fields[name], np.array(values, dtype=object))
-                if mask.any():  # made-up values must not grow the cache
-                    self._masks[key] = mask
-            result = mask if result is None else result & mask
-        return result
+                mask = self.fields[name] == value
+                # only values the items have: made-up filter values must not grow the cache
+                if mask.any() and len(self._masks) < MAX_CACHED_MASKS:
+                    self._masks[(name, value)] = mask
+            masks.append(mask)
+        return masks[0] if len(masks) == 1 else np.logical_or.reduce(masks)
 
     def semantic(self, query: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
-        """Positions of the n items nearest the query vector, best first."""
+        """Positions of the n allowed items nearest the query vector, best first."""
         if allowed is None:
-            one_faiss_thread()
-            _, found = self._faiss.search(query[None, :].astype(np.float32), min(n, len(self)))
-            positions: np.ndarray = found[0]
-            return positions[positions >= 0]
+            return self._faiss_nearest(query, n)
         candidates = np.flatnonzero(allowed)
+        if len(candidates) > EXACT_ELIGIBLE_MAX:
+            # a broad filter: Faiss over-fetches about n / density items and keeps the allowed
+            # ones, as retrieval does for /recommend; an exact pass if that cannot fill n
+            want = math.ceil(2 * n * len(self) / len(candidates))
+            while want <= MAX_FETCH:
+                found = self._faiss_nearest(query, want)
+                kept: np.ndarray = found[allowed[found]][:n]
+                if len(kept) == n or len(found) == len(self):
+                    return kept
+                want *= GROWTH
+        # a narrow one: scoring only its rows costs less than a search of every item
         nearest: np.ndarray = candidates[best(self.vectors[candidates] @ query, n)]
         return nearest
 
+    def _faiss_nearest(self, query: np.ndarray, n: int) -> np.ndarray:
+        one_faiss_thread()
+        _, found = self._faiss.search(query[None, :].astype(np.float32), min(n, len(self)))
+        positions: np.ndarray = found[0]
+        return positions[positions >= 0]
+
     def lexical(self, query: str, n: int, allowed: np.ndarray | None) -> np.ndarray:
-        """Positions of the n best BM25 matches (at least one query word in common)."""
+        """Positions of the n best allowed BM25 matches (at least one query word in common)."""
         vocabulary = self._bm25.vocab_dict
         words = [word for word in tokenize([query])[0] if word in vocabulary]
         if not words or not len(self):
             return np.zeros(0, dtype=np.int64)
         scores = np.asarray(self._bm25.get_scores(words), dtype=np.float32)
-        if allowed is not None:
-            scores = np.where(allowed, scores, 0.0)
-        top = best(scores, n)
-        matched: np.ndarray = top[scores[top] > 0]
+        if allowed is None:
+            top = best(scores, n)
+            matched: np.ndarray = top[scores[top] > 0]
+            return matched
+        # only the allowed items compete: a narrow filter ranks its few rows, not the catalog
+        candidates = np.flatnonzero(allowed)
+        allowed_scores = scores[candidates]
+        top = best(allowed_scores, n)
+        matched = candidates[top[allowed_scores[top] > 0]]
         return matched
 
     def nearest(self, position: int, n: int) -> tuple[np.ndarray, np.ndarray]:
