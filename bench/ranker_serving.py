@@ -19,6 +19,7 @@ requests/s under 32 connections. wrk shares the two cores with the server, so th
 lower bound for load that comes over the network.
 
     python bench/ranker_serving.py [--requests 1000] [--duration 10] [--rounds 3] [--retrain]
+        [--name NAME]
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per server")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retrain", action="store_true", help="train the ranker again")
+    parser.add_argument("--name", default=NAME, help="results file name (bench/results/NAME.json)")
     args = parser.parse_args()
     args.wrk = shutil.which("wrk")
     if args.wrk is None:
@@ -230,7 +232,7 @@ def main() -> None:
         f" (target ≥ {RPS_TARGET:,.0f}) {verdict(rps >= RPS_TARGET)}"
     )
     write_results(
-        NAME,
+        args.name,
         {
             "load_average_1m_at_start": start_load,
             "shop": {
