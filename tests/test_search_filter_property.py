@@ -9,7 +9,6 @@ semantic or hybrid one min(k, eligible items).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from hypothesis import strategies as st
 
 from recsys_lite.data.store import Store
 from recsys_lite.ranking.filters import ItemFilter
-from recsys_lite.search import index as text_index
 from recsys_lite.search.embedder import Encoder
 from recsys_lite.search.engine import MODES, SearchRequest, run
 from recsys_lite.search.index import TextIndex, tokenize
@@ -34,18 +32,6 @@ def catalog(shop_db: Path) -> tuple[list[Row], np.ndarray, Encoder]:
     rows: list[Row] = Store(shop_db).read_items().to_pylist()
     encoder = Encoder(threads=1)
     return rows, encoder.encode([semantic_text(row) for row in rows]), encoder
-
-
-@pytest.fixture(scope="module", params=["exact", "faiss"])
-def semantic_path(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The shop's 400 items are few enough for the exact pass alone; "faiss" lowers the
-    threshold so that every filtered semantic ranking goes through Faiss's over-fetch and
-    refill first (a ranking is read 50 deep, so a few rounds fit under MAX_FETCH)."""
-    with pytest.MonkeyPatch.context() as patch:
-        if request.param == "faiss":
-            patch.setattr(text_index, "EXACT_ELIGIBLE_MAX", 0)
-            patch.setattr(text_index, "MAX_FETCH", 1_024)
-        yield
 
 
 def allows(item_filter: ItemFilter, row: Row) -> bool:
@@ -100,7 +86,7 @@ def searches(draw: st.DrawFn, rows: list[Row]) -> tuple[SearchRequest, set[str]]
 )
 @given(data=st.data())
 def test_search_answers_k_eligible_matches_whenever_k_exist(
-    catalog: tuple[list[Row], np.ndarray, Encoder], semantic_path: None, data: st.DataObject
+    catalog: tuple[list[Row], np.ndarray, Encoder], data: st.DataObject
 ) -> None:
     rows, vectors, encoder = catalog
     request, unavailable = data.draw(searches(rows))
@@ -126,14 +112,14 @@ def test_search_answers_k_eligible_matches_whenever_k_exist(
 
 
 def test_a_filter_of_items_far_from_the_query_still_fills_the_semantic_ranking(
-    catalog: tuple[list[Row], np.ndarray, Encoder], semantic_path: None
+    catalog: tuple[list[Row], np.ndarray, Encoder],
 ) -> None:
     rows, vectors, encoder = catalog
     index = TextIndex.build(rows, vectors)
     query = encoder.encode_query("a warm coat for winter")
     similarity = vectors @ query
     by_meaning = np.argsort(-similarity, kind="stable")
-    # none of the 200 nearest items is allowed: Faiss's first candidates are all refused
+    # none of the 200 nearest items is allowed: a search that filtered afterwards finds none
     allowed = np.ones(len(rows), dtype=bool)
     allowed[by_meaning[:200]] = False
 

@@ -8,7 +8,6 @@ one consistent index.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,6 @@ import orjson
 
 from recsys_lite.errors import ArtifactError
 from recsys_lite.ranking.filters import MAX_CACHED_MASKS, ItemFilter, eligible_mask
-from recsys_lite.ranking.retrieval import EXACT_ELIGIBLE_MAX, GROWTH, MAX_FETCH
 from recsys_lite.search.embedder import DIMENSION
 from recsys_lite.search.text import lexical_text, text_key
 
@@ -161,26 +159,25 @@ class TextIndex:
 
     def semantic(self, query: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
         """Positions of the n allowed items nearest the query vector, best first."""
-        if allowed is None:
-            return self._faiss_nearest(query, n)
-        candidates = np.flatnonzero(allowed)
-        if len(candidates) > EXACT_ELIGIBLE_MAX:
-            # a broad filter: Faiss over-fetches about n / density items and keeps the allowed
-            # ones, as retrieval does for /recommend; an exact pass if that cannot fill n
-            want = math.ceil(2 * n * len(self) / len(candidates))
-            while want <= MAX_FETCH:
-                found = self._faiss_nearest(query, want)
-                kept: np.ndarray = found[allowed[found]][:n]
-                if len(kept) == n or len(found) == len(self):
-                    return kept
-                want *= GROWTH
-        # a narrow one: scoring only its rows costs less than a search of every item
-        nearest: np.ndarray = candidates[best(self.vectors[candidates] @ query, n)]
-        return nearest
-
-    def _faiss_nearest(self, query: np.ndarray, n: int) -> np.ndarray:
         one_faiss_thread()
-        _, found = self._faiss.search(query[None, :].astype(np.float32), min(n, len(self)))
+        vector = query[None, :].astype(np.float32)
+        if allowed is None:
+            _, found = self._faiss.search(vector, min(n, len(self)))
+        else:
+            eligible = int(np.count_nonzero(allowed))
+            if not eligible:
+                return np.zeros(0, dtype=np.int64)
+            # Faiss's flat index skips the items a selector refuses before computing their
+            # products, so a search inside the mask costs about its eligible rows: exact,
+            # with no over-fetch, and cheaper than gathering the rows for numpy, whose
+            # two-thread BLAS took 13 ms for 1,200 of 20,000 rows on the shared cores against
+            # 0.2 ms this way (measured once, at load 4)
+            bits = np.packbits(allowed, bitorder="little")
+            # both held in locals: Faiss reads them through raw pointers during the search
+            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+            inside = faiss.SearchParameters()
+            inside.sel = selector
+            _, found = self._faiss.search(vector, min(n, eligible), params=inside)
         positions: np.ndarray = found[0]
         return positions[positions >= 0]
 
