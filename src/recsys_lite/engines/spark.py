@@ -75,6 +75,11 @@ def spark_session(master: str = DEFAULT_MASTER) -> Any:
             # the default 200 shuffle partitions are mostly empty tasks for a shop's data
             .config("spark.sql.shuffle.partitions", "8")
             .config("spark.driver.memory", "2g")
+            # each ALS iteration lengthens the RDD lineage a task carries; deserialising it ran
+            # out of the default 1 MB thread stack on 3M events (StackOverflowError) in local
+            # mode, where tasks run on the driver's threads
+            .config("spark.driver.extraJavaOptions", "-Xss16m")
+            .config("spark.executor.extraJavaOptions", "-Xss16m")
             .getOrCreate()
         )
     except Exception as exc:  # no Java, a bad master URL: pyspark raises its own kinds
@@ -141,6 +146,9 @@ class SparkALSModel(ALSModel):
             # travel through the Python worker
             path = Path(folder) / "ratings.parquet"
             pq.write_table(rows, path)
+            # with a checkpoint folder ALS cuts its RDD lineage every checkpointInterval (10)
+            # iterations; without one it silently never does, and the lineage grows with them
+            session.sparkContext.setCheckpointDir(str(Path(folder) / "checkpoints"))
             als = ALS(
                 rank=p.factors,
                 maxIter=p.iterations,
