@@ -124,7 +124,7 @@ AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
 
 @contextlib.contextmanager
 def running_server(
-    artifact: Path, db: Path, port: int, log: Path, omp_threads: int | None
+    artifact: Path, db: Path, port: int, log: Path, omp_threads: int | None, workers: int = 1
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The server as a child process, stopped on the way out whatever happened.
 
@@ -137,7 +137,7 @@ def running_server(
     if omp_threads:
         env["OMP_NUM_THREADS"] = str(omp_threads)
     command = [cli_path(), "serve", "--model-dir", str(artifact), "--db", str(db)]
-    command += ["--port", str(port)]
+    command += ["--port", str(port), "--workers", str(workers)]
     with log.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         try:
