@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from recsys_lite.data.store import Store
+from recsys_lite.evaluation import evaluate
 from recsys_lite.evaluation.evaluate import evaluate_model
 from recsys_lite.evaluation.metrics import coverage, ranking_metrics
+from recsys_lite.evaluation.split import make_split
 from recsys_lite.models import create_model
 
 HITS = np.array([[True, False, True, False], [False, False, False, False]])
@@ -82,3 +87,17 @@ def test_full_ranking_evaluation_by_hand() -> None:
     assert metrics["coverage@10"] == pytest.approx(2 / 3)
     assert result["cold_start"]["users"] == 1
     assert result["cold_start"]["metrics"]["hr@10"] == pytest.approx(1.0)
+
+
+def test_evaluation_on_threads_ranks_every_batch_as_one_thread_does(
+    shop_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    split = make_split(Store(shop_db).read_events(), "temporal", 0.3, 1)
+    model = create_model("als", {"factors": 16, "iterations": 3}).fit(split.train)
+    # batches of 20 users, so the test users span many batches shared out between threads
+    monkeypatch.setattr(evaluate, "SCORE_BUDGET", 20 * len(model.item_map))
+    one = evaluate_model(model, split.test, threads=1)
+    three = evaluate_model(model, split.test, threads=3)
+    assert one["users_evaluated"] > 100
+    assert three["metrics"] == one["metrics"]
+    assert one["metrics"]["recall@10"] > 0

@@ -75,7 +75,9 @@ def holdout_metrics(
         name, params, split.train, split.catalog(items), settings, show_progress, model_factory
     )
     fit_seconds = time.perf_counter() - started
-    metrics = evaluate_model(model, split.test, show_progress=show_progress)
+    metrics = evaluate_model(
+        model, split.test, show_progress=show_progress, threads=settings.threads
+    )
     metrics["split"] = split.description
     metrics["train_seconds"] = round(fit_seconds, 3)
     return metrics
