@@ -85,6 +85,14 @@ bench: $(STAMP)
 	$(PY) bench/ab_simulation.py
 	$(PY) bench/spark_als.py
 	$(PY) bench/scale.py
+	$(PY) bench/diversity.py
+	SEARCH_INDEX=off $(PY) bench/serving_filters.py
+	$(PY) bench/search_filters.py
+	$(PY) bench/online_state_redis.py
+	$(PY) bench/tune_protocol.py
+	$(PY) bench/ranker.py
+	$(PY) bench/ranker_latency.py
+	$(PY) bench/ranker_serving.py
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache
