@@ -40,19 +40,27 @@ def diversify(
     k = min(k, n)
     relevance = _rescaled(scores) if n else np.zeros(0)
     use_mmr = vectors is not None and lam < 1.0 and n > 1
-    similarity = vectors @ vectors.T if use_mmr and vectors is not None else None
-    # the largest similarity of each candidate to anything picked so far
+    # the similarity term already weighted by (1 - lam), in float64: with spread > 0 the
+    # weighting commutes exactly with the running maximum, so each pick costs three small
+    # array operations (a subtraction, an argmax, a maximum) and picks what the unweighted
+    # formula picks
+    spread = 1.0 - lam
+    weighted = (
+        spread * np.asarray(vectors @ vectors.T, dtype=np.float64)
+        if use_mmr and vectors is not None
+        else None
+    )
+    # (1 - lam) times the largest similarity of each candidate to anything picked so far
     closest = np.zeros(n)
-    value = relevance.copy()
+    value = relevance.copy()  # without similarity, the order of relevance itself
+    relevance *= lam
     per_category: dict[object, int] = {}
     chosen: list[int] = []
     capped = max_per_category is not None and categories is not None
-    relevance *= lam
-    spread = 1.0 - lam
     while len(chosen) < k:
-        if similarity is not None:
-            value = relevance - spread * closest
-        picked = int(np.argmax(value))
+        if weighted is not None:
+            np.subtract(relevance, closest, out=value)
+        picked = int(value.argmax())
         if capped and categories is not None:
             # skip items of full categories; without a cap one argmax per pick suffices
             while np.isfinite(value[picked]):
@@ -60,7 +68,7 @@ def diversify(
                 if category is None or per_category.get(category, 0) < max_per_category:  # type: ignore[operator]
                     break
                 relevance[picked] = value[picked] = -np.inf  # out of the later rounds too
-                picked = int(np.argmax(value))
+                picked = int(value.argmax())
             if not np.isfinite(value[picked]):
                 break
             category = categories[picked]
@@ -68,8 +76,8 @@ def diversify(
                 per_category[category] = per_category.get(category, 0) + 1
         chosen.append(picked)
         relevance[picked] = value[picked] = -np.inf  # shown: out of the later rounds
-        if similarity is not None:
-            np.maximum(closest, similarity[picked], out=closest)
+        if weighted is not None:
+            np.maximum(closest, weighted[picked], out=closest)
     return np.array(chosen, dtype=np.int64)
 
 

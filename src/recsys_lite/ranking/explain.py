@@ -102,21 +102,27 @@ def als_contributions(model: Any, user: UserItems, targets: np.ndarray) -> np.nd
 SimilarityOf = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def explain(
+class Reasons(NamedTuple):
+    """Every target's top past items as arrays, one row per target: what ``explain`` returns
+    as Python objects, for callers that encode it straight to JSON."""
+
+    items: np.ndarray  # internal indices of the user's past items
+    similarity: np.ndarray  # rounded to 4 decimals
+    contribution_pct: np.ndarray  # rounded to 1 decimal
+    kept: np.ndarray  # False where the contribution is not positive (not shown)
+
+
+def reasons(
     model: Recommender,
     user: UserItems,
     targets: np.ndarray,
     top_k: int,
     similarity_of: SimilarityOf,
-) -> list[list[Contribution]]:
-    """For each target item, the user's top_k past items by contribution, with each one's
-    share of the positive contributions (percent) and its similarity to the target.
-
-    ``similarity_of(targets, items)`` is the cosine matrix of item vectors (the model's, or
-    catalog features' for models without their own).
-    """
+) -> Reasons:
+    """``explain``'s answer as arrays (see there)."""
     if not len(user.items) or not len(targets):
-        return [[] for _ in targets]
+        empty = np.zeros((len(targets), 0))
+        return Reasons(empty.astype(np.int64), empty, empty, empty.astype(bool))
     similarity = similarity_of(targets, user.items)
     name = model.name
     if name == "als":
@@ -130,21 +136,40 @@ def explain(
         contributions = np.maximum(similarity, 0.0) * user.weights
     positive = np.maximum(contributions, 0.0)
     totals = positive.sum(axis=1, keepdims=True)
-    shares = np.round(100.0 * positive / np.where(totals > 0, totals, 1.0), 1)
-    # one sort, one rounding and one conversion for the whole answer: per-item Python here
-    # cost more than the model's arithmetic
+    # one sort and one rounding for the whole answer: per-item Python here cost more than the
+    # model's arithmetic
     order = np.argsort(-positive, axis=1, kind="stable")[:, :top_k]
     rows = np.arange(len(targets))[:, None]
-    kept = (positive[rows, order] > 0).tolist()
-    past = user.items[order].tolist()
-    similar = np.round(similarity[rows, order], 4).tolist()
-    share = shares[rows, order].tolist()
-    result = [
+    top = positive[rows, order]
+    shares = np.round(100.0 * top / np.where(totals > 0, totals, 1.0), 1)
+    return Reasons(user.items[order], np.round(similarity[rows, order], 4), shares, top > 0)
+
+
+def explain(
+    model: Recommender,
+    user: UserItems,
+    targets: np.ndarray,
+    top_k: int,
+    similarity_of: SimilarityOf,
+) -> list[list[Contribution]]:
+    """For each target item, the user's top_k past items by contribution, with each one's
+    share of the positive contributions (percent) and its similarity to the target.
+
+    ``similarity_of(targets, items)`` is the cosine matrix of item vectors (the model's, or
+    catalog features' for models without their own).
+    """
+    found = reasons(model, user, targets, top_k, similarity_of)
+    return [
         [
             Contribution(item, similar_, share_)
             for item, similar_, share_, keep in zip(p, sims, pcts, keeps, strict=True)
             if keep
         ]
-        for p, sims, pcts, keeps in zip(past, similar, share, kept, strict=True)
+        for p, sims, pcts, keeps in zip(
+            found.items.tolist(),
+            found.similarity.tolist(),
+            found.contribution_pct.tolist(),
+            found.kept.tolist(),
+            strict=True,
+        )
     ]
-    return result

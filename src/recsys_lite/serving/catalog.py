@@ -57,6 +57,7 @@ class Catalog:
         self._fragments: list[bytes] = []
         self._fields: dict[str, np.ndarray] = {}
         self._masks: dict[tuple[str, str], np.ndarray] = {}
+        self._because: dict[int, bytes] = {}
         self._item_map = item_map
         self._all_available = True
         # every catalog row, recommendable or not, as stored (JSON): what GET /items shows and
@@ -136,6 +137,7 @@ class Catalog:
                     fields[name][index] = _column(name, [row.get(name)])[0]
         self._fields = fields
         self._masks = {}
+        self._because = {}
         self._item_map = item_map
         self._all_available = bool(fields["available"].all())
 
@@ -180,6 +182,16 @@ class Catalog:
                 brands=() if brand is None else (brand,),
             )
         )
+
+    def because_fragment(self, index: int) -> bytes:
+        """An item's id and title as an explanation names it: a JSON object without its
+        closing brace, encoded once per item and catalog update."""
+        fragment = self._because.get(index)
+        if fragment is None:
+            item_id = str(self._item_map.ids[index])
+            fragment = orjson.dumps({"item_id": item_id, "title": self.title(index)})[:-1]
+            self._because[index] = fragment
+        return fragment
 
     def title(self, index: int) -> str | None:
         title: str | None = self._fields["title"][index]
