@@ -92,7 +92,9 @@ def als_contributions(model: Any, user: UserItems, targets: np.ndarray) -> np.nd
         projected = observed @ inverse
         k = projected @ observed.T
         m = projected @ wanted
-        weighted = m - k @ np.linalg.solve(np.eye(len(observed)) + d * k, d * m)
+        system = d * k
+        system.flat[:: len(observed) + 1] += 1.0  # I + D K, without building I per request
+        weighted = m - k @ np.linalg.solve(system, d * m)
     else:
         weighted = observed @ np.linalg.solve(base + (observed.T * d.T) @ observed, wanted)
     contributions: np.ndarray = weighted.T * confidence

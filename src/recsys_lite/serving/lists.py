@@ -21,6 +21,7 @@ POOL_FACTOR = 3
 POOL_EXTRA = 20
 POOL_MAX = 300
 POPULAR = b',"reason":"popular"'
+BECAUSE = b'%b,"similarity":%b,"contribution_pct":%b}'
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ def item_vectors(state: ServingState, items: np.ndarray) -> np.ndarray:
 def rerank(state: ServingState, ranked: Ranked, query: ListQuery) -> Ranked:
     if not query.diversifies or len(ranked.items) <= 1:
         return Ranked(ranked.items[: query.k], ranked.scores[: query.k])
-    categories = state.catalog.field("category")[ranked.items]
+    capped = query.max_per_category is not None
+    categories = state.catalog.field("category")[ranked.items] if capped else None
     vectors = item_vectors(state, ranked.items) if query.diversity_lambda < 1.0 else None
     order = diversify(
         ranked.items, ranked.scores, vectors, query.diversity_lambda, query.max_per_category,
@@ -116,19 +118,22 @@ def explanation_fields(
     found = reasons(model, user, items, top_k, similarity_of)
     # the numbers encoded by one orjson call, the past items' id and title from the catalog's
     # cache: a dict per reason and an encoding per answer cost more than the model's arithmetic
-    similarity = _numbers(found.similarity)
-    share = _numbers(found.contribution_pct)
+    kept = found.kept.ravel()
     because = catalog.because_fragment
+    entries = [
+        BECAUSE % (because(item), similarity, share)
+        for item, similarity, share in zip(
+            found.items.ravel()[kept].tolist(), _numbers(found.similarity.ravel()[kept]),
+            _numbers(found.contribution_pct.ravel()[kept]), strict=True,
+        )
+    ]  # fmt: skip
     fields = []
-    for row, (past, kept) in enumerate(zip(found.items.tolist(), found.kept.tolist(), strict=True)):
-        at = row * len(past)
-        entries = [
-            because(item) + b',"similarity":' + similarity[at + n]
-            + b',"contribution_pct":' + share[at + n] + b"}"
-            for n, item in enumerate(past)
-            if kept[n]
-        ]  # fmt: skip
-        fields.append(b',"reason":"history","because":[' + b",".join(entries) + b"]")
+    at = 0
+    for count in found.kept.sum(axis=1).tolist():  # row by row, as ravel orders them
+        fields.append(
+            b',"reason":"history","because":[' + b",".join(entries[at : at + count]) + b"]"
+        )
+        at += count
     return fields
 
 
