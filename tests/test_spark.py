@@ -143,3 +143,19 @@ def test_spark_engine_refuses_other_models() -> None:
         model_factory("spark")("bpr", None)
     with pytest.raises(InvalidInputError, match="known engines: embedded, spark"):
         model_factory("flink")
+
+
+def test_spark_als_blocks_and_driver_memory_come_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPARK_ALS_BLOCKS", "32")
+    get_settings.cache_clear()
+    try:
+        model = model_factory("spark")("als", None)
+        assert isinstance(model, SparkALSModel) and model.blocks == 32
+        monkeypatch.setenv("SPARK_DRIVER_MEMORY", "lots")
+        get_settings.cache_clear()
+        with pytest.raises(ValueError, match="spark_driver_memory"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092")
     bus_topic: str = Field("recsys-events", description="Redis stream / Kafka topic name")
     bus_poll_interval: float = Field(0.1, gt=0, description="seconds between bus polls")
+    spark_driver_memory: str = Field(
+        "2g",
+        pattern=r"^[0-9]+[kmgt]?$",
+        description="spark.driver.memory of train --engine spark (e.g. 8g for a larger export)",
+    )
+    spark_als_blocks: int = Field(
+        4, ge=1, description="user and item blocks of Spark's ALS (about the executors' cores)"
+    )
     inbox_drain_interval: float = Field(
         2.0, ge=0, description="the API folds its inbox into the store this often (0: never)"
     )

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from recsys_lite.config import get_settings
 from recsys_lite.data import archive
 from recsys_lite.errors import EmptyDataError, InvalidInputError, RecsysError
 from recsys_lite.models.base import Recommender, TrainingData
@@ -74,7 +75,7 @@ def spark_session(master: str = DEFAULT_MASTER) -> Any:
             .config("spark.ui.enabled", "false")
             # the default 200 shuffle partitions are mostly empty tasks for a shop's data
             .config("spark.sql.shuffle.partitions", "8")
-            .config("spark.driver.memory", "2g")
+            .config("spark.driver.memory", get_settings().spark_driver_memory)
             # each ALS iteration lengthens the RDD lineage a task carries; deserialising it ran
             # out of the default 1 MB thread stack on 3M events (StackOverflowError) in local
             # mode, where tasks run on the driver's threads
@@ -180,7 +181,7 @@ def model_factory(engine: str, master: str = DEFAULT_MASTER) -> ModelFactory:
     def make(name: str, params: dict[str, Any] | None) -> Recommender:
         if name != "als":
             raise InvalidInputError(f"the spark engine trains als only, not {name!r}")
-        return SparkALSModel(params, master=master)
+        return SparkALSModel(params, master=master, blocks=get_settings().spark_als_blocks)
 
     return make
 
