@@ -162,3 +162,58 @@ def test_the_image_installs_every_dependency_of_pyproject(torch: str, extras: st
     if torch == "none":
         wanted = [r for r in wanted if not r.startswith("torch")]
     assert sorted(listed) == sorted(wanted)
+
+
+WITHOUT_TORCH = """
+import importlib.abc, json, sys
+
+
+class NoTorch(importlib.abc.MetaPathFinder):  # an image built with TORCH=none: no torch at all
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, NoTorch())
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+from recsys_lite.cli import app
+from recsys_lite.config import Settings
+from recsys_lite.serving.app import create_app
+
+db, model_dir, user = sys.argv[1:4]
+runner = CliRunner()
+als = runner.invoke(app, ["train", "als", "--db", db, "--output", model_dir, "--test-size", "0",
+                          "--params", '{"iterations": 3}'])
+gru = runner.invoke(app, ["train", "gru4rec", "--db", db, "--output", model_dir + "-gru"])
+settings = Settings(db_path=db, model_dir=model_dir, search_index="off")
+with TestClient(create_app(settings)) as client:
+    answer = client.get("/recommend", params={"user_id": user, "k": 5}).json()
+print(json.dumps({"als": als.exit_code, "gru": gru.exit_code, "gru_output": gru.output,
+                  "torch_loaded": "torch" in sys.modules, "answer": answer}))
+"""
+
+
+def test_without_torch_als_trains_and_serves_and_gru4rec_says_why_not(
+    shop_db: Path, tmp_path: Path
+) -> None:
+    """The TORCH=none image: every model but the torch ones trains and serves."""
+    import duckdb
+
+    db = tmp_path / "shop.db"
+    db.write_bytes(shop_db.read_bytes())
+    with duckdb.connect(str(db), read_only=True) as con:
+        user = con.execute(
+            "SELECT user_id FROM events GROUP BY 1 ORDER BY count(*) DESC"
+        ).fetchone()
+    assert user is not None
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, str(db), str(tmp_path / "als"), user[0]],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["als"] == 0 and not report["torch_loaded"]
+    assert report["answer"]["source"] == "als" and len(report["answer"]["recommendations"]) == 5
+    assert report["gru"] != 0 and "needs the torch package" in report["gru_output"]

@@ -121,6 +121,13 @@ class EmptyDataError(RecsysError):
     code = "empty_data"
 
 
+class ModelUnavailableError(RecsysError):
+    """A model whose library this installation lacks (torch, in an image built without it)."""
+
+    status_code = 503
+    code = "model_unavailable"
+
+
 class VectorStoreError(RecsysError):
     """The configured vector store cannot be used (its extra is missing, its server is down)."""
 

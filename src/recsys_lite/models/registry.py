@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from recsys_lite.errors import InvalidInputError
+from recsys_lite.errors import InvalidInputError, ModelUnavailableError
 
 if TYPE_CHECKING:
     from recsys_lite.models.base import Recommender
@@ -95,7 +95,15 @@ def register(name: str) -> Callable[[R], R]:
 def model_class(name: str) -> type[Recommender]:
     check_model_name(name)
     if name not in MODEL_REGISTRY:
-        importlib.import_module(MODELS[name].module)
+        try:
+            importlib.import_module(MODELS[name].module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.startswith("recsys_lite"):
+                raise
+            raise ModelUnavailableError(
+                f"the {name} model needs the {exc.name} package, which this installation lacks"
+                " (an image built with --build-arg TORCH=none leaves torch out)"
+            ) from exc
     return MODEL_REGISTRY[name]
 
 
