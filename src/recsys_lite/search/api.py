@@ -86,24 +86,6 @@ def parse_query(params: dict[str, str], max_k: int) -> SearchQuery:
         ) from None
 
 
-def openapi_parameters(max_k: int) -> dict[str, Any]:
-    schema = SearchQuery.model_json_schema()
-    required = set(schema.get("required", []))
-    parameters = []
-    for name, field in schema["properties"].items():
-        field = dict(field)
-        if name == "k":
-            field["maximum"] = max_k
-        parameters.append(
-            {
-                "name": name, "in": "query", "required": name in required,
-                "description": field.pop("description", ""), "schema": field,
-            }
-        )  # fmt: skip
-    parameters.sort(key=lambda parameter: not parameter["required"])  # q first
-    return {"parameters": parameters}
-
-
 def shopper_taste(model: Any, online: Any, user_id: str) -> tuple[list[str], list[float]]:
     """The shopper's recent items and their weights: stored history plus events since
     training (nothing for a shopper nobody knows)."""

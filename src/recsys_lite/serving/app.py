@@ -275,7 +275,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         "/search", response_model=search_api.SearchResponse,
         summary="Catalog search: BM25 and sentence embeddings fused by reciprocal rank; with"
         " user_id, leaning to the shopper's taste. 503 until the text index is loaded",
-        openapi_extra=search_api.openapi_parameters(max_k),
+        openapi_extra=query_parameters(search_api.SearchQuery, max_k),
     )  # fmt: skip
     async def search(request: Request) -> Response:
         query = search_api.parse_query(dict(request.query_params), max_k)

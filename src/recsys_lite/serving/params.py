@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Path as PathParameter
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from recsys_lite.data.ids import MAX_ID_LENGTH, normalise_id
 from recsys_lite.serving.schemas import ListQuery
@@ -41,8 +41,9 @@ def path_id(value: str, name: str) -> str:
         ) from None
 
 
-def query_parameters(model: type[ListQuery], max_k: int) -> dict[str, Any]:
-    """OpenAPI parameters of a query model, for routes that validate their query themselves."""
+def query_parameters(model: type[BaseModel], max_k: int) -> dict[str, Any]:
+    """OpenAPI parameters of a query model, for routes that validate their query themselves
+    (required ones first, ``k`` bounded by ``MAX_RECOMMENDATIONS``)."""
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
     parameters = []
