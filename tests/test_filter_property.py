@@ -19,6 +19,7 @@ from recsys_lite.online.state import OnlineState
 from recsys_lite.ranking import retrieval
 from recsys_lite.ranking.filters import ItemFilter
 from recsys_lite.serving.catalog import Catalog
+from strategies import item_filters
 
 FAST_PARAMS: dict[str, dict[str, object]] = {
     path.stem: json.loads(path.read_text())
@@ -68,21 +69,7 @@ def requests(
     categories = sorted({c for c in items.column("category").to_pylist() if c})
     brands = sorted({b for b in items.column("brand").to_pylist() if b})
     ids = items.column("item_id").to_pylist()
-    some = st.lists(st.sampled_from(categories), max_size=3).map(tuple)
-    some_brands = st.lists(st.sampled_from(brands), max_size=4).map(tuple)
-    price = st.none() | st.floats(0, 120, allow_nan=False)
-    low, high = draw(price), draw(price)
-    if low is not None and high is not None and low > high:
-        low, high = high, low
-    item_filter = ItemFilter(
-        categories=draw(some),
-        brands=draw(some_brands),
-        exclude_categories=draw(some),
-        exclude_brands=draw(some_brands),
-        exclude_ids=tuple(draw(st.lists(st.sampled_from(ids), max_size=20))),
-        min_price=low,
-        max_price=high,
-    )
+    item_filter = draw(item_filters(categories, brands, ids))
     unavailable = set(draw(st.lists(st.sampled_from(ids), max_size=60)))
     return item_filter, unavailable, draw(st.integers(0, n_users - 1)), draw(st.integers(1, 40))
 

@@ -23,6 +23,7 @@ from recsys_lite.search.embedder import Encoder
 from recsys_lite.search.engine import MODES, SearchRequest, run
 from recsys_lite.search.index import TextIndex, tokenize
 from recsys_lite.search.text import lexical_text, semantic_text
+from strategies import item_filters
 
 Row = dict[str, Any]
 
@@ -56,21 +57,7 @@ def searches(draw: st.DrawFn, rows: list[Row]) -> tuple[SearchRequest, set[str]]
     brands = sorted({row["brand"] for row in rows if row.get("brand")})
     ids = [row["item_id"] for row in rows]
     words = sorted({word for row in rows[:60] for word in tokenize([lexical_text(row)])[0]})
-    some = st.lists(st.sampled_from(categories), max_size=3).map(tuple)
-    some_brands = st.lists(st.sampled_from(brands), max_size=4).map(tuple)
-    price = st.none() | st.floats(0, 120, allow_nan=False)
-    low, high = draw(price), draw(price)
-    if low is not None and high is not None and low > high:
-        low, high = high, low
-    item_filter = ItemFilter(
-        categories=draw(some),
-        brands=draw(some_brands),
-        exclude_categories=draw(some),
-        exclude_brands=draw(some_brands),
-        exclude_ids=tuple(draw(st.lists(st.sampled_from(ids), max_size=20))),
-        min_price=low,
-        max_price=high,
-    )
+    item_filter = draw(item_filters(categories, brands, ids))
     # catalog words, and now and then one no item has
     query = " ".join(draw(st.lists(st.sampled_from([*words, "zyxwv"]), min_size=1, max_size=4)))
     request = SearchRequest(
