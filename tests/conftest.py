@@ -84,6 +84,13 @@ def shop_db(tmp_path_factory: pytest.TempPathFactory, shop_files: tuple[Path, Pa
     return path
 
 
+def copy_shop(shop_db: Path, artifact: Path, folder: Path) -> tuple[Path, Path]:
+    """A test's own copy of the shop's store and an artifact (a server writes beside both)."""
+    shutil.copy(shop_db, folder / "shop.db")
+    shutil.copytree(artifact, folder / "model")
+    return folder / "shop.db", folder / "model"
+
+
 @pytest.fixture(scope="session")
 def als_artifact(tmp_path_factory: pytest.TempPathFactory, shop_db: Path) -> Path:
     out = tmp_path_factory.mktemp("artifacts") / "als"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from conftest import AUTH, running_server
+from conftest import AUTH, copy_shop, running_server
 from recsys_lite.config import Settings
 from recsys_lite.serving.app import create_app
 from recsys_lite.serving.errors import install_error_handlers
@@ -30,8 +29,7 @@ def shop(
     shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[httpx.Client, Path]]:
     folder = tmp_path_factory.mktemp("contract")
-    shutil.copy(shop_db, folder / "shop.db")
-    shutil.copytree(als_artifact, folder / "model")
+    copy_shop(shop_db, als_artifact, folder)
     env = {"INBOX_DRAIN_INTERVAL": "0.3", "MODEL_WATCH_INTERVAL": "0"}
     with (
         running_server(folder / "model", folder / "shop.db", folder, env) as url,

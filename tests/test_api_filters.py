@@ -3,7 +3,6 @@ a real server over a real DuckDB file."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import duckdb
 import httpx
 import pytest
 
-from conftest import AUTH, running_server
+from conftest import AUTH, copy_shop, running_server
 from recsys_lite.serving.schemas import RecommendResponse
 
 
@@ -19,10 +18,7 @@ from recsys_lite.serving.schemas import RecommendResponse
 def shop_copy(
     shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("filters")
-    shutil.copy(shop_db, folder / "shop.db")
-    shutil.copytree(als_artifact, folder / "model")
-    return folder / "shop.db", folder / "model"
+    return copy_shop(shop_db, als_artifact, tmp_path_factory.mktemp("filters"))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,17 +10,14 @@ import duckdb
 import httpx
 import pytest
 
-from conftest import AUTH, running_server
+from conftest import AUTH, copy_shop, running_server
 
 
 @pytest.fixture(scope="module")
 def shop_copy(
     shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("online")
-    shutil.copy(shop_db, folder / "shop.db")
-    shutil.copytree(als_artifact, folder / "model")
-    return folder / "shop.db", folder / "model"
+    return copy_shop(shop_db, als_artifact, tmp_path_factory.mktemp("online"))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import free_port, running_server
+from conftest import copy_shop, free_port, running_server
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.errors import DataValidationError
@@ -31,8 +31,7 @@ def served(
     shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path]]:
     folder = tmp_path_factory.mktemp("secure")
-    shutil.copy(shop_db, folder / "shop.db")
-    shutil.copytree(als_artifact, folder / "model")
+    copy_shop(shop_db, als_artifact, folder)
     env = {
         "API_KEYS": f"storefront:{STOREFRONT}:events,catalog:{CATALOG}:catalog",
         "ADMIN_API_KEY": "", "MAX_BODY_BYTES": "20000", "CORS_ORIGINS": ORIGIN,
