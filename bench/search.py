@@ -217,6 +217,15 @@ def server(artifact: Path, db: Path, log: Path) -> Iterator[tuple[str, int]]:
                 process.kill()
 
 
+def built_text_index() -> tuple[Path, TextIndex]:
+    """The 20k-item latency catalog's folder and its text index, as the last run built them."""
+    folder = WORK / "search"
+    artifact = folder / "artifacts" / "current" / "search.npz"
+    if not artifact.is_file():
+        raise SystemExit("no 20k-item text index: run python bench/search.py first")
+    return folder, TextIndex.from_bytes(artifact.read_bytes())
+
+
 def shop_queries(db: Path, count: int, seed: int = 1) -> list[str]:
     """Queries a shopper of the synthetic shop might type: title words, a brand, a product
     code, a description of a need in other words."""

@@ -19,12 +19,12 @@ from collections import Counter
 
 import numpy as np
 
-from _common import WORK, console, percentiles_ms, table, warn_if_busy, write_results
+from _common import console, percentiles_ms, table, warn_if_busy, write_results
 from recsys_lite.data.store import Store
 from recsys_lite.ranking.filters import NO_FILTER, ItemFilter
 from recsys_lite.search.embedder import Encoder
 from recsys_lite.search.index import TextIndex
-from search import shop_queries
+from search import built_text_index, shop_queries
 
 NAME = "search_filters"
 DEPTH = 50  # how deep the engine reads each list for k=10
@@ -37,11 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load = warn_if_busy()
-    folder = WORK / "search"
-    artifact = folder / "artifacts" / "current" / "search.npz"
-    if not artifact.is_file():
-        raise SystemExit("no 20k-item text index: run python bench/search.py first")
-    stored = TextIndex.from_bytes(artifact.read_bytes())
+    folder, stored = built_text_index()
     rows = {row["item_id"]: row for row in Store(folder / "store.db").read_items().to_pylist()}
     index = TextIndex.build([rows[item] for item in stored.ids], stored.vectors)
     queries = shop_queries(folder / "store.db", args.queries, seed=4)

@@ -21,10 +21,9 @@ from typing import Any
 
 import faiss
 
-from _common import WORK, console, percentiles_ms, table, warn_if_busy, write_results
+from _common import console, percentiles_ms, table, warn_if_busy, write_results
 from recsys_lite.search.embedder import Encoder
-from recsys_lite.search.index import TextIndex
-from search import shop_queries
+from search import built_text_index, shop_queries
 
 NAME = "search_parts"
 DEPTH = 50  # how deep the engine reads each list for k=10
@@ -46,11 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load = warn_if_busy()
-    folder = WORK / "search"
-    artifact = folder / "artifacts" / "current" / "search.npz"
-    if not artifact.is_file():
-        raise SystemExit("no 20k-item text index: run python bench/search.py first")
-    index = TextIndex.from_bytes(artifact.read_bytes())
+    folder, index = built_text_index()
     queries = shop_queries(folder / "store.db", args.queries, seed=4)
     encoder = Encoder(threads=1, cache_size=0)  # every query encoded
     encoder.encode_query("warm up")

@@ -41,6 +41,7 @@ import numpy as np
 from _common import WORK, console, prepare_catalog, table, verdict, warn_if_busy, write_results
 from serving_load import (
     LUA_DONE,
+    LUA_RANDOM_ID,
     LUA_USER_IDS,
     WARMUP,
     free_port,
@@ -56,21 +57,6 @@ PAGE_P99_TARGET_MS = 10.0
 NARROW_P99_TARGET_MS = 15.0
 RPS_RATIO_TARGET = 0.35
 NARROW_SHARE = 0.01
-
-LUA_REQUEST = """
-local ids = {%s}
-local counter = 0
-setup = function(thread)
-  counter = counter + 1
-  thread:set("thread_seed", counter)
-end
-init = function(args)
-  math.randomseed(7919 * thread_seed)
-end
-request = function()
-  return wrk.format("GET", "%s" .. ids[math.random(#ids)])
-end
-"""
 
 
 def filters(db: Path) -> tuple[dict[str, Any], dict[str, Any], float]:
@@ -146,7 +132,7 @@ def main() -> None:
         ("/recommend", queries["/recommend"]),
     ):
         script = folder / f"{label.strip('/').replace(' ', '_')}.lua"
-        script.write_text(LUA_REQUEST % (quoted, prefix) + LUA_DONE)
+        script.write_text(LUA_RANDOM_ID % (quoted, prefix) + LUA_DONE)
         scripts[label] = script
     with running_server(catalog.artifact, catalog.db, port, folder / "server.log", None) as server:
         with httpx.Client(base_url=base, timeout=10) as client:
