@@ -41,6 +41,7 @@ from recsys_lite.models.base import (
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import create_model, register
 from recsys_lite.ranking.candidates import Candidates, CoVisitation, merge, recall_by_source
+from recsys_lite.ranking.compiled_trees import CompiledTrees, default_cache_dir
 from recsys_lite.ranking.features import (
     LONGEST_WINDOW,
     EventCounts,
@@ -131,6 +132,7 @@ class RankerModel(Recommender):
     params_type = RankerParams
     params: RankerParams
     _live: LiveCounters | None = None  # item counters fed by the API's event path
+    _compiled: CompiledTrees | None = None  # the booster as native code, where it compiles
 
     # ----- training ---------------------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class RankerModel(Recommender):
         self.last_day_items = data.event_items[last_day]
         self.last_day_ts = ts_all[last_day]
         self._live = None
+        self._prepare_booster()
 
     def training_examples(
         self, before: pa.Table, after: pa.Table, catalog: pa.Table | None
@@ -472,7 +475,17 @@ class RankerModel(Recommender):
 
     # ----- scoring ----------------------------------------------------------------------------
 
+    def _prepare_booster(self) -> None:
+        """Compile the trees at training and at load (from the cache when compiled before)
+        rather than at the first request; LightGBM is loaded only if they do not compile."""
+        self._booster_cache = None
+        self._compiled = None
+        if self.booster_text and self.fallback < 0:
+            self._compiled = CompiledTrees.build(self.booster_text, default_cache_dir())
+
     def _predict(self, features: np.ndarray) -> np.ndarray:
+        if self._compiled is not None:
+            return self._compiled.predict(features).astype(np.float32)
         if self._booster_cache is None:
             self._booster_cache = _booster(self.booster_text)
         return np.asarray(self._booster_cache.predict(features, num_threads=1), np.float32)
@@ -536,6 +549,7 @@ class RankerModel(Recommender):
         self._booster_cache = None
         self.validation = json.loads(str(arrays["validation"][0]))
         self.fallback = int(arrays["fallback"][0])
+        self._prepare_booster()
         self.item_category = arrays["item_category"]
         self.item_brand = arrays["item_brand"]
         self.item_price = arrays["item_price"]
