@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query, Request
 
 from recsys_lite.config import Settings
 from recsys_lite.errors import NotFoundError
-from recsys_lite.experiments.live import LiveExperiment
 from recsys_lite.experiments.report import ab_status, read_events
 from recsys_lite.security.keys import KeyRing
 from recsys_lite.serving.auth import require
 from recsys_lite.serving.errors import KEYED_RESPONSES, Json
+from recsys_lite.serving.live_experiment import LiveExperiment
 from recsys_lite.serving.params import PathId, path_id
 from recsys_lite.serving.profile import user_profile
 from recsys_lite.serving.runtime import Runtime
