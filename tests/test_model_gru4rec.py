@@ -18,6 +18,7 @@ from recsys_lite.models.gru4rec import (
     session_parallel_steps,
     split_sessions,
 )
+from recsys_lite.models.gru4rec_training import step_loss
 
 MINUTE = 60
 TINY = {"layers": [16], "n_sample": 8, "batch_size": 4, "epochs": 1}
@@ -209,9 +210,7 @@ def test_scoring_each_distinct_item_once_gives_the_every_column_loss(loss: str, 
     log_q = torch.rand(12).log()
     inputs, targets = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([5, 6, 5, 7, 8])
     samples = [5, 5, 9, 9, 9, 10, 6, 11, 0]  # repeats, and copies of the rows' targets
-    got, _, _ = model._step_loss(
-        net, inputs, targets, net.zero_state(5), FixedSamples(samples), log_q
-    )
+    got, _, _ = step_loss(p, net, inputs, targets, net.zero_state(5), FixedSamples(samples), log_q)
     expected = reference_loss(net, inputs, targets, samples, p, log_q)
     torch.testing.assert_close(got, expected)
 
