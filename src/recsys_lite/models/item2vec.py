@@ -22,6 +22,7 @@ from pydantic import Field
 from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
+from recsys_lite.models.sessions import not_repeated, session_ids
 
 
 class Item2VecParams(ModelParams):
@@ -72,13 +73,11 @@ def session_sentences(
         return []
     order = np.lexsort((ts, users))
     users, items, ts = users[order], items[order], ts[order]
-    starts = np.ones(len(items), dtype=bool)
-    starts[1:] = (users[1:] != users[:-1]) | (np.diff(ts) > gap_seconds)
-    keep = np.ones(len(items), dtype=bool)
+    session = session_ids(users, ts, gap_seconds, strict=True)
     if collapse_repeats:
-        keep[1:] = starts[1:] | (items[1:] != items[:-1])
-    items, starts = items[keep], starts[keep]
-    return np.split(items, np.flatnonzero(starts)[1:])
+        keep = not_repeated(session, items)
+        session, items = session[keep], items[keep]
+    return np.split(items, np.flatnonzero(np.diff(session)) + 1)
 
 
 @register("item2vec")
