@@ -93,7 +93,7 @@ def test_bought_together_favours_items_shared_with_the_recent_ones() -> None:
 
     # users 0-2 had items 0 and 1; user 3 had items 0 and 2
     matrix = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 0], [1, 1, 0], [1, 0, 1]]))
-    scores = CoVisitation(matrix).scores(np.array([1]))
+    scores = CoVisitation.build(matrix, None).scores(np.array([1]))
     assert scores[0] > scores[2] == 0.0
 
 
@@ -110,7 +110,7 @@ def test_bought_together_scores_equal_the_two_sparse_products(recent: list[int])
     wanted = np.array(recent)
     users = np.asarray(binary[:, wanted].sum(axis=1)).ravel()
     together = binary.T @ users / np.sqrt(np.asarray(binary.sum(axis=0)).ravel() + 1.0)
-    got = CoVisitation(matrix).scores(wanted)
+    got = CoVisitation.build(matrix, None).scores(wanted)
     np.testing.assert_allclose(got, together, rtol=1e-6)
     assert got.max() > 0
 

@@ -210,6 +210,17 @@ class Recommender(ABC):
         """
         return None
 
+    def score_user_candidates(self, user: int) -> Ranked | None:
+        """The items a known user's ranking scores, with their scores, when that is a short
+        list (every other item is -inf, as in ``score_users``): recommend then picks from the
+        list instead of a vector over the catalog. None: ``score_users`` is the ranking."""
+        return None
+
+    def score_history_candidates(self, history: History) -> Ranked | None:
+        """``score_user_candidates`` for a user described by recent events (see
+        ``score_history``); None: ``score_history`` is the ranking."""
+        return None
+
     def item_vectors(self) -> np.ndarray | None:
         """Item embeddings whose inner product with ``user_vectors`` is the score, if any."""
         return None
@@ -338,6 +349,9 @@ class Recommender(ABC):
             found = self._search(self.user_index, user, k, excluded, item_mask)
             if found is not None:
                 return found
+        listed = self.score_user_candidates(user)
+        if listed is not None:
+            return _listed_top(listed, k, excluded, item_mask)
         scores = self.score_users(np.array([user]))[0]
         return _finite_top(_blocked(scores, excluded, item_mask), k)
 
@@ -351,6 +365,9 @@ class Recommender(ABC):
     ) -> Ranked | None:
         """Top k for a user described by ``history``; None if the model cannot fold users in."""
         self._require_fitted()
+        listed = self.score_history_candidates(history)
+        if listed is not None:
+            return _listed_top(listed, k, exclude, item_mask)
         scores = self.score_history(history)
         if scores is None:
             return None
@@ -463,6 +480,24 @@ class Recommender(ABC):
 
     @abstractmethod
     def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+def _listed_top(
+    listed: Ranked, k: int, excluded: np.ndarray | None, item_mask: np.ndarray | None
+) -> Ranked:
+    """``_finite_top`` of a listed ranking: the same filters on the listed items only (ties:
+    lower index first)."""
+    items, scores = listed.items, listed.scores
+    keep = np.isfinite(scores)
+    if excluded is not None and len(excluded):
+        keep &= ~np.isin(items, excluded)
+    if item_mask is not None:
+        inside = items < len(item_mask)
+        keep &= inside
+        keep[inside] &= item_mask[items[inside]]
+    items, scores = items[keep], scores[keep]
+    order = np.lexsort((items, -scores))[:k]
+    return Ranked(items[order], scores[order])
 
 
 def _blocked(

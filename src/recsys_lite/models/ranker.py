@@ -22,12 +22,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import Field
 
+from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.idmap import IdMap
 from recsys_lite.data.interactions import SECONDS_PER_DAY, build_interactions
 from recsys_lite.evaluation.metrics import ndcg
@@ -35,12 +37,23 @@ from recsys_lite.models.base import (
     HISTORY_LENGTH,
     ForgottenEvents,
     History,
+    Ranked,
     Recommender,
     TrainingData,
 )
+from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import create_model, register
-from recsys_lite.ranking.candidates import Candidates, CoVisitation, merge, recall_by_source
+from recsys_lite.ranking.candidates import (
+    EMPTY_TOP,
+    Candidates,
+    CoVisitation,
+    SourceTop,
+    best_listed,
+    best_of,
+    merge_tops,
+    recall_by_source,
+)
 from recsys_lite.ranking.compiled_trees import CompiledTrees, default_cache_dir
 from recsys_lite.ranking.features import (
     LONGEST_WINDOW,
@@ -49,6 +62,7 @@ from recsys_lite.ranking.features import (
     WindowCounters,
     fresh_features,
 )
+from recsys_lite.ranking.retrieval import search_vectors
 
 ITEM_WINDOWS_DAYS = (7, 30)  # popularity windows besides the fresh ones and all time
 VALIDATION_K = 10
@@ -72,7 +86,14 @@ class RankerParams(ModelParams):
         0.25, gt=0, lt=1, description="share of those users held out to decide what is served"
     )
     recent_items: int = Field(10, ge=1, le=HISTORY_LENGTH, description="for bought-together")
+    together_neighbours: int | None = Field(
+        200, ge=1, description="bought-together partners kept per item (None: every pair)"
+    )
     trend_days: float = Field(7.0, gt=0, description="window of the trending source")
+    # A retriever's top N through HNSW: the served top 10's settings (8 links, 32 searched)
+    # found 0.43 of the exact top 200 on a 100k-item shop; 32 links and 200 found 0.96.
+    index_links: int = Field(32, ge=2, le=64, description="HNSW links per item (retrievers)")
+    index_ef_search: int = Field(200, ge=1, description="HNSW candidate list (retrievers)")
     trees: int = Field(150, ge=1, le=5_000)
     learning_rate: float = Field(0.05, gt=0, le=1)
     leaves: int = Field(31, ge=2, le=1_024)
@@ -95,9 +116,13 @@ class _Stage:
     # index in its space (-1: unknown), for folding a history in
     same_items: list[bool] = field(init=False)
     own_index: list[np.ndarray] = field(init=False)
+    # trending is the same for every shopper: its order (ties: lower index first) is taken
+    # once, and a request reads its head past the items it excludes
+    trending_order: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         n_items = len(self.item_features)
+        self.trending_order = np.lexsort((np.arange(len(self.trending)), -self.trending))
         self.same_items = [
             len(p) == n_items and bool(np.array_equal(p, np.arange(n_items)))
             for p in self.positions
@@ -276,7 +301,7 @@ class RankerModel(Recommender):
         return _Stage(
             retrievers,
             positions,
-            CoVisitation(interactions.matrix),
+            CoVisitation.build(interactions.matrix, self.params.together_neighbours),
             self._trending(items, ts, instant),
             self._item_features(items, ts, instant),
             instant,
@@ -346,19 +371,103 @@ class RankerModel(Recommender):
         out = []
         for start in range(0, len(user_ids), BATCH_USERS):
             batch = slice(start, start + BATCH_USERS)
-            sources = self._source_scores(stage, user_ids[batch], histories[batch])
-            for n, (history, seen) in enumerate(
-                zip(histories[batch], excluded[batch], strict=True)
-            ):
-                scores = [source[n] for source in sources]
-                out.append(self._features(stage, scores, history, seen))
+            tops = self._source_tops(stage, user_ids[batch], histories[batch], excluded[batch])
+            for user_tops, history in zip(tops, histories[batch], strict=True):
+                out.append(self._features(stage, user_tops, history))
         return out
+
+    def _source_tops(
+        self,
+        stage: _Stage,
+        user_ids: np.ndarray | None,
+        histories: list[History],
+        excluded: list[np.ndarray],
+    ) -> list[list[SourceTop]]:
+        """Per user, each source's top N outside ``excluded`` (unique item indices), in the
+        ranker's item space; users without ids (None) are folded in from their histories.
+
+        Every source gives its top N without a vector over the catalog where it can: a
+        retriever with a vector index is searched, trending is read from its order, and
+        bought-together sums the table's rows of the recent items."""
+        n = self.params.candidates
+        per_source = [
+            self._retriever_tops(stage, r, user_ids, histories, excluded)
+            for r in range(len(stage.retrievers))
+        ]
+        per_source.append([_trending_top(stage, n, seen) for seen in excluded])
+        recent = self.params.recent_items
+        per_source.append(
+            [
+                best_listed(*stage.covisit.together(history.items[-recent:]), n, seen)
+                for history, seen in zip(histories, excluded, strict=True)
+            ]
+        )
+        return [list(user) for user in zip(*per_source, strict=True)]
+
+    def _retriever_tops(
+        self,
+        stage: _Stage,
+        r: int,
+        user_ids: np.ndarray | None,
+        histories: list[History],
+        excluded: list[np.ndarray],
+    ) -> list[SourceTop]:
+        model, positions = stage.retrievers[r], stage.positions[r]
+        n = self.params.candidates
+        own = (
+            np.full(len(histories), -1, dtype=np.int64)
+            if user_ids is None
+            else _indices(model.user_map, user_ids)
+        )
+        out = [EMPTY_TOP] * len(histories)
+        known = np.flatnonzero(own >= 0)
+        index = _searchable(model)
+        if index is not None and len(known):
+            for row in known.tolist():
+                out[row] = self._searched(stage, r, index, int(own[row]), excluded[row])
+            known = known[:0]
+        mapped = positions >= 0
+
+        def in_ranker_space(scores: np.ndarray) -> np.ndarray:
+            if stage.same_items[r]:
+                return scores
+            full = np.full(len(self.item_map), -np.inf, dtype=np.float32)
+            full[positions[mapped]] = scores[mapped]
+            return full
+
+        if len(known):
+            scores = np.asarray(model.score_users(own[known]), dtype=np.float32)
+            for row, user_scores in zip(known.tolist(), scores, strict=True):
+                out[row] = best_of(in_ranker_space(user_scores), n, excluded[row])
+        for row in np.flatnonzero(own < 0).tolist():
+            folded = self._fold_in(model, stage.own_index[r], histories[row])
+            if folded is not None:
+                folded = np.asarray(folded, dtype=np.float32)
+                out[row] = best_of(in_ranker_space(folded), n, excluded[row])
+        return out
+
+    def _searched(
+        self, stage: _Stage, r: int, index: VectorIndex, user: int, excluded: np.ndarray
+    ) -> SourceTop:
+        """A known user's top N from a retriever's vector index, with exact inner products:
+        approximate for HNSW, whose top N can miss some of the exact top N."""
+        model = stage.retrievers[r]
+        vectors, query = model.item_vectors(), model.user_vectors(np.array([user]))
+        assert vectors is not None and query is not None
+        blocked = stage.own_index[r][excluded]
+        found, scores = search_vectors(
+            index, vectors, query[0], self.params.candidates, blocked[blocked >= 0], None
+        )
+        items = stage.positions[r][found]
+        keep = items >= 0
+        return best_listed(items[keep], scores[keep], self.params.candidates, None)
 
     def _source_scores(
         self, stage: _Stage, user_ids: np.ndarray | None, histories: list[History]
     ) -> list[np.ndarray]:
         """One (users, items) score matrix per source, in the ranker's item space; users
-        without ids (None) are folded in from their histories."""
+        without ids (None) are folded in from their histories. What a ranker that lost on
+        validation serves (one source's full ranking)."""
         n_items = len(self.item_map)
         out = []
         for r, (model, positions) in enumerate(zip(stage.retrievers, stage.positions, strict=True)):
@@ -401,9 +510,9 @@ class RankerModel(Recommender):
         return model.score_history(History(own[keep], history.weights[keep], history.ts[keep]))
 
     def _features(
-        self, stage: _Stage, scores: list[np.ndarray], history: History, seen: np.ndarray
+        self, stage: _Stage, tops: list[SourceTop], history: History
     ) -> tuple[Candidates, np.ndarray]:
-        found = merge(scores, self.params.candidates, seen)
+        found = merge_tops(tops, self.params.candidates)
         items = found.items
         n = len(items)
         instant = max(stage.instant, int(history.ts.max()) if len(history) else 0)
@@ -490,38 +599,86 @@ class RankerModel(Recommender):
             self._booster_cache = _booster(self.booster_text)
         return np.asarray(self._booster_cache.predict(features, num_threads=1), np.float32)
 
-    def _rank(self, scores: list[np.ndarray], history: History, seen: np.ndarray) -> np.ndarray:
-        n_items = len(self.item_map)
-        if self.fallback >= 0:
-            return np.array(scores[self.fallback], dtype=np.float32)
-        found, features = self._features(self.stage, scores, history, seen)
-        out = np.full(n_items, -np.inf, dtype=np.float32)
-        if not len(found.items):
-            return out
-        predicted = self._predict(features)
-        out[found.items] = predicted
-        # what the user already has stays in a ranking that keeps it, after every candidate
-        out[seen] = predicted.min() - 1.0
+    def _candidates_for(
+        self, user_ids: np.ndarray | None, histories: list[History], seen: list[np.ndarray]
+    ) -> list[Ranked]:
+        """Each user's ranking as the only items it scores (every other item is -inf): the
+        merged candidates by the booster, then what the user already has, after every
+        candidate (it stays in a ranking that keeps it)."""
+        out = []
+        tops = self._source_tops(self.stage, user_ids, histories, seen)
+        for user_tops, history, mine in zip(tops, histories, seen, strict=True):
+            found, features = self._features(self.stage, user_tops, history)
+            if not len(found.items):
+                out.append(Ranked(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)))
+                continue
+            predicted = self._predict(features)
+            below = np.full(len(mine), predicted.min() - 1.0, dtype=np.float32)
+            out.append(
+                Ranked(
+                    np.concatenate([found.items, mine]).astype(np.int64),
+                    np.concatenate([predicted, below]).astype(np.float32),
+                )
+            )
         return out
+
+    def _fallback_scores(self, user_ids: np.ndarray | None, histories: list[History]) -> np.ndarray:
+        return self._source_scores(self.stage, user_ids, histories)[self.fallback]
+
+    def score_user_candidates(self, user: int) -> Ranked | None:
+        if self.fallback >= 0:
+            return None
+        ids = self.user_map.ids[[user]]
+        return self._candidates_for(ids, [self.history(user)], [self.seen_items(user)])[0]
+
+    def score_history_candidates(self, history: History) -> Ranked | None:
+        if self.fallback >= 0 or not len(history):
+            return None
+        return self._candidates_for(None, [history], [np.unique(history.items)])[0]
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         histories = [self.history(int(u)) for u in users]
-        out = np.empty((len(users), len(self.item_map)), dtype=np.float32)
+        out = np.full((len(users), len(self.item_map)), -np.inf, dtype=np.float32)
         for start in range(0, len(users), BATCH_USERS):
             batch = users[start : start + BATCH_USERS]
-            sources = self._source_scores(
-                self.stage, self.user_map.ids[batch], histories[start : start + BATCH_USERS]
-            )
-            for n, user in enumerate(batch):
-                row = [source[n] for source in sources]
-                out[start + n] = self._rank(row, histories[start + n], self.seen_items(int(user)))
+            ids, some = self.user_map.ids[batch], histories[start : start + BATCH_USERS]
+            if self.fallback >= 0:
+                out[start : start + len(batch)] = self._fallback_scores(ids, some)
+                continue
+            seen = [self.seen_items(int(user)) for user in batch]
+            for n, ranked in enumerate(self._candidates_for(ids, some, seen)):
+                out[start + n, ranked.items] = ranked.scores
         return out
 
     def score_history(self, history: History) -> np.ndarray | None:
         if not len(history):
             return None
-        sources = self._source_scores(self.stage, None, [history])
-        return self._rank([s[0] for s in sources], history, np.unique(history.items))
+        if self.fallback >= 0:
+            return np.array(self._fallback_scores(None, [history])[0], dtype=np.float32)
+        ranked = self._candidates_for(None, [history], [np.unique(history.items)])[0]
+        out = np.full(len(self.item_map), -np.inf, dtype=np.float32)
+        out[ranked.items] = ranked.scores
+        return out
+
+    def build_indexes(self, kind: str = "auto", settings: Settings | None = None) -> None:
+        """The ranker has no vectors of its own; each retriever that has them gets its
+        user-to-item index, which retrieves its candidates for known users (saved with the
+        model). An exact ("flat") index is not kept: over the catalog, the retriever's own
+        scores cost less than a flat search."""
+        super().build_indexes(kind, settings)
+        own = self._index_settings(settings)
+        for model in self.stage.retrievers:
+            vectors = model.item_vectors()
+            built = None if vectors is None else VectorIndex.build(vectors, kind, own)  # type: ignore[arg-type]
+            model.user_index = built if built is not None and built.kind != "flat" else None
+            model.item_index = None
+
+    def _index_settings(self, settings: Settings | None) -> Settings:
+        update = {
+            "faiss_hnsw_m": self.params.index_links,
+            "faiss_ef_search": self.params.index_ef_search,
+        }
+        return (settings or get_settings()).model_copy(update=update)
 
     # ----- persistence ------------------------------------------------------------------------
 
@@ -542,6 +699,11 @@ class RankerModel(Recommender):
         for name, model in zip(self.params.retrievers, self.stage.retrievers, strict=True):
             for key, value in model.state().items():
                 arrays[f"retriever.{name}.{key}"] = value
+            index = model.user_index
+            if isinstance(index, VectorIndex):
+                arrays[f"retriever_index.{name}"] = faiss.serialize_index(index.index)
+                arrays[f"retriever_index_kind.{name}"] = np.array([index.kind])
+        arrays.update(self.stage.covisit.state())
         return arrays
 
     def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None:
@@ -563,11 +725,17 @@ class RankerModel(Recommender):
             model.load_state(
                 {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
             )
+            if f"retriever_index.{name}" in arrays:
+                index = faiss.deserialize_index(arrays[f"retriever_index.{name}"])
+                kind = str(arrays[f"retriever_index_kind.{name}"][0])
+                model.user_index = VectorIndex(index, kind)  # type: ignore[arg-type]
+                model.user_index.configure(self._index_settings(None))
             retrievers.append(model)
+        covisit = CoVisitation.from_state(arrays)
         self.stage = _Stage(
             retrievers,
             [self.item_map.to_index(m.item_map.ids, strict=False) for m in retrievers],
-            CoVisitation(self.user_items),
+            covisit or CoVisitation.build(self.user_items, self.params.together_neighbours),
             arrays["trending"],
             arrays["item_features"],
             int(arrays["instant"][0]),
@@ -585,7 +753,7 @@ class RankerModel(Recommender):
         for model in self.stage.retrievers:
             users = np.flatnonzero([u not in remaining for u in model.user_map.ids.tolist()])
             forget_users(model, users, relearn=events.relearn)
-        self.stage.covisit = CoVisitation(self.user_items)
+        self.stage.covisit = CoVisitation.build(self.user_items, self.params.together_neighbours)
 
 
 @dataclass(frozen=True)
@@ -630,6 +798,23 @@ def _histories(events: pa.Table, users: np.ndarray, items: np.ndarray) -> Any:
         return History(items[picked], np.ones(len(picked), dtype=np.float32), ts[picked])
 
     return history
+
+
+def _trending_top(stage: _Stage, n: int, excluded: np.ndarray) -> SourceTop:
+    """Trending's top N outside ``excluded`` (unique items): at most that many of its head
+    are left out, so the head that long holds the N."""
+    head = stage.trending_order[: n + len(excluded)]
+    if len(excluded):
+        head = head[~np.isin(head, excluded)]
+    head = head[:n]
+    return SourceTop(head.astype(np.int64), stage.trending[head].astype(np.float32))
+
+
+def _searchable(model: Recommender) -> VectorIndex | None:
+    index = model.user_index
+    if isinstance(index, VectorIndex) and index.kind != "flat":
+        return index
+    return None
 
 
 def _indices(ids: IdMap, values: np.ndarray) -> np.ndarray:

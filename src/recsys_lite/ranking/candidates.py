@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_lite.models.base import top_k
-
 
 @dataclass(frozen=True)
 class Candidates:
@@ -24,22 +22,67 @@ class Candidates:
     depth: int  # N: each source's contribution
 
 
+@dataclass(frozen=True)
+class SourceTop:
+    """One source's best items, best first, with their scores."""
+
+    items: np.ndarray  # int64 internal item indices
+    scores: np.ndarray  # float32
+
+
+EMPTY_TOP = SourceTop(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+
+
+def best_first(items: np.ndarray, scores: np.ndarray, n: int) -> SourceTop:
+    """The ``n`` best of these (unique) items; equal scores go lower index first, so a source's
+    top N is one set whether it is taken from a catalog-wide vector or from a short list."""
+    order = np.lexsort((items, -scores))[:n]
+    return SourceTop(items[order].astype(np.int64), scores[order].astype(np.float32))
+
+
+def best_of(scores: np.ndarray, n: int, excluded: np.ndarray | None) -> SourceTop:
+    """The ``n`` best finite scores of a vector over the catalog, ``excluded`` items left out."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if excluded is not None and len(excluded):
+        scores = scores.copy()
+        scores[excluded] = -np.inf
+    k = min(n, len(scores))
+    if k <= 0:
+        return EMPTY_TOP
+    part = np.argpartition(-scores, k - 1)[:k]
+    kth = scores[part].min()
+    # every item tied with the N-th too, so the tie rule of best_first decides which stay
+    chosen = np.flatnonzero(scores >= kth) if np.isfinite(kth) else part[np.isfinite(scores[part])]
+    return best_first(chosen, scores[chosen], n)
+
+
+def best_listed(
+    items: np.ndarray, scores: np.ndarray, n: int, excluded: np.ndarray | None
+) -> SourceTop:
+    """The same as ``best_of`` for a source that scores only the (unique) ``items`` listed."""
+    keep = np.isfinite(scores)
+    if excluded is not None and len(excluded):
+        keep &= ~np.isin(items, excluded)
+    return best_first(items[keep], scores[keep], n)
+
+
 def merge(source_scores: list[np.ndarray], n: int, excluded: np.ndarray | None) -> Candidates:
     """The union of each source's ``n`` best items; ``excluded`` items (and -inf) never enter."""
-    tops = []
-    for scores in source_scores:
-        scores = np.array(scores, dtype=np.float32, copy=True)
-        if excluded is not None and len(excluded):
-            scores[excluded] = -np.inf
-        best = top_k(scores, n)[0]
-        tops.append(best[np.isfinite(scores[best])])
-    items = np.unique(np.concatenate(tops)) if tops else np.zeros(0, dtype=np.int64)
+    return merge_tops([best_of(scores, n, excluded) for scores in source_scores], n)
+
+
+def merge_tops(tops: list[SourceTop], n: int) -> Candidates:
+    """The union of sources' top ``n`` lists (each best first), with every source's rank and
+    score of each item."""
+    items = (
+        np.unique(np.concatenate([top.items for top in tops])) if tops else np.zeros(0, np.int64)
+    )
     ranks = np.full((len(items), len(tops)), n + 1, dtype=np.float32)
     values = np.full((len(items), len(tops)), np.nan, dtype=np.float32)
-    for source, (best, scores) in enumerate(zip(tops, source_scores, strict=True)):
-        rows = np.searchsorted(items, best)
-        ranks[rows, source] = np.arange(1, len(best) + 1)
-        values[rows, source] = scores[best]
+    for source, top in enumerate(tops):
+        rows = np.searchsorted(items, top.items)
+        ranks[rows, source] = np.arange(1, len(top.items) + 1)
+        values[rows, source] = top.scores
     return Candidates(items, ranks, values, n)
 
 
@@ -63,42 +106,103 @@ def recall_by_source(
     }
 
 
+# Co-visitation counts are built a block of items at a time, each block's product held to
+# about this many entries (a few hundred MB with the selection's work arrays).
+BLOCK_ENTRIES = 8_000_000
+
+
 class CoVisitation:
     """'Bought together with your recent items': for recent items R, an item's score is the
     number of users who had both it and an item of R (counted per such pair), damped by the
-    square root of its popularity so best-sellers do not win by size alone."""
+    square root of its popularity so best-sellers do not win by size alone.
 
-    def __init__(self, user_items: sp.csr_matrix) -> None:
+    The counts come from an item-to-item table built once (``build``): each item's
+    ``neighbours`` best partners by damped count (ties: lower index), so a request sums at most
+    ``neighbours`` entries per recent item instead of reading every user who had one. Training
+    features and serving read the same table. With ``neighbours=None`` every pair is kept and
+    the scores are the full definition's, to the bit (the sums are of small integers).
+    """
+
+    def __init__(self, table: sp.csr_matrix, damping: np.ndarray) -> None:
+        self.table = table  # items x items: users who had both (float32 integer counts)
+        self.damping = damping  # 1 / sqrt(popularity + 1)
+
+    @classmethod
+    def build(cls, user_items: sp.csr_matrix, neighbours: int | None) -> CoVisitation:
         binary = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
         binary.data[:] = 1.0
-        self._by_user = binary  # users x items
-        self._by_item = binary.T.tocsr()  # items x users
+        n_items = binary.shape[1]
         popularity = np.asarray(binary.sum(axis=0), dtype=np.float32).ravel()
-        self._damping = 1.0 / np.sqrt(popularity + 1.0)
+        damping = (1.0 / np.sqrt(popularity + 1.0)).astype(np.float32)
+        by_item = binary.T.tocsr()
+        # an upper bound of each item's row of counts: the items of every user who had it
+        per_user = np.diff(binary.indptr).astype(np.float64)
+        bound = np.cumsum(by_item @ per_user)
+        blocks, start = [], 0
+        while start < n_items:
+            end = int(np.searchsorted(bound, bound[start] + BLOCK_ENTRIES, side="right"))
+            end = min(max(end, start + 1), n_items)
+            counts = (by_item[start:end] @ binary).tocsr()
+            blocks.append(
+                counts if neighbours is None else _best_per_row(counts, damping, neighbours)
+            )
+            start = end
+        table = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_items))
+        return cls(sp.csr_matrix(table, dtype=np.float32), damping)
+
+    def together(self, recent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The items with a positive score for these recent items (a repeated one counts each
+        time), and their scores."""
+        n_items = self.table.shape[0]
+        recent = recent[(recent >= 0) & (recent < n_items)]
+        entries = _row_entries(self.table.indptr, recent)
+        if not len(entries):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        items, at = np.unique(self.table.indices[entries], return_inverse=True)
+        counts = np.bincount(at, self.table.data[entries], minlength=len(items))
+        scores: np.ndarray = counts.astype(np.float32) * self.damping[items]
+        return items.astype(np.int64), scores
 
     def scores(self, recent: np.ndarray) -> np.ndarray:
-        n_users, n_items = self._by_user.shape
-        recent = recent[(recent >= 0) & (recent < n_items)]
-        if not len(recent):
-            return np.zeros(n_items, dtype=np.float32)
-        # Only the users who had a recent item contribute, so their rows are gathered instead
-        # of a product over every user when they are few.
-        # Every sum is of small integers, exact in float32 and float64 alike, so the result is
-        # the same as the two sparse products (a repeated recent item counts each time).
-        mentions = self._by_item.indices[_row_entries(self._by_item.indptr, recent)]
-        users = np.bincount(mentions, minlength=n_users)
-        who = np.flatnonzero(users)
-        lengths = self._by_user.indptr[who + 1] - self._by_user.indptr[who]
-        # gathering costs about ten times more per entry than the product does per nonzero
-        # (measured on a 100k-item shop): past a tenth of the matrix, one product is cheaper
-        if lengths.sum() > self._by_user.nnz // 10:
-            together = self._by_item @ users.astype(np.float32)
-        else:
-            entries = _row_entries(self._by_user.indptr, who)
-            weights = np.repeat(users[who], lengths)
-            together = np.bincount(self._by_user.indices[entries], weights, minlength=n_items)
-        damped: np.ndarray = np.asarray(together, dtype=np.float32) * self._damping
-        return damped
+        """``together`` as a vector over the catalog (0 for every other item)."""
+        out = np.zeros(self.table.shape[0], dtype=np.float32)
+        items, scores = self.together(recent)
+        out[items] = scores
+        return out
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "covisit_indptr": self.table.indptr,
+            "covisit_indices": self.table.indices,
+            "covisit_counts": self.table.data,
+            "covisit_damping": self.damping,
+        }
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray]) -> CoVisitation | None:
+        """The saved table, or None for arrays saved before there was one."""
+        if "covisit_indptr" not in arrays:
+            return None
+        damping = arrays["covisit_damping"]
+        n = len(damping)
+        table = sp.csr_matrix(
+            (arrays["covisit_counts"], arrays["covisit_indices"], arrays["covisit_indptr"]),
+            shape=(n, n),
+        )
+        return cls(table, damping)
+
+
+def _best_per_row(counts: sp.csr_matrix, damping: np.ndarray, keep: int) -> sp.csr_matrix:
+    """Each row's ``keep`` entries of highest count x damping (ties: lower column first)."""
+    lengths = np.diff(counts.indptr)
+    if not len(lengths) or lengths.max() <= keep:
+        return counts
+    rows = np.repeat(np.arange(counts.shape[0]), lengths)
+    order = np.lexsort((counts.indices, -(counts.data * damping[counts.indices]), rows))
+    rank = np.arange(len(order)) - counts.indptr[rows]  # rows[order] == rows: rows sort first
+    picked = order[rank < keep]
+    indptr = np.concatenate([[0], np.cumsum(np.minimum(lengths, keep))])
+    return sp.csr_matrix((counts.data[picked], counts.indices[picked], indptr), shape=counts.shape)
 
 
 def _row_entries(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
