@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from conftest import AUTH, running_server
+from recsys_lite.data.audit import audit_path
 from recsys_lite.data.store import Store
 from recsys_lite.experiments import stats
 from recsys_lite.experiments.commands import publish_copy
 from recsys_lite.experiments.design import Experiment, Variant, team_draft, team_of
 from recsys_lite.experiments.report import interleaving
-from recsys_lite.privacy.audit import audit_path
 from recsys_lite.training import train
 
 EXPERIMENT = Experiment(

@@ -25,13 +25,13 @@ import pytest
 
 from conftest import SMALL_SHOP
 from recsys_lite.data import demo
+from recsys_lite.data.audit import AuditLog, audit_path
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import load_artifact
 from recsys_lite.models.base import Recommender
 from recsys_lite.models.forgetting import forget_users
-from recsys_lite.privacy.audit import AuditLog, audit_path
 from recsys_lite.training import train
 
 ERASED = "U-ERASED"

@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import AUTH, running_server
+from recsys_lite.data.audit import AuditLog
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.models import create_model
 from recsys_lite.models.forgetting import forget_users
-from recsys_lite.privacy.audit import AuditLog
 from recsys_lite.training import train
 
 SHOPPER = "U00077"

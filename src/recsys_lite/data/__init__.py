@@ -1,1 +1,2 @@
-"""Data layer: the embedded store, ingestion, id mapping, interaction matrices, demo data."""
+"""Data layer: the embedded store, ingestion, id mapping, interaction matrices, demo data,
+the audit trail."""

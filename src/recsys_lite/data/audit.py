@@ -1,4 +1,7 @@
-"""An append-only, hash-chained log of privacy and admin actions.
+"""An append-only, hash-chained log of privacy and admin actions, kept beside the store.
+
+It is written by erasure, export and retention (``privacy/``), by training jobs, the worker and
+experiment promotion, so it sits in the data layer that all of them build on.
 
 Each line is one JSON entry: its number, time, action, who (the API key's name, or ``cli``),
 the subject as a keyed hash (never a raw id), the outcome and a few counts, plus the hash of

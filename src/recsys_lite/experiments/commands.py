@@ -13,13 +13,13 @@ from rich.console import Console
 
 from recsys_lite.cli_options import DbOption, ModelDirOption
 from recsys_lite.config import Settings, get_settings
+from recsys_lite.data.audit import AuditLog, audit_path
 from recsys_lite.data.store import Store
 from recsys_lite.errors import InvalidInputError, RecsysError
 from recsys_lite.experiments.design import load_experiment
 from recsys_lite.experiments.report import ab_status, read_events
 from recsys_lite.models.artifact import MANIFEST, load_artifact
 from recsys_lite.models.versions import new_version_id, publish_version, versions_folder
-from recsys_lite.privacy.audit import AuditLog, audit_path
 
 experiments_app = typer.Typer(
     help="A/B tests and interleaving: figures, and serving the winner.", no_args_is_help=True

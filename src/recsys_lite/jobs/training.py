@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from recsys_lite.config import Settings, get_settings
+from recsys_lite.data.audit import AuditLog, audit_path
 from recsys_lite.data.store import Store
 from recsys_lite.errors import ConflictError, NotFoundError
 from recsys_lite.evaluation.split import forward_split
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import read_manifest
 from recsys_lite.online.gate import build_holdout, means, not_worse, score_on_holdout
-from recsys_lite.privacy.audit import AuditLog, audit_path
 from recsys_lite.training import train
 
 JOBS = "jobs"

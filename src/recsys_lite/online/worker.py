@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from recsys_lite.config import Settings, get_settings
+from recsys_lite.data.audit import AuditLog, audit_path
 from recsys_lite.data.store import Store
 from recsys_lite.errors import RecsysError
 from recsys_lite.evaluation.split import forward_split
@@ -38,7 +39,6 @@ from recsys_lite.online.bus import EventBus, InboxBus, create_bus
 from recsys_lite.online.gate import build_holdout, means, not_worse, score_on_holdout
 from recsys_lite.online.health import WorkerHealth
 from recsys_lite.online.inbox import Inbox, drain
-from recsys_lite.privacy.audit import AuditLog, audit_path
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.retention import apply_retention
 from recsys_lite.training import train
@@ -193,7 +193,7 @@ def audit_erasure_retrain(
     erased: dict[str, int],
     report: CycleReport,
 ) -> None:
-    from recsys_lite.privacy.audit import AuditLog, audit_path
+    from recsys_lite.data.audit import AuditLog, audit_path
 
     manifest = read_manifest(model_dir)
     deadline = min(erased.values()) + settings.erasure_retrain_hours * 3600

@@ -13,11 +13,11 @@ from rich.console import Console
 
 from recsys_lite.cli_options import DbOption, ModelDirOption
 from recsys_lite.config import Settings, get_settings
+from recsys_lite.data.audit import AuditLog, audit_path
 from recsys_lite.data.store import Store
 from recsys_lite.errors import RecsysError
 from recsys_lite.models.artifact import load_artifact, read_manifest
 from recsys_lite.models.versions import list_versions, served_version
-from recsys_lite.privacy.audit import AuditLog, audit_path
 from recsys_lite.privacy.erase import Eraser
 from recsys_lite.privacy.export import export_user
 from recsys_lite.privacy.retention import apply_retention

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_lite.config import Settings
+from recsys_lite.data.audit import AuditLog, audit_path
 from recsys_lite.data.ids import normalise_id
 from recsys_lite.data.store import Store
 from recsys_lite.data.subjects import load_key, subject_hash, subject_hash_sql
@@ -56,7 +57,6 @@ from recsys_lite.models.forgetting import forget_users
 from recsys_lite.models.versions import list_versions, served_version, versions_folder
 from recsys_lite.online.bus import create_bus
 from recsys_lite.online.inbox import ERASE_PREFIX, PROCESSED, REJECTED, Inbox
-from recsys_lite.privacy.audit import AuditLog, audit_path
 from recsys_lite.privacy.files import scrub_folders
 
 log = logging.getLogger(__name__)

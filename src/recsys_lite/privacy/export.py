@@ -14,13 +14,13 @@ import time
 from typing import Any
 
 from recsys_lite.config import Settings
+from recsys_lite.data.audit import AuditLog, audit_path
 from recsys_lite.data.ids import normalise_id
 from recsys_lite.data.store import Store
 from recsys_lite.data.subjects import load_key, subject_hash
 from recsys_lite.errors import ArtifactError, InvalidInputError
 from recsys_lite.models.artifact import load_artifact
 from recsys_lite.models.base import Recommender
-from recsys_lite.privacy.audit import AuditLog, audit_path
 
 FORMAT = "recsys-lite.user-export/1"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from recsys_lite.config import Settings
+from recsys_lite.data.audit import AuditLog, audit_path
 from recsys_lite.data.store import Store
 from recsys_lite.online.inbox import PROCESSED, REJECTED
-from recsys_lite.privacy.audit import AuditLog, audit_path
 
 SECONDS_PER_DAY = 86_400
 
