@@ -17,17 +17,15 @@ from recsys_lite.data import demo
 from recsys_lite.errors import InvalidInputError
 from recsys_lite.models import History, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
-from recsys_lite.models.two_tower import (
-    TwoTowerModel,
-    _as_tensors,
-    _build_net,
-    _Examples,
-    _feature_tensors,
-    _item_tower,
-    _user_tower,
-    history_bags,
+from recsys_lite.models.two_tower import TwoTowerModel
+from recsys_lite.models.two_tower_examples import Examples, history_bags, recency_weights
+from recsys_lite.models.two_tower_net import (
+    as_tensors,
+    build_net,
+    feature_tensors,
     in_batch_softmax_loss,
-    recency_weights,
+    item_tower,
+    user_tower,
 )
 
 # torch is imported inside the tests that need it, after the model module: that module sets
@@ -127,7 +125,7 @@ def test_examples_see_only_the_users_earlier_events() -> None:
     items = np.array([10, 11, 12, 13, 14, 15])
     weights = np.array([1.0, 1.0, 2.0, 1.0, 1.0, 4.0], dtype=np.float32)
     data = SimpleNamespace(event_users=users, event_items=items, event_weights=weights)
-    examples = _Examples(data, history_length=2, half_life=1.0)  # type: ignore[arg-type]
+    examples = Examples(data, history_length=2, half_life=1.0)  # type: ignore[arg-type]
     # user 0's examples (targets 10, 12, 13, 15), then user 1's (targets 11, 14)
     assert examples.items.tolist() == [10, 12, 13, 15, 11, 14]
     owner, history, pooled = examples.histories(np.array([0, 1, 3, 4, 5]))
@@ -144,10 +142,10 @@ def test_only_first_events_with_an_item_are_targets_unless_asked() -> None:
         event_items=np.array([5, 6, 5, 5, 5]),
         event_weights=np.ones(5, dtype=np.float32),
     )
-    firsts = _Examples(data, 3, 1.0, repeats=False)  # type: ignore[arg-type]
+    firsts = Examples(data, 3, 1.0, repeats=False)  # type: ignore[arg-type]
     assert firsts.items[firsts.targets].tolist() == [5, 6, 5]
     # the repeat still counts as history for later targets
-    everything = _Examples(data, 3, 1.0, repeats=True)  # type: ignore[arg-type]
+    everything = Examples(data, 3, 1.0, repeats=True)  # type: ignore[arg-type]
     assert len(everything) == 5 and len(firsts) == 3
 
 
@@ -222,7 +220,7 @@ def test_numpy_towers_serve_what_the_torch_towers_trained(model: TwoTowerModel) 
     """Serving runs both towers in numpy; they must agree with the torch towers they mirror."""
     import torch
 
-    net = _build_net(len(model.user_map), len(model.item_map), model.encoder.sizes(), model.params)
+    net = build_net(len(model.user_map), len(model.item_map), model.encoder.sizes(), model.params)
     net.load_state_dict({name: torch.from_numpy(array) for name, array in model.net.items()})
     net.eval()
     users = np.arange(0, len(model.user_map), 37)
@@ -247,11 +245,11 @@ def test_numpy_towers_serve_what_the_torch_towers_trained(model: TwoTowerModel) 
     every = np.arange(len(model.item_map))
     warm = model.item_popularity > 0
     with torch.no_grad():
-        user_vectors = _user_tower(net, torch.from_numpy(users), _as_tensors(bags)).numpy()
-        item_vectors = _item_tower(
+        user_vectors = user_tower(net, torch.from_numpy(users), as_tensors(bags)).numpy()
+        item_vectors = item_tower(
             net,
             torch.from_numpy(np.where(warm, every, len(every))),
-            _feature_tensors(model.features),
+            feature_tensors(model.features),
         ).numpy()
     np.testing.assert_allclose(model.user_vectors(users), user_vectors, atol=1e-5)
     np.testing.assert_allclose(model.item_vectors(), item_vectors, atol=1e-5)
