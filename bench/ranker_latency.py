@@ -10,10 +10,17 @@ without HTTP; bench/ranker_serving.py measures it through the server.
 The CPU time of each stage of ``recommend`` is reported too (process time, which a busy shared
 machine stretches less than wall time): the ALS retriever's scores over the catalog, the
 bought-together scores, the merge of the three sources' top N, the features, the booster, and
-the final top k over the catalog. The booster is also timed on the same feature rows with
-LightGBM's default threads, against the one thread the model asks for.
+the final top k over the catalog.
+
+The booster alone is timed on the feature rows it was given in those requests: its trees
+compiled to native code (ranking/compiled_trees.py, what the model serves), LightGBM with the
+one thread the model asks for where they cannot be compiled, and LightGBM with its default
+threads; with how long compiling takes, how long loading the compiled code from its cache
+takes, and whether the scores and each request's top 10 are LightGBM's. ``--booster-only``
+measures that alone (after the fit) and writes ``ranker_booster.json``.
 
     python bench/ranker_latency.py [--users 20000 --events 400000 --requests 300]
+    python bench/ranker_latency.py --booster-only
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -37,8 +44,11 @@ from _common import console, percentiles_ms, table, warn_if_busy, write_results
 from recsys_lite.data import demo
 from recsys_lite.models import create_model
 from recsys_lite.models.base import _blocked, _finite_top
-from recsys_lite.models.ranker import RankerModel
+from recsys_lite.models.ranker import RankerModel, _booster
 from recsys_lite.ranking.candidates import merge
+from recsys_lite.ranking.compiled_trees import CompiledTrees
+
+REPEAT = 20  # scorings of each request's rows per timing: one takes about a tenth of a ms
 
 
 def main() -> None:
@@ -48,6 +58,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=400_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--trees", type=int, default=150)
+    parser.add_argument("--booster-only", action="store_true", help="time the booster alone")
     args = parser.parse_args()
     load = warn_if_busy()
     shop = demo.generate(args.users, args.items, args.events, 42)
@@ -60,6 +71,21 @@ def main() -> None:
     console.print(f"fitted in {fit_seconds:.1f} s; serving: {model.validation['served']}")
     rng = np.random.default_rng(0)
     users = rng.choice(len(model.user_map), args.requests, replace=True)
+    if args.booster_only:
+        booster = booster_cpu(model, request_rows(model, users))
+        console.print(booster)
+        write_results(
+            "ranker_booster",
+            {
+                "load_average_1m_at_start": load,
+                "items": len(model.item_map),
+                "events": events.num_rows,
+                "ranker_params": params,
+                "served": model.validation["served"],
+                "booster_predict_cpu_ms": booster,
+            },
+        )
+        return
     samples, cpu = [], []
     for user in users:
         history = model.history(int(user))
@@ -76,7 +102,7 @@ def main() -> None:
         known_cpu.append(time.process_time() - cpu_clock)
     assert isinstance(model, RankerModel)
     stages, rows = stage_cpu(model, users)
-    booster = booster_threads(model)
+    booster = booster_cpu(model, request_rows(model, users))
     console.print(
         table(
             "CPU per request by stage of recommend (ms, mean)",
@@ -145,59 +171,89 @@ def stage_cpu(model: RankerModel, users: np.ndarray) -> tuple[dict[str, float], 
     return per_request, round(rows / len(users), 1)
 
 
-def booster_threads(model: RankerModel) -> dict[str, Any]:
-    """The booster on one request's feature rows: one thread (as served) against LightGBM's
-    default (every core), which on a few hundred rows pays more to coordinate than it saves."""
-    history = model.history(0)
-    features = model._features(
-        model.stage,
-        [s[0] for s in model._source_scores(model.stage, None, [history])],
-        history,
-        np.unique(history.items),
-    )[1]
-    booster = model._booster_cache
-    out: dict[str, Any] = {"rows": len(features)}
-    for label, kwargs in (("num_threads_1", {"num_threads": 1}), ("default_threads", {})):
-        booster.predict(features, **kwargs)
-        started = time.process_time()
-        for _ in range(100):
-            booster.predict(features, **kwargs)
-        out[label] = round((time.process_time() - started) * 10, 3)
-    out["compiled"] = compiled_booster(model, features)
-    return out
+def request_rows(model: RankerModel, users: np.ndarray) -> list[np.ndarray]:
+    """The feature rows the booster is given by ``recommend`` for these known shoppers, one
+    array per request."""
+    rows: list[np.ndarray] = []
+    predict = model._predict
 
+    def recording(features: np.ndarray) -> np.ndarray:
+        rows.append(features.copy())
+        return predict(features)
 
-def compiled_booster(model: RankerModel, features: np.ndarray) -> dict[str, Any] | None:
-    """The same trees compiled to machine code by lleaves, when it is importable (it is not a
-    dependency of the project): its time on the same rows and how far its scores differ."""
+    model._predict = recording  # type: ignore[method-assign]
     try:
-        import lleaves  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
+        for user in users.tolist():
+            model.recommend(model.user_map.ids[user], 10)
+    finally:
+        del model._predict
+    assert rows, f"the booster scored no request: the model serves {model.validation['served']}"
+    return rows
+
+
+def booster_cpu(model: RankerModel, requests: list[np.ndarray]) -> dict[str, Any]:
+    """CPU ms per request of the booster on each request's rows: the compiled trees as the
+    model serves them, LightGBM with one thread (what serves where they cannot be compiled)
+    and with its default threads (every core); each request's rows are scored ``REPEAT``
+    times, the time divided. Then whether the compiled scores are LightGBM's."""
+    booster = _booster(model.booster_text)
     with tempfile.TemporaryDirectory() as folder:
-        text = Path(folder) / "booster.txt"
-        text.write_text(model.booster_text)
-        compiled = lleaves.Model(model_file=str(text))
         started = time.perf_counter()
-        compiled.compile(cache=str(Path(folder) / "booster.o"))
+        compiled = CompiledTrees.build(model.booster_text, Path(folder))
         compile_seconds = time.perf_counter() - started
-    rows = np.asarray(features, dtype=np.float64)
-    ours = np.asarray(model._booster_cache.predict(features, num_threads=1), np.float64)
-    theirs = np.asarray(compiled.predict(rows, n_jobs=1), np.float64)
-    started = time.process_time()
-    for _ in range(100):
-        compiled.predict(rows, n_jobs=1)
-    return {
-        "lleaves": metadata.version("lleaves"),
-        "llvmlite": metadata.version("llvmlite"),
-        "compile_seconds": round(compile_seconds, 1),
-        "predict_cpu_ms": round((time.process_time() - started) * 10, 3),
-        "max_abs_difference": float(np.abs(ours - theirs).max()),
-        # the model serves float32 scores: what it would rank by
-        "same_float32_scores": bool(
-            np.array_equal(ours.astype(np.float32), theirs.astype(np.float32))
-        ),
+        started = time.perf_counter()
+        cached = CompiledTrees.build(model.booster_text, Path(folder))
+        load_seconds = time.perf_counter() - started
+    assert compiled is not None and cached is not None, "the trees did not compile (see log)"
+    model._compiled = cached
+
+    def lightgbm(**kwargs: Any) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda rows: np.asarray(booster.predict(rows, **kwargs), np.float32)
+
+    scorers = {
+        "compiled": model._predict,
+        "lightgbm_num_threads_1": lightgbm(num_threads=1),
+        "lightgbm_default_threads": lightgbm(),
     }
+    out: dict[str, Any] = {
+        "requests": len(requests),
+        "rows_per_request_mean": round(float(np.mean([len(r) for r in requests])), 1),
+        "features": int(requests[0].shape[1]),
+        "trees": booster.num_trees(),
+        "repeat": REPEAT,
+    }
+    for name, score in scorers.items():
+        spent = []
+        for rows in requests:
+            score(rows)
+            started = time.process_time()
+            for _ in range(REPEAT):
+                score(rows)
+            spent.append((time.process_time() - started) / REPEAT)
+        out[name] = percentiles_ms(spent)
+    differences, same_scores, same_top = 0.0, 0, 0
+    for rows in requests:
+        ours = compiled.predict(rows)
+        theirs = np.asarray(booster.predict(rows, num_threads=1), np.float64)
+        differences = max(differences, float(np.abs(ours - theirs).max()))
+        # the model ranks by float32 scores
+        ours32, theirs32 = ours.astype(np.float32), theirs.astype(np.float32)
+        same_scores += bool(np.array_equal(ours32, theirs32))
+        same_top += bool(
+            np.array_equal(
+                np.argsort(-ours32, kind="stable")[:10], np.argsort(-theirs32, kind="stable")[:10]
+            )
+        )
+    out["compiled_trees"] = {
+        "library": f"lleaves {metadata.version('lleaves')}",
+        "llvmlite": metadata.version("llvmlite"),
+        "compile_seconds": round(compile_seconds, 2),
+        "load_from_cache_seconds": round(load_seconds, 3),
+        "max_abs_difference_float64": differences,
+        "requests_with_equal_float32_scores": same_scores,
+        "requests_with_equal_top_10": same_top,
+    }
+    return out
 
 
 if __name__ == "__main__":
