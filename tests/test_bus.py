@@ -14,9 +14,9 @@ import pytest
 
 import recsys_lite.online.bus as bus_module
 from recsys_lite.data.store import Store
+from recsys_lite.jobs.worker import fold_bus_into_store
 from recsys_lite.online.bus import EventBus, InboxBus, KafkaBus, RedisBus
 from recsys_lite.online.inbox import Inbox
-from recsys_lite.online.worker import fold_bus_into_store
 
 BusFactory = Callable[[], EventBus]
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import running_server
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
-from recsys_lite.online.worker import retrain_cycle
+from recsys_lite.jobs.worker import retrain_cycle
 from recsys_lite.training import train
 
 

@@ -109,7 +109,7 @@ def train(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     # When the store was read: erasures before it are in this model (a full retrain without
-    # them), later ones only forgotten in place until the next (online/worker.py).
+    # them), later ones only forgotten in place until the next (jobs/worker.py).
     events_read_at = time.time()
     events = store.read_events() if events is None else events
     items = store.read_items()

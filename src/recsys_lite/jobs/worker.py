@@ -4,15 +4,18 @@ The gate is a forward test on data neither model has seen. The events that arriv
 served model's training cutoff are split in time into an older half H1 and a newer half H2.
 The served model (trained before H1) and a candidate trained with the same recipe on
 everything before H2 are both scored on H2, for the same users against the same targets
-(gate.py). Only if the candidate is not worse is the recipe refit on all events and written as
-a new version of the served artifact; the API notices it and swaps it in between requests.
+(online/gate.py). Only if the candidate is not worse is the recipe refit on all events and
+written as a new version of the served artifact; the API notices it and swaps it in between
+requests.
 
 An erased shopper is forgotten by the served model at once (models/forgetting.py), exactly for
 some models and in part for others; a full retrain from the store, which no longer holds their
 events, is due within ``ERASURE_RETRAIN_HOURS``. The worker runs it, without the gate (privacy
 comes before a metric), once the oldest erasure the served model predates is half that old, so
 erasures close together share one retrain and a failed one has time to be retried; the audit
-trail records it.
+trail records it. Retention (``EVENT_RETENTION_DAYS``) is applied here too.
+
+It orchestrates online updates and privacy work, so it sits above both, in ``jobs``.
 """
 
 from __future__ import annotations
