@@ -307,10 +307,11 @@ def memory_spans() -> Iterator[Any]:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from recsys_lite.config import Settings
-    from recsys_lite.observability.tracing import disable_tracing, enable_tracing
+    from recsys_lite.observability.tracing import disable_tracing
+    from recsys_lite.serving.instrumentation import enable_api_tracing
 
     exporter = InMemorySpanExporter()
-    enable_tracing(Settings(tracing=True), exporter=exporter)
+    enable_api_tracing(Settings(tracing=True), exporter=exporter)
     try:
         yield exporter
     finally:

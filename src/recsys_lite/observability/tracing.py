@@ -11,6 +11,10 @@ OpenTelemetry's own instrumentations patch libraries:
 * ``bus``: publishing, and polls or consumes that brought messages (empty polls, ten a second,
   would drown the rest).
 
+This module holds only the machinery and the kinds of span; which functions get them is said
+by the layer that owns them, passed in as ``instrument``: ``online/tracing.py`` for every
+process (retrieval, store, bus), ``serving/instrumentation.py`` adding the API's ranking.
+
 Each API request is a server span named by its method and route template. Spans carry no
 shopper or item ids, keys, paths or query strings.
 """
@@ -41,9 +45,12 @@ def tracer() -> Tracer | None:
     return _tracer
 
 
-def enable_tracing(settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider:
-    """Set up the tracer and wrap the traced functions, once per process. ``exporter``: where
-    spans go (tests pass an in-memory one); otherwise ``TRACING_EXPORTER``."""
+def enable_tracing(
+    settings: Settings, instrument: Callable[[], None], exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """Set up the tracer and wrap the traced functions (``instrument`` wraps them with
+    ``patch``), once per process. ``exporter``: where spans go (tests pass an in-memory one);
+    otherwise ``TRACING_EXPORTER``."""
     global _provider, _tracer
     if _provider is not None:
         return _provider
@@ -58,7 +65,7 @@ def enable_tracing(settings: Settings, exporter: SpanExporter | None = None) -> 
         # batches leave from a background thread, off the request path
         provider.add_span_processor(BatchSpanProcessor(_configured_exporter(settings)))
     _provider, _tracer = provider, provider.get_tracer("recsys_lite")
-    _instrument()
+    instrument()
     return provider
 
 
@@ -84,13 +91,14 @@ def _configured_exporter(settings: Settings) -> SpanExporter:
     return OTLPSpanExporter()
 
 
-def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
+def patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
+    """Replace ``owner.name`` by ``wrapper(original)``; ``disable_tracing`` puts it back."""
     original = owner.__dict__[name]
     _patched.append((owner, name, original))
     setattr(owner, name, wrapper(original))
 
 
-def _spanned(span: str, **attributes: str) -> Callable[[Any], Any]:
+def spanned(span: str, **attributes: str) -> Callable[[Any], Any]:
     def wrap(function: Any) -> Any:
         @functools.wraps(function)
         def traced(*args: Any, **kwargs: Any) -> Any:
@@ -103,7 +111,7 @@ def _spanned(span: str, **attributes: str) -> Callable[[Any], Any]:
     return wrap
 
 
-def _retrieval(method: str) -> Callable[[Any], Any]:
+def retrieval_span(method: str) -> Callable[[Any], Any]:
     def wrap(function: Any) -> Any:
         @functools.wraps(function)
         def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -117,7 +125,7 @@ def _retrieval(method: str) -> Callable[[Any], Any]:
     return wrap
 
 
-def _store_connect(function: Any) -> Any:
+def store_span(function: Any) -> Any:
     @contextmanager
     @functools.wraps(function)
     def traced(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -134,7 +142,7 @@ def _store_connect(function: Any) -> Any:
     return traced
 
 
-def _bus(kind: str, operation: str, only_when_found: bool) -> Callable[[Any], Any]:
+def bus_span(kind: str, operation: str, only_when_found: bool) -> Callable[[Any], Any]:
     def wrap(function: Any) -> Any:
         @functools.wraps(function)
         def traced(*args: Any, **kwargs: Any) -> Any:
@@ -154,25 +162,6 @@ def _bus(kind: str, operation: str, only_when_found: bool) -> Callable[[Any], An
         return traced
 
     return wrap
-
-
-def _instrument() -> None:
-    from recsys_lite.data.store import Store
-    from recsys_lite.models.base import Recommender
-    from recsys_lite.online.bus import InboxBus, KafkaBus, RedisBus
-    from recsys_lite.online.state import OnlineStateBase
-    from recsys_lite.serving import lists
-
-    for method in ("recommend", "recommend_history", "similar_items"):
-        _patch(Recommender, method, _retrieval(method))
-    _patch(OnlineStateBase, "popular", _spanned("retrieval", **{"recsys.method": "popular"}))
-    _patch(lists, "rerank", _spanned("ranking"))
-    _patch(Store, "connect", _store_connect)
-    for bus, kind in ((InboxBus, "embedded"), (RedisBus, "redis"), (KafkaBus, "kafka")):
-        _patch(bus, "publish", _bus(kind, "publish", only_when_found=False))
-        _patch(bus, "ack", _bus(kind, "settle", only_when_found=False))
-        _patch(bus, "poll", _bus(kind, "receive", only_when_found=True))
-        _patch(bus, "consume", _bus(kind, "receive", only_when_found=True))
 
 
 class TracingMiddleware:

@@ -31,7 +31,6 @@ from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import ITEM_FIELDS
 from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS, validate_events
 from recsys_lite.errors import NotFoundError
-from recsys_lite.observability.api import instrument_app
 from recsys_lite.observability.logs import configure_logging
 from recsys_lite.search import api as search_api
 from recsys_lite.search import engine as search_engine
@@ -47,6 +46,7 @@ from recsys_lite.serving.errors import (
     install_error_handlers,
 )
 from recsys_lite.serving.guards import GuardMiddleware
+from recsys_lite.serving.instrumentation import instrument_app
 from recsys_lite.serving.live_experiment import LiveExperiment
 from recsys_lite.serving.params import PathId, path_id, query_parameters, read_query
 from recsys_lite.serving.privacy_routes import privacy_router

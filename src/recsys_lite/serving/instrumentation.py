@@ -18,6 +18,9 @@ from recsys_lite.observability.metrics import (
 )
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from recsys_lite.serving.runtime import Runtime
 
 
@@ -31,9 +34,25 @@ def instrument_app(
     # added last, so outermost: the request id is set before the span starts, and both cover
     # every other middleware
     if settings.tracing:
-        from recsys_lite.observability.tracing import TracingMiddleware, enable_tracing
+        from recsys_lite.observability.tracing import TracingMiddleware
 
-        enable_tracing(settings)
+        enable_api_tracing(settings)
         app.add_middleware(TracingMiddleware)
     if settings.log_format == "json" or settings.tracing:
         app.add_middleware(RequestContextMiddleware, slow_seconds=settings.slow_request_seconds)
+
+
+def enable_api_tracing(settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider:
+    """Tracing in the API process: every process's spans and the API's ranking."""
+    from recsys_lite.observability.tracing import enable_tracing
+
+    return enable_tracing(settings, _instrument_api, exporter)
+
+
+def _instrument_api() -> None:
+    from recsys_lite.observability.tracing import patch, spanned
+    from recsys_lite.online.tracing import instrument_online
+    from recsys_lite.serving import lists
+
+    instrument_online()
+    patch(lists, "rerank", spanned("ranking"))

@@ -1,5 +1,6 @@
 """Logs, traces and a metrics port for the long-running commands that are not the API:
-``recsys-lite worker`` and ``recsys-lite stream-ingest``."""
+``recsys-lite worker`` and ``recsys-lite stream-ingest`` (the API's own is
+``serving/instrumentation.py``)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def _common(settings: Settings) -> None:
     configure_logging(settings, TEXT_FORMAT)
     if settings.tracing:
         from recsys_lite.observability.tracing import enable_tracing
+        from recsys_lite.online.tracing import instrument_online
 
-        enable_tracing(settings)
+        enable_tracing(settings, instrument_online)
 
 
 def observe_worker(
