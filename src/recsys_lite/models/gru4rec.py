@@ -83,9 +83,11 @@ from recsys_lite.models.gru4rec_training import (
     log_q_correction,
     train_step,
 )
+from recsys_lite.models.histories import history_events
 from recsys_lite.models.registry import register
 from recsys_lite.models.sessions import last_sessions, session_parallel_steps, split_sessions
 from recsys_lite.models.torch_runtime import load_torch, seeded_torch, torch_threads
+from recsys_lite.models.vectors import unit_rows, with_bias_coordinate
 
 load_torch()  # before the first `import torch` (see torch_runtime)
 
@@ -225,12 +227,7 @@ class GRU4RecModel(Recommender):
         return out
 
     def _user_states(self, users: np.ndarray) -> np.ndarray:
-        users = np.asarray(users, dtype=np.int64)
-        starts, ends = self.history_indptr[users], self.history_indptr[users + 1]
-        lengths = ends - starts
-        groups = np.repeat(np.arange(len(users)), lengths)
-        positions = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        index = np.repeat(starts, lengths) + positions
+        groups, index, _ = history_events(self.history_indptr, users)
         p = self.params
         items, groups = last_sessions(
             groups,
@@ -241,13 +238,9 @@ class GRU4RecModel(Recommender):
         )
         return self._encode(items, groups, len(users))
 
-    @staticmethod
-    def _with_bias_coordinate(states: np.ndarray) -> np.ndarray:
-        return np.hstack([states, np.ones((len(states), 1), dtype=np.float32)])
-
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
         """Final state of the user's latest session, plus a 1 that picks up the item bias."""
-        return self._with_bias_coordinate(self._user_states(users))
+        return with_bias_coordinate(self._user_states(users))
 
     def item_vectors(self) -> np.ndarray:
         if self._item_vectors is None:
@@ -260,9 +253,7 @@ class GRU4RecModel(Recommender):
 
     def similarity_vectors(self) -> np.ndarray:
         """Output item embeddings without the bias: similarity should not favour popularity."""
-        vectors = self.item_vectors()[:, :-1]
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+        return unit_rows(self.item_vectors()[:, :-1])
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         with torch_threads(self._threads()):
@@ -283,7 +274,7 @@ class GRU4RecModel(Recommender):
             p.gap_seconds(),
             p.drop_repeats,
         )
-        state = self._with_bias_coordinate(self._encode(items, groups, 1))
+        state = with_bias_coordinate(self._encode(items, groups, 1))
         scores: np.ndarray = (self.item_vectors() @ state[0]).astype(np.float32)
         return scores
 

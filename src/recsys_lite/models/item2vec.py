@@ -20,9 +20,11 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
+from recsys_lite.models.histories import history_events, recency_decay
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
 from recsys_lite.models.sessions import not_repeated, session_ids
+from recsys_lite.models.vectors import unit_rows
 
 
 class Item2VecParams(ModelParams):
@@ -137,28 +139,21 @@ class Item2VecModel(Recommender):
 
     def _unit_vectors(self) -> np.ndarray:
         if self._unit is None:
-            norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
-            self._unit = np.asarray(self.vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+            self._unit = unit_rows(self.vectors)
         return self._unit
 
     def _profiles(
         self, rows: np.ndarray, items: np.ndarray, ages: np.ndarray, n_rows: int
     ) -> np.ndarray:
         """Recency-weighted mean unit vector of each row's items (``ages`` in events, 0 newest)."""
-        weights = np.power(0.5, ages / self.params.recency_half_life).astype(np.float32)
+        weights = recency_decay(ages, self.params.recency_half_life).astype(np.float32)
         mixing = sp.csr_matrix((weights, (rows, items)), shape=(n_rows, len(self.item_map)))
         totals = np.asarray(mixing.sum(axis=1), dtype=np.float32)
         profiles = np.asarray(mixing @ self._unit_vectors(), dtype=np.float32)
         return np.asarray(profiles / np.maximum(totals, 1e-12), dtype=np.float32)
 
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
-        users = np.asarray(users, dtype=np.int64)
-        starts = self.history_indptr[users]
-        lengths = self.history_indptr[users + 1] - starts
-        rows = np.repeat(np.arange(len(users)), lengths)
-        offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        positions = np.repeat(starts, lengths) + offsets
-        ages = lengths[rows] - 1 - offsets
+        rows, positions, ages = history_events(self.history_indptr, users)
         return self._profiles(rows, self.history_items[positions], ages, len(users))
 
     def item_vectors(self) -> np.ndarray:

@@ -48,6 +48,7 @@ from recsys_lite.models.lightfm_features import (
 )
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
+from recsys_lite.models.vectors import unit_rows, with_bias_coordinate
 
 __all__ = ["LightFMModel", "LightFMParams", "history_features", "item_features"]
 
@@ -240,14 +241,11 @@ class LightFMModel(Recommender):
         return self.item_factors
 
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
-        vectors = self.user_embeddings[users]
-        return np.hstack([vectors, np.ones((len(vectors), 1), dtype=np.float32)])
+        return with_bias_coordinate(self.user_embeddings[users])
 
     def similarity_vectors(self) -> np.ndarray:
         # The bias measures popularity, not likeness: cosine on the embeddings alone.
-        embeddings = self.item_factors[:, :-1]
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        return np.asarray(embeddings / np.maximum(norms, 1e-12), dtype=np.float32)
+        return unit_rows(self.item_factors[:, :-1])
 
     # ----- items added after training ----------------------------------------------------------
 

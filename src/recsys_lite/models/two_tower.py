@@ -21,6 +21,7 @@ from rich.progress import Progress
 
 from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
 from recsys_lite.models.catalog_features import FEATURES, CatalogEncoder, ItemFeatures
+from recsys_lite.models.histories import history_events, recency_decay
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
 from recsys_lite.models.torch_runtime import seeded_torch
@@ -215,15 +216,14 @@ class TwoTowerModel(Recommender):
     def _trained_user_vectors(self) -> np.ndarray:
         """Each trained user's vector from their id and stored history, as served."""
         n_users = len(self.user_map)
-        owner = np.repeat(np.arange(n_users), np.diff(self.history_indptr))
-        ages = self.history_indptr[owner + 1] - 1 - np.arange(len(owner))
+        owner, index, ages = history_events(self.history_indptr, np.arange(n_users))
         window = ages < self.params.history_length
-        owner, ages = owner[window], ages[window]
-        decayed = self.history_weights[window] * np.power(0.5, ages / self.params.recency_half_life)
+        owner, index, ages = owner[window], index[window], ages[window]
+        decayed = self.history_weights[index] * recency_decay(ages, self.params.recency_half_life)
         totals = np.bincount(owner, weights=decayed, minlength=n_users)
         shares = decayed / np.where(totals > 0, totals, 1.0)[owner]
         pooling = sp.csr_matrix(
-            (shares.astype(np.float32), (owner, self.history_items[window])),
+            (shares.astype(np.float32), (owner, self.history_items[index])),
             shape=(n_users, len(self.item_map)),
         )
         return self._user_tower_np(np.arange(n_users), pooling)

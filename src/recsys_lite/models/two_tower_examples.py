@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from recsys_lite.models.base import TrainingData
 from recsys_lite.models.catalog_features import FEATURES, ItemFeatures
+from recsys_lite.models.histories import recency_decay
 
 POOLED = ("history_item", *FEATURES)  # the tables the user tower pools over a history
 
@@ -22,7 +23,7 @@ def recency_weights(
     ``ages`` counts the newer events of the history (0 for the newest). A history whose events
     all weigh nothing pools to zero, like an empty one.
     """
-    weights = np.where(valid, event_weights * np.power(0.5, ages / half_life), 0.0)
+    weights = np.where(valid, event_weights * recency_decay(ages, half_life), 0.0)
     totals = weights.sum(axis=-1, keepdims=True)
     return np.asarray(weights / np.where(totals > 0, totals, 1.0), dtype=np.float32)
 

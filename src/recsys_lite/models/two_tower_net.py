@@ -14,6 +14,7 @@ import numpy as np
 from recsys_lite.models.catalog_features import FEATURES, ItemFeatures
 from recsys_lite.models.two_tower_examples import POOLED, Bags
 from recsys_lite.models.two_tower_params import TwoTowerParams
+from recsys_lite.models.vectors import unit_rows
 
 if TYPE_CHECKING:
     import torch
@@ -143,5 +144,4 @@ def tower_mlp(net: dict[str, np.ndarray], prefix: str, inputs: np.ndarray) -> np
     """The tower MLP of ``build_net`` and the L2 normalisation after it."""
     hidden = np.maximum(inputs @ net[f"{prefix}.0.weight"].T + net[f"{prefix}.0.bias"], 0.0)
     out = hidden @ net[f"{prefix}.2.weight"].T + net[f"{prefix}.2.bias"]
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.asarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
+    return unit_rows(out)
