@@ -70,7 +70,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from rich.progress import Progress
 
 from recsys_lite.errors import RecsysError
 from recsys_lite.models.base import History, Recommender, TrainingData
@@ -84,6 +83,7 @@ from recsys_lite.models.gru4rec_training import (
     train_step,
 )
 from recsys_lite.models.histories import history_events
+from recsys_lite.models.progress import training_progress
 from recsys_lite.models.registry import register
 from recsys_lite.models.sessions import last_sessions, session_parallel_steps, split_sessions
 from recsys_lite.models.torch_runtime import load_torch, seeded_torch, torch_threads
@@ -152,8 +152,8 @@ class GRU4RecModel(Recommender):
         log_q = log_q_correction(p, sessions.items, popularity) if p.logq > 0 else None
         session_items = torch.from_numpy(sessions.items)
         transitions = len(sessions.items) - len(sessions)
-        with Progress(disable=not show_progress, transient=True) as progress:
-            task = progress.add_task("training gru4rec", total=p.epochs * transitions)
+        steps = p.epochs * transitions
+        with training_progress("gru4rec", steps, show_progress) as (progress, task):
             for epoch in range(p.epochs):
                 net.train()
                 hidden = net.zero_state(min(p.batch_size, len(sessions)))

@@ -29,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 from pydantic import Field
-from rich.progress import Progress
 
 from recsys_lite.errors import InvalidInputError
 from recsys_lite.models.base import (
@@ -47,6 +46,7 @@ from recsys_lite.models.lightfm_features import (
     item_features,
 )
 from recsys_lite.models.params import ModelParams
+from recsys_lite.models.progress import training_progress
 from recsys_lite.models.registry import register
 from recsys_lite.models.vectors import unit_rows, with_bias_coordinate
 
@@ -152,8 +152,7 @@ class LightFMModel(Recommender):
             max_sampled=p.max_sampled,
             random_state=p.random_state,
         )
-        with Progress(disable=not show_progress, transient=True) as progress:
-            task = progress.add_task("training lightfm", total=p.epochs)
+        with training_progress("lightfm", p.epochs, show_progress) as (progress, task):
             for epoch in range(p.epochs):
                 # One epoch per call (fit would reset the model) so the tuner can look in.
                 _run_epoch(model, interactions, weights, users, warm_features, self.threads)

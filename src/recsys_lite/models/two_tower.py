@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
-from rich.progress import Progress
 
 from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
 from recsys_lite.models.catalog_features import FEATURES, CatalogEncoder, ItemFeatures
 from recsys_lite.models.histories import history_events, recency_decay
 from recsys_lite.models.params import ModelParams
+from recsys_lite.models.progress import training_progress
 from recsys_lite.models.registry import register
 from recsys_lite.models.torch_runtime import seeded_torch
 from recsys_lite.models.two_tower_examples import Examples, history_bags, recency_weights
@@ -100,8 +100,8 @@ class TwoTowerModel(Recommender):
         ]
         warm = counts > 0
         epochs = self.epochs_for(len(examples))
-        with Progress(disable=not show_progress, transient=True) as progress:
-            task = progress.add_task("training two_tower", total=epochs * len(examples))
+        steps = epochs * len(examples)
+        with training_progress("two_tower", steps, show_progress) as (progress, task):
             for epoch in range(epochs):
                 net.train()
                 total = 0.0
