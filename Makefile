@@ -63,6 +63,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # Known vulnerabilities in the installed packages (pip-audit); fails on any found.
 audit: $(STAMP)
