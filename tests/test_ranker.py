@@ -184,8 +184,8 @@ def test_a_ranker_that_loses_on_validation_serves_the_best_single_source(
     assert scores["ranker"] <= scores[best]
     assert model.validation["served"] == best
     user = 5
-    source_scores = model._source_scores(
-        model.stage, model.user_map.ids[[user]], [model.history(user)]
+    source_scores = model.stage.dense_scores(
+        model.user_map.ids[[user]], [model.history(user)], model.params.recent_items
     )[model.source_names().index(best)][0]
     np.testing.assert_array_equal(model.score_users(np.array([user]))[0], source_scores)
 

@@ -16,7 +16,8 @@ pytest.importorskip("lightgbm")
 from recsys_lite.data.store import Store
 from recsys_lite.models.artifact import load_artifact, save_artifact
 from recsys_lite.models.base import Ranked, _blocked, _finite_top
-from recsys_lite.models.ranker import RankerModel, _searchable, _trending_top
+from recsys_lite.models.ranker import RankerModel
+from recsys_lite.models.ranker_stage import searchable
 from recsys_lite.ranking.candidates import CoVisitation, best_listed, best_of
 
 FAST = json.loads((Path(__file__).parent / "fast_params" / "ranker.json").read_text())
@@ -79,7 +80,7 @@ def test_trending_is_read_from_its_order_as_from_its_scores(ranker: RankerModel)
     stage = ranker.stage
     for user in range(5):
         seen = ranker.seen_items(user)
-        got = _trending_top(stage, 30, seen)
+        got = stage.trending_top(30, seen)
         wanted = best_of(stage.trending, 30, seen)
         np.testing.assert_array_equal(got.items, wanted.items)
         np.testing.assert_array_equal(got.scores, wanted.scores)
@@ -137,7 +138,7 @@ def test_a_retriever_index_retrieves_the_exact_top_n_and_is_saved(
     exact = [ranker.score_user_candidates(u) for u in users]
     ranker.build_indexes("hnsw")
     try:
-        index = _searchable(ranker.stage.retrievers[0])
+        index = searchable(ranker.stage.retrievers[0])
         assert index is not None and index.kind == "hnsw"
         for user, before in zip(users.tolist(), exact, strict=True):
             after = ranker.score_user_candidates(user)
@@ -146,7 +147,7 @@ def test_a_retriever_index_retrieves_the_exact_top_n_and_is_saved(
         save_artifact(ranker, tmp_path / "m")
         loaded = load_artifact(tmp_path / "m").model
         assert isinstance(loaded, RankerModel)
-        held = _searchable(loaded.stage.retrievers[0])
+        held = searchable(loaded.stage.retrievers[0])
         assert held is not None and held.index.hnsw.efSearch == ranker.params.index_ef_search
         for user in users.tolist():
             ids = str(ranker.user_map.ids[user])

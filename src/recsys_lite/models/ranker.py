@@ -19,7 +19,7 @@ retriever is fitted again on all events and the booster is kept, as the served f
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -30,7 +30,6 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recsys_lite.config import Settings, get_settings
-from recsys_lite.data.idmap import IdMap
 from recsys_lite.data.interactions import SECONDS_PER_DAY, build_interactions
 from recsys_lite.evaluation.metrics import ndcg
 from recsys_lite.models.base import (
@@ -43,14 +42,12 @@ from recsys_lite.models.base import (
 )
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams
+from recsys_lite.models.ranker_stage import FirstStage
 from recsys_lite.models.registry import create_model, register
 from recsys_lite.ranking.candidates import (
-    EMPTY_TOP,
     Candidates,
     CoVisitation,
     SourceTop,
-    best_listed,
-    best_of,
     merge_tops,
     recall_by_source,
 )
@@ -62,7 +59,6 @@ from recsys_lite.ranking.features import (
     WindowCounters,
     fresh_features,
 )
-from recsys_lite.ranking.retrieval import search_vectors
 
 ITEM_WINDOWS_DAYS = (7, 30)  # popularity windows besides the fresh ones and all time
 VALIDATION_K = 10
@@ -99,40 +95,6 @@ class RankerParams(ModelParams):
     leaves: int = Field(31, ge=2, le=1_024)
     min_rows_in_leaf: int = Field(20, ge=1)
     random_state: int = 42
-
-
-@dataclass
-class _Stage:
-    """The first stage as fitted on some events, in the ranker's item space."""
-
-    retrievers: list[Recommender]
-    positions: list[np.ndarray]  # ranker item index of each retriever item (-1: unknown)
-    covisit: CoVisitation
-    trending: np.ndarray
-    item_features: np.ndarray  # (items, ITEM_FEATURES)
-    instant: int
-    # per retriever, computed once rather than per request: whether its items are the
-    # ranker's in the same order (its scores then need no mapping), and each ranker item's
-    # index in its space (-1: unknown), for folding a history in
-    same_items: list[bool] = field(init=False)
-    own_index: list[np.ndarray] = field(init=False)
-    # trending is the same for every shopper: its order (ties: lower index first) is taken
-    # once, and a request reads its head past the items it excludes
-    trending_order: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        n_items = len(self.item_features)
-        self.trending_order = np.lexsort((np.arange(len(self.trending)), -self.trending))
-        self.same_items = [
-            len(p) == n_items and bool(np.array_equal(p, np.arange(n_items)))
-            for p in self.positions
-        ]
-        self.own_index = []
-        for positions in self.positions:
-            own = np.full(n_items, -1, dtype=np.int64)
-            mapped = np.flatnonzero(positions >= 0)
-            own[positions[mapped]] = mapped
-            self.own_index.append(own)
 
 
 ITEM_FEATURES = (
@@ -286,7 +248,7 @@ class RankerModel(Recommender):
             self.fallback = best
             self.validation["served"] = names[best]
 
-    def _build_stage(self, events: pa.Table, catalog: pa.Table | None) -> _Stage:
+    def _build_stage(self, events: pa.Table, catalog: pa.Table | None) -> FirstStage:
         retrievers, positions = [], []
         for name in self.params.retrievers:
             model = create_model(name, self.params.retriever_params.get(name))
@@ -298,7 +260,7 @@ class RankerModel(Recommender):
         items = self.item_map.to_index(events.column("item_id"))
         ts = events.column("ts").to_numpy().astype(np.int64)
         instant = int(ts.max())
-        return _Stage(
+        return FirstStage(
             retrievers,
             positions,
             CoVisitation.build(interactions.matrix, self.params.together_neighbours),
@@ -363,7 +325,7 @@ class RankerModel(Recommender):
 
     def _rows_for(
         self,
-        stage: _Stage,
+        stage: FirstStage,
         user_ids: np.ndarray,
         histories: list[History],
         excluded: list[np.ndarray],
@@ -371,146 +333,13 @@ class RankerModel(Recommender):
         out = []
         for start in range(0, len(user_ids), BATCH_USERS):
             batch = slice(start, start + BATCH_USERS)
-            tops = self._source_tops(stage, user_ids[batch], histories[batch], excluded[batch])
+            tops = stage.tops(user_ids[batch], histories[batch], excluded[batch], *self._depths())
             for user_tops, history in zip(tops, histories[batch], strict=True):
                 out.append(self._features(stage, user_tops, history))
         return out
 
-    def _source_tops(
-        self,
-        stage: _Stage,
-        user_ids: np.ndarray | None,
-        histories: list[History],
-        excluded: list[np.ndarray],
-    ) -> list[list[SourceTop]]:
-        """Per user, each source's top N outside ``excluded`` (unique item indices), in the
-        ranker's item space; users without ids (None) are folded in from their histories.
-
-        Every source gives its top N without a vector over the catalog where it can: a
-        retriever with a vector index is searched, trending is read from its order, and
-        bought-together sums the table's rows of the recent items."""
-        n = self.params.candidates
-        per_source = [
-            self._retriever_tops(stage, r, user_ids, histories, excluded)
-            for r in range(len(stage.retrievers))
-        ]
-        per_source.append([_trending_top(stage, n, seen) for seen in excluded])
-        recent = self.params.recent_items
-        per_source.append(
-            [
-                best_listed(*stage.covisit.together(history.items[-recent:]), n, seen)
-                for history, seen in zip(histories, excluded, strict=True)
-            ]
-        )
-        return [list(user) for user in zip(*per_source, strict=True)]
-
-    def _retriever_tops(
-        self,
-        stage: _Stage,
-        r: int,
-        user_ids: np.ndarray | None,
-        histories: list[History],
-        excluded: list[np.ndarray],
-    ) -> list[SourceTop]:
-        model, positions = stage.retrievers[r], stage.positions[r]
-        n = self.params.candidates
-        own = (
-            np.full(len(histories), -1, dtype=np.int64)
-            if user_ids is None
-            else _indices(model.user_map, user_ids)
-        )
-        out = [EMPTY_TOP] * len(histories)
-        known = np.flatnonzero(own >= 0)
-        index = _searchable(model)
-        if index is not None and len(known):
-            for row in known.tolist():
-                out[row] = self._searched(stage, r, index, int(own[row]), excluded[row])
-            known = known[:0]
-        mapped = positions >= 0
-
-        def in_ranker_space(scores: np.ndarray) -> np.ndarray:
-            if stage.same_items[r]:
-                return scores
-            full = np.full(len(self.item_map), -np.inf, dtype=np.float32)
-            full[positions[mapped]] = scores[mapped]
-            return full
-
-        if len(known):
-            scores = np.asarray(model.score_users(own[known]), dtype=np.float32)
-            for row, user_scores in zip(known.tolist(), scores, strict=True):
-                out[row] = best_of(in_ranker_space(user_scores), n, excluded[row])
-        for row in np.flatnonzero(own < 0).tolist():
-            folded = self._fold_in(model, stage.own_index[r], histories[row])
-            if folded is not None:
-                folded = np.asarray(folded, dtype=np.float32)
-                out[row] = best_of(in_ranker_space(folded), n, excluded[row])
-        return out
-
-    def _searched(
-        self, stage: _Stage, r: int, index: VectorIndex, user: int, excluded: np.ndarray
-    ) -> SourceTop:
-        """A known user's top N from a retriever's vector index, with exact inner products:
-        approximate for HNSW, whose top N can miss some of the exact top N."""
-        model = stage.retrievers[r]
-        vectors, query = model.item_vectors(), model.user_vectors(np.array([user]))
-        assert vectors is not None and query is not None
-        blocked = stage.own_index[r][excluded]
-        found, scores = search_vectors(
-            index, vectors, query[0], self.params.candidates, blocked[blocked >= 0], None
-        )
-        items = stage.positions[r][found]
-        keep = items >= 0
-        return best_listed(items[keep], scores[keep], self.params.candidates, None)
-
-    def _source_scores(
-        self, stage: _Stage, user_ids: np.ndarray | None, histories: list[History]
-    ) -> list[np.ndarray]:
-        """One (users, items) score matrix per source, in the ranker's item space; users
-        without ids (None) are folded in from their histories. What a ranker that lost on
-        validation serves (one source's full ranking)."""
-        n_items = len(self.item_map)
-        out = []
-        for r, (model, positions) in enumerate(zip(stage.retrievers, stage.positions, strict=True)):
-            own = (
-                np.full(len(histories), -1, dtype=np.int64)
-                if user_ids is None
-                else _indices(model.user_map, user_ids)
-            )
-            known = np.flatnonzero(own >= 0)
-            if stage.same_items[r] and len(known) == len(histories):
-                out.append(np.asarray(model.score_users(own), dtype=np.float32))
-                continue
-            full = np.full((len(histories), n_items), -np.inf, dtype=np.float32)
-            mapped = positions >= 0
-            if len(known):
-                scores = model.score_users(own[known])
-                if stage.same_items[r]:
-                    full[known] = scores
-                else:
-                    full[np.ix_(known, positions[mapped])] = scores[:, mapped]
-            for row in np.flatnonzero(own < 0):
-                folded = self._fold_in(model, stage.own_index[r], histories[row])
-                if folded is not None:
-                    full[row, positions[mapped]] = folded[mapped]
-            out.append(full)
-        out.append(np.broadcast_to(stage.trending, (len(histories), n_items)))
-        recent = self.params.recent_items
-        out.append(np.stack([stage.covisit.scores(h.items[-recent:]) for h in histories]))
-        return out
-
-    def _fold_in(
-        self, model: Recommender, own_index: np.ndarray, history: History
-    ) -> np.ndarray | None:
-        """A retriever's scores for a user it did not see, from their history in its space
-        (``own_index``: each ranker item's index there, -1 where it has none)."""
-        own = own_index[history.items]
-        keep = own >= 0
-        if not keep.any():
-            return None
-        return model.score_history(History(own[keep], history.weights[keep], history.ts[keep]))
-
     def _features(
-        self, stage: _Stage, tops: list[SourceTop], history: History
+        self, stage: FirstStage, tops: list[SourceTop], history: History
     ) -> tuple[Candidates, np.ndarray]:
         found = merge_tops(tops, self.params.candidates)
         items = found.items
@@ -606,7 +435,7 @@ class RankerModel(Recommender):
         merged candidates by the booster, then what the user already has, after every
         candidate (it stays in a ranking that keeps it)."""
         out = []
-        tops = self._source_tops(self.stage, user_ids, histories, seen)
+        tops = self.stage.tops(user_ids, histories, seen, *self._depths())
         for user_tops, history, mine in zip(tops, histories, seen, strict=True):
             found, features = self._features(self.stage, user_tops, history)
             if not len(found.items):
@@ -622,8 +451,13 @@ class RankerModel(Recommender):
             )
         return out
 
+    def _depths(self) -> tuple[int, int]:
+        """Each source's N and the recent items bought-together reads."""
+        return self.params.candidates, self.params.recent_items
+
     def _fallback_scores(self, user_ids: np.ndarray | None, histories: list[History]) -> np.ndarray:
-        return self._source_scores(self.stage, user_ids, histories)[self.fallback]
+        scores = self.stage.dense_scores(user_ids, histories, self.params.recent_items)
+        return scores[self.fallback]
 
     def score_user_candidates(self, user: int) -> Ranked | None:
         if self.fallback >= 0:
@@ -732,7 +566,7 @@ class RankerModel(Recommender):
                 model.user_index.configure(self._index_settings(None))
             retrievers.append(model)
         covisit = CoVisitation.from_state(arrays)
-        self.stage = _Stage(
+        self.stage = FirstStage(
             retrievers,
             [self.item_map.to_index(m.item_map.ids, strict=False) for m in retrievers],
             covisit or CoVisitation.build(self.user_items, self.params.together_neighbours),
@@ -798,30 +632,6 @@ def _histories(events: pa.Table, users: np.ndarray, items: np.ndarray) -> Any:
         return History(items[picked], np.ones(len(picked), dtype=np.float32), ts[picked])
 
     return history
-
-
-def _trending_top(stage: _Stage, n: int, excluded: np.ndarray) -> SourceTop:
-    """Trending's top N outside ``excluded`` (unique items): at most that many of its head
-    are left out, so the head that long holds the N."""
-    head = stage.trending_order[: n + len(excluded)]
-    if len(excluded):
-        head = head[~np.isin(head, excluded)]
-    head = head[:n]
-    return SourceTop(head.astype(np.int64), stage.trending[head].astype(np.float32))
-
-
-def _searchable(model: Recommender) -> VectorIndex | None:
-    index = model.user_index
-    if isinstance(index, VectorIndex) and index.kind != "flat":
-        return index
-    return None
-
-
-def _indices(ids: IdMap, values: np.ndarray) -> np.ndarray:
-    """Indices of a few ids (-1: unknown) by the map's dictionary: an Arrow join builds a hash
-    table of every id, which per request cost more than all the scoring."""
-    found = (ids.get(value) for value in values.tolist())
-    return np.array([-1 if n is None else n for n in found], dtype=np.int64)
 
 
 def _catalog_for(catalog: pa.Table | None, events: pa.Table) -> pa.Table | None:
