@@ -8,9 +8,10 @@ known shoppers' histories, one at a time, and so is ``recommend`` for known shop
 without HTTP; bench/ranker_serving.py measures it through the server.
 
 The CPU time of each stage of ``recommend`` is reported too (process time, which a busy shared
-machine stretches less than wall time): the ALS retriever's scores over the catalog, the
-bought-together scores, the merge of the three sources' top N, the features, the booster, and
-the final top k over the catalog.
+machine stretches less than wall time): each source's top N (ALS through its HNSW index when
+the model has one, else its scores over the catalog; trending from its precomputed order;
+bought-together from the co-visitation table), the merge of the three, the features, the
+booster, and the final top k over the candidates.
 
 The booster alone is timed on the feature rows it was given in those requests: its trees
 compiled to native code (ranking/compiled_trees.py, what the model serves), LightGBM with the
@@ -43,9 +44,9 @@ import numpy as np
 from _common import console, percentiles_ms, table, warn_if_busy, write_results
 from recsys_lite.data import demo
 from recsys_lite.models import create_model
-from recsys_lite.models.base import _blocked, _finite_top
+from recsys_lite.models.base import Ranked, _listed_top
 from recsys_lite.models.ranker import RankerModel, _booster
-from recsys_lite.ranking.candidates import merge
+from recsys_lite.ranking.candidates import best_listed, merge_tops
 from recsys_lite.ranking.compiled_trees import CompiledTrees
 
 REPEAT = 20  # scorings of each request's rows per timing: one takes about a tenth of a ms
@@ -135,7 +136,16 @@ def stage_cpu(model: RankerModel, users: np.ndarray) -> tuple[dict[str, float], 
     candidates the booster scored."""
     stage = model.stage
     spent = dict.fromkeys(
-        ["als_scores", "bought_together", "merge", "features", "booster", "top_k"], 0.0
+        [
+            "als_top_n",
+            "trending_top_n",
+            "bought_together",
+            "merge",
+            "features",
+            "booster",
+            "top_k",
+        ],
+        0.0,
     )
 
     @contextmanager
@@ -145,25 +155,27 @@ def stage_cpu(model: RankerModel, users: np.ndarray) -> tuple[dict[str, float], 
         spent[name] += time.process_time() - started
 
     rows = 0
-    recent = model.params.recent_items
+    n, recent = model.params.candidates, model.params.recent_items
     for user in users.tolist():
         history, seen = model.history(user), model.seen_items(user)
-        with timed("als_scores"):
-            als = stage.retrievers[0].score_users(np.array([user]))[0]
+        ids = model.user_map.ids[[user]]
+        with timed("als_top_n"):
+            als = stage.retriever_tops(0, ids, [history], [seen], n)[0]
+        with timed("trending_top_n"):
+            trending = stage.trending_top(n, seen)
         with timed("bought_together"):
-            together = stage.covisit.scores(history.items[-recent:])
-        scores = [als, stage.trending, together]
+            together = best_listed(*stage.covisit.together(history.items[-recent:]), n, seen)
+        tops = [als, trending, together]
         with timed("merge"):
-            merge(scores, model.params.candidates, seen)
+            merge_tops(tops, n)
         with timed("features"):  # merges again: the merge's time is taken off below
-            found, features = model._features(stage, scores, history, seen)
+            found, features = model._features(stage, tops, history)
         with timed("booster"):
             predicted = model._predict(features)
-        with timed("top_k"):  # as _rank and recommend finish: the k best over the catalog
-            out = np.full(len(model.item_map), -np.inf, dtype=np.float32)
-            out[found.items] = predicted
-            out[seen] = predicted.min() - 1.0
-            _finite_top(_blocked(out, seen, None), 10)
+        with timed("top_k"):  # as _candidates_for and recommend finish: k of the candidates
+            below = np.full(len(seen), predicted.min() - 1.0, dtype=np.float32)
+            listed = Ranked(np.concatenate([found.items, seen]), np.concatenate([predicted, below]))
+            _listed_top(listed, 10, seen, None)
         rows += len(found.items)
     spent["features"] -= spent["merge"]
     per_request = {k: round(v * 1000 / len(users), 3) for k, v in spent.items()}

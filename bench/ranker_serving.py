@@ -2,7 +2,8 @@
 
 The 100k-item shop shared with serving_load and index_recall (100,000 users, 100,341 items in
 the model, 1.5M events; built on first use) gets a ranker artifact: LightGBM LambdaRank over
-200 candidates from each of ALS (64 factors, exact scores), trending and bought-together, 150
+200 candidates from each of ALS (64 factors; served through the HNSW index ``train`` builds
+for it, trained on exact scores), trending and bought-together (the co-visitation table), 150
 trees; trained once and reused while its params match. Each artifact is then served by
 ``recsys-lite serve`` (the product's server, one process unless --workers, keys and rate
 limits on) and measured
@@ -14,6 +15,12 @@ b) under load with wrk -t2 -c32 (--rounds runs of --duration seconds each, known
    every process of ``serve --workers N``), the figure that does not depend on how busy the
    shared machine is.
 
+In process on the same artifact: each stage's CPU per request, and how much of ALS's exact top
+200 the index finds (and how often the served top 10 is the one exact ALS scores would give).
+``--quality`` instead holds out the shop's last 20% of events (by time), trains the ranker on
+the rest and scores NDCG@10 on them with ALS's candidates exact and through the index
+(``ranker_serving_quality.json``).
+
 The same is measured for the shop's ALS artifact, through its HNSW index (how ALS is served)
 and exactly (``use_faiss=false``, the ALS scores the ranker's first stage computes), so the
 difference is the ranker's own cost. Target: single-connection p99 ≤ 20 ms and ≥ 1,500
@@ -21,7 +28,7 @@ requests/s under 32 connections. wrk shares the two cores with the server, so th
 lower bound for load that comes over the network.
 
     python bench/ranker_serving.py [--requests 1000] [--duration 10] [--rounds 3] [--retrain]
-        [--workers 1] [--only ranker|als] [--name NAME]
+        [--workers 1] [--only ranker|als] [--name NAME] [--quality]
 """
 
 from __future__ import annotations
@@ -53,8 +60,12 @@ from _common import (
 from ranker_latency import stage_cpu
 from recsys_lite.config import Settings
 from recsys_lite.data.store import Store
+from recsys_lite.evaluation.evaluate import evaluate_model
+from recsys_lite.evaluation.split import temporal_split
 from recsys_lite.models.artifact import load_artifact
 from recsys_lite.models.ranker import RankerModel
+from recsys_lite.models.ranker_stage import searchable
+from recsys_lite.ranking.candidates import best_of
 from recsys_lite.training import train
 from serving_load import (
     LUA_DONE,
@@ -101,6 +112,84 @@ def ranker_artifact(catalog: Catalog, retrain: bool) -> tuple[Path, float]:
         show_progress=False,
     )
     return path, time.perf_counter() - started
+
+
+def index_agreement(model: RankerModel, users: np.ndarray) -> dict[str, Any]:
+    """ALS's top N through the retriever's index against its exact top N (the share of the
+    exact items found), and the served top 10 against the one exact candidates give."""
+    als = model.stage.retrievers[0]
+    index = searchable(als)
+    if index is None:
+        return {"index": None}
+    n = model.params.candidates
+    found, same_top, overlap = [], 0, []
+    for user in users.tolist():
+        seen = model.seen_items(user)
+        exact = best_of(als.score_users(np.array([user]))[0], n, seen)
+        searched = model.stage.searched(0, index, user, seen, n)
+        found.append(len(np.intersect1d(exact.items, searched.items)) / max(len(exact.items), 1))
+        served = model.recommend(model.user_map.ids[user], 10).items
+        als.user_index = None  # the same request with ALS's exact top N
+        try:
+            wanted = model.recommend(model.user_map.ids[user], 10).items
+        finally:
+            als.user_index = index
+        same_top += bool(np.array_equal(served, wanted))
+        overlap.append(len(np.intersect1d(served, wanted)) / max(len(wanted), 1))
+    return {
+        "index": index.kind,
+        "links": model.params.index_links,
+        "ef_search": model.params.index_ef_search,
+        "users": len(users),
+        "als_recall_of_exact_top_n": round(float(np.mean(found)), 4),
+        "als_recall_of_exact_top_n_p5": round(float(np.percentile(found, 5)), 4),
+        "served_top_10_equal_to_exact": round(same_top / len(users), 4),
+        "served_top_10_overlap_with_exact": round(float(np.mean(overlap)), 4),
+    }
+
+
+def quality(catalog: Catalog, start_load: float) -> None:
+    """NDCG@10 on the shop's last 20% of events of a ranker trained on the rest, with ALS's
+    candidates exact and through its index."""
+    store = Store(catalog.db)
+    split = temporal_split(store.read_events(), 0.2)
+    started = time.perf_counter()
+    model = RankerModel(RANKER_PARAMS).fit(split.train, split.catalog(store.read_items()))
+    fit_seconds = time.perf_counter() - started
+    rows: dict[str, Any] = {}
+    started = time.perf_counter()
+    rows["exact"] = evaluate_model(model, split.test)
+    rows["exact"]["seconds"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    model.build_indexes("auto")
+    index_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    rows["index"] = evaluate_model(model, split.test)
+    rows["index"]["seconds"] = round(time.perf_counter() - started, 1)
+    users = np.random.default_rng(0).choice(len(model.user_map), 300, replace=False)
+    agreement = index_agreement(model, users)
+    console.print(
+        table(
+            "ranker NDCG@10 on the last 20% of the 100k shop's events",
+            ["ALS candidates", "ndcg@10", "recall@10", "hr@10"],
+            [[k, v["ndcg@10"], v["recall@10"], v["hr@10"]] for k, v in rows.items()],
+        )
+    )
+    console.print(agreement)
+    write_results(
+        f"{NAME}_quality",
+        {
+            "load_average_1m_at_start": start_load,
+            "split": split.description,
+            "ranker_params": RANKER_PARAMS,
+            "fit_seconds": round(fit_seconds, 1),
+            "index_build_seconds": round(index_seconds, 1),
+            "served": model.validation["served"],
+            "validation": model.validation,
+            "metrics": rows,
+            "index_agreement": agreement,
+        },
+    )
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -182,6 +271,9 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("ranker", "als"), default=None, help="measure one model's servers only"
     )
+    parser.add_argument(
+        "--quality", action="store_true", help="NDCG@10 with exact and indexed candidates only"
+    )
     args = parser.parse_args()
     args.wrk = shutil.which("wrk")
     if args.wrk is None:
@@ -189,6 +281,9 @@ def main() -> None:
 
     start_load = warn_if_busy()
     catalog = prepare_catalog()
+    if args.quality:
+        quality(catalog, start_load)
+        return
     ranker, train_seconds = ranker_artifact(catalog, args.retrain)
     ranker_manifest = json.loads((ranker / "manifest.json").read_text())
     with np.load(ranker / "model.npz", allow_pickle=False) as arrays:
@@ -205,6 +300,7 @@ def main() -> None:
     users = np.array([model.user_map.index(u) for u in picked[:300]])
     model.recommend(picked[0], 10)  # the booster is parsed on first use
     stages, candidates = stage_cpu(model, users)
+    agreement = index_agreement(model, users)
     del model
     console.print(
         table(
@@ -276,6 +372,7 @@ def main() -> None:
             "ranker_validation": validation,
             "ranker_cpu_ms_by_stage_in_process": stages,
             "ranker_candidates_per_request_mean": candidates,
+            "ranker_index_agreement": agreement,
             "server_workers": args.workers,
             "wrk_rounds": args.rounds,
             "wrk_seconds_per_run": args.duration,
