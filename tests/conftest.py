@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -151,6 +152,46 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@contextmanager
+def serving_client(
+    model_dir: Path,
+    db: Path,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    headers: dict[str, str] | None = AUTH,
+    timeout: float = 10,
+) -> Iterator[httpx.Client]:
+    """A client of a ``running_server``, sending the admin key unless ``headers`` say otherwise."""
+    with (
+        running_server(model_dir, db, log_dir, env) as url,
+        httpx.Client(base_url=url, timeout=timeout, headers=headers) as http,
+    ):
+        yield http
+
+
+def served_shop_fixtures(name: str, env: dict[str, str]) -> tuple[Any, Any]:
+    """A test module's own served shop, as its two module-scoped fixtures ``shop_copy`` (its
+    copy of the store and the ALS artifact, from ``copy_shop``) and ``client`` (of a server
+    over that copy, started with ``env``): ``shop_copy, client = served_shop_fixtures(...)``."""
+
+    @pytest.fixture(scope="module")
+    def shop_copy(
+        shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+    ) -> tuple[Path, Path]:
+        return copy_shop(shop_db, als_artifact, tmp_path_factory.mktemp(name))
+
+    @pytest.fixture(scope="module")
+    def client(
+        shop_copy: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[httpx.Client]:
+        db, model = shop_copy
+        with serving_client(model, db, tmp_path_factory.mktemp("logs"), env) as http:
+            yield http
+
+    return shop_copy, client
 
 
 @pytest.fixture(scope="session")

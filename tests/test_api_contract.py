@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from conftest import AUTH, copy_shop, running_server
+from conftest import copy_shop, serving_client
 from recsys_lite.config import Settings
 from recsys_lite.serving.app import create_app
 from recsys_lite.serving.errors import install_error_handlers
@@ -29,13 +29,10 @@ def shop(
     shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[httpx.Client, Path]]:
     folder = tmp_path_factory.mktemp("contract")
-    copy_shop(shop_db, als_artifact, folder)
+    db, model = copy_shop(shop_db, als_artifact, folder)
     env = {"INBOX_DRAIN_INTERVAL": "0.3", "MODEL_WATCH_INTERVAL": "0"}
-    with (
-        running_server(folder / "model", folder / "shop.db", folder, env) as url,
-        httpx.Client(base_url=url, timeout=10, headers=AUTH) as http,
-    ):
-        yield http, folder / "shop.db"
+    with serving_client(model, db, folder, env) as http:
+        yield http, db
 
 
 @pytest.fixture(scope="module")

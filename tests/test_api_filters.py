@@ -3,35 +3,18 @@ a real server over a real DuckDB file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
 
-from conftest import AUTH, copy_shop, running_server
+from conftest import served_shop_fixtures
 from recsys_lite.serving.schemas import RecommendResponse
 
-
-@pytest.fixture(scope="module")
-def shop_copy(
-    shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, Path]:
-    return copy_shop(shop_db, als_artifact, tmp_path_factory.mktemp("filters"))
-
-
-@pytest.fixture(scope="module")
-def client(
-    shop_copy: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[httpx.Client]:
-    db, model = shop_copy
-    env = {"INBOX_DRAIN_INTERVAL": "0", "MODEL_WATCH_INTERVAL": "0"}
-    with (
-        running_server(model, db, tmp_path_factory.mktemp("logs"), env) as url,
-        httpx.Client(base_url=url, timeout=10, headers=AUTH) as http,
-    ):
-        yield http
+shop_copy, client = served_shop_fixtures(
+    "filters", {"INBOX_DRAIN_INTERVAL": "0", "MODEL_WATCH_INTERVAL": "0"}
+)
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from conftest import AUTH, running_server
+from conftest import AUTH, copy_shop, serving_client
 from recsys_lite.data.store import Store
 from recsys_lite.training import train
 
@@ -28,21 +27,17 @@ def swaps(client: httpx.Client) -> int:
 def test_items_posted_since_training_are_still_served_after_a_swap(
     shop_db: Path, als_artifact: Path, tmp_path: Path
 ) -> None:
-    shutil.copy(shop_db, tmp_path / "shop.db")
-    shutil.copytree(als_artifact, tmp_path / "model")
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     # the store never sees the item before the swap: only the serving process knows it
     env = {"MODEL_WATCH_INTERVAL": "0.2", "INBOX_DRAIN_INTERVAL": "0"}
-    with (
-        running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path, env) as url,
-        httpx.Client(base_url=url, timeout=10) as client,
-    ):
+    with serving_client(model, db, tmp_path, env, headers=None) as client:
         item = {"item_id": "NEW-LAMP", "category": "Kitchen", "title": "Lamp"}
         posted = client.post("/items", json=item, headers=AUTH)
         assert posted.status_code == 200 and posted.json()["new"] == ["NEW-LAMP"]
         assert client.get("/items/NEW-LAMP").json()["recommendable"] is True
 
         train(
-            Store(tmp_path / "shop.db"), "als", tmp_path / "model",
+            Store(db), "als", model,
             params={"iterations": 2}, test_size=0, show_progress=False,
         )  # fmt: skip
         wait_until(lambda: swaps(client) == 1)

@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
 
-from conftest import AUTH, copy_shop, running_server
+from conftest import served_shop_fixtures
 
-
-@pytest.fixture(scope="module")
-def shop_copy(
-    shop_db: Path, als_artifact: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, Path]:
-    return copy_shop(shop_db, als_artifact, tmp_path_factory.mktemp("online"))
-
-
-@pytest.fixture(scope="module")
-def client(
-    shop_copy: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[httpx.Client]:
-    db, model = shop_copy
-    env = {"INBOX_DRAIN_INTERVAL": "0.5", "MODEL_WATCH_INTERVAL": "0"}
-    logs = tmp_path_factory.mktemp("logs")
-    with (
-        running_server(model, db, logs, env) as url,
-        httpx.Client(base_url=url, timeout=10, headers=AUTH) as http,
-    ):
-        yield http
+shop_copy, client = served_shop_fixtures(
+    "online", {"INBOX_DRAIN_INTERVAL": "0.5", "MODEL_WATCH_INTERVAL": "0"}
+)
 
 
 def items_of(body: dict[str, object]) -> list[str]:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import AUTH, running_server
+from conftest import running_server, serving_client
 from recsys_lite.data.audit import AuditLog
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
@@ -87,10 +87,7 @@ def test_an_erased_shopper_is_gone_from_every_byte_and_unknown_to_the_api(
     (watch / "rejected" / "bad.csv").write_text(f"user_id,item_id,ts\n{SHOPPER},I00001,x\n")
     (watch / "rejected" / "bad.csv.error.txt").write_text(f"row 1: {SHOPPER!r} bad ts\n")
     env = {"WATCH_DIR": str(watch), "INBOX_DRAIN_INTERVAL": "0.3", "MODEL_WATCH_INTERVAL": "0.3"}
-    with (
-        running_server(model, db, tmp_path, env) as url,
-        httpx.Client(base_url=url, headers=AUTH, timeout=30) as client,
-    ):
+    with serving_client(model, db, tmp_path, env, timeout=30) as client:
         assert client.get("/recommend", params={"user_id": SHOPPER}).json()["source"] == "als"
         assert client.post("/events", json={"user_id": SHOPPER, "item_id": "I00003"}).is_success
         exported = client.get(f"/admin/users/{SHOPPER}/export").json()

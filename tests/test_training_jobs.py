@@ -4,27 +4,23 @@ its model served only after the not-worse gate."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
 import httpx
 
-from conftest import AUTH, running_server
+from conftest import copy_shop, serving_client
 
 
 def test_a_training_job_runs_apart_reports_progress_and_is_swapped_in(
     shop_db: Path, als_artifact: Path, tmp_path: Path
 ) -> None:
-    shutil.copy(shop_db, tmp_path / "shop.db")
-    shutil.copytree(als_artifact, tmp_path / "model")
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     env = {"MODEL_WATCH_INTERVAL": "0.3", "INBOX_DRAIN_INTERVAL": "0"}
-    with (
-        running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path, env) as url,
-        httpx.Client(base_url=url, headers=AUTH, timeout=30) as client,
-    ):
-        assert httpx.post(f"{url}/training", json={"model": "als"}).status_code == 401
+    with serving_client(model, db, tmp_path, env, timeout=30) as client:
+        without_key = httpx.post(client.base_url.join("/training"), json={"model": "als"})
+        assert without_key.status_code == 401
         refused = client.post("/training", json={"model": "alss"})
         assert refused.status_code == 400 and "did you mean 'als'" in refused.json()["message"]
 
@@ -58,12 +54,8 @@ def test_a_training_job_runs_apart_reports_progress_and_is_swapped_in(
 def test_a_job_runs_below_the_apis_priority_and_a_killed_one_does_not_block_the_next(
     shop_db: Path, als_artifact: Path, tmp_path: Path
 ) -> None:
-    shutil.copy(shop_db, tmp_path / "shop.db")
-    shutil.copytree(als_artifact, tmp_path / "model")
-    with (
-        running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path) as url,
-        httpx.Client(base_url=url, headers=AUTH, timeout=30) as client,
-    ):
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
+    with serving_client(model, db, tmp_path, timeout=30) as client:
         # tuning keeps the job busy for far longer than the test looks at it
         started = client.post("/training", json={"model": "als", "tune_trials": 200})
         assert started.status_code == 202, started.text
