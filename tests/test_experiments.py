@@ -96,7 +96,7 @@ def test_team_draft_interleaves_both_lists_fairly() -> None:
         "il", "s", "a", (Variant("a", None, 1), Variant("b", None, 1)), "interleave"
     )
     one = teams.index(1)
-    report = interleaving(experiment, [(rid, one), (rid, one)])
+    report = interleaving(experiment, [(rid, one, "u1"), (rid, one, "u1")])
     assert report["wins"] == {"a": 0, "b": 1} and report["preference"] == 1.0
 
 

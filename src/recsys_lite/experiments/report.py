@@ -28,12 +28,12 @@ PER_USER = """
     GROUP BY ALL
 """
 CLICKS_BY_POSITION = """
-    SELECT recommendation_id, position FROM events
+    SELECT recommendation_id, position, user_id FROM events
     WHERE event_type = 'click' AND recommendation_id LIKE 'il.%' AND position IS NOT NULL
 """
 
 
-def read_events(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]]]:
+def read_events(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[str, int, str]]]:
     with store.connect(read_only=True) as con:
         per_user = con.execute(PER_USER).fetchall()
         clicks = con.execute(CLICKS_BY_POSITION).fetchall()
@@ -43,7 +43,7 @@ def read_events(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[str, in
 def ab_status(
     experiment: Experiment,
     per_user: list[tuple[Any, ...]],
-    interleaved_clicks: list[tuple[str, int]],
+    interleaved_clicks: list[tuple[str, int, str]],
     shadow: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     names = [v.name for v in experiment.live]
@@ -103,7 +103,7 @@ def ab_status(
         first, second = (v.name for v in experiment.live)
         significant = preference["p_value"] is not None and preference["p_value"] < 0.05
         document["winner"] = (
-            (second if preference["preference"] > 0 else first) if significant else None
+            (second if preference["shopper_preference"] > 0 else first) if significant else None
         )
     if shadow is not None:
         document["shadow"] = shadow
@@ -127,28 +127,44 @@ def winner(experiment: Experiment, variants: dict[str, Any]) -> str | None:
     return best if best_lift > 0 else experiment.control
 
 
-def interleaving(experiment: Experiment, clicks: list[tuple[str, int]]) -> dict[str, Any]:
-    """Per answer, the team whose items got more clicks wins it; a sign test over answers."""
+def interleaving(experiment: Experiment, clicks: list[tuple[str, int, str]]) -> dict[str, Any]:
+    """Per answer, the team with more clicked positions wins it (Radlinski et al., 2008: a
+    position clicked twice counts once). Per shopper, the variant that won more of their
+    answers is preferred; the sign test counts shoppers, not answers: one shopper's answers
+    lean the same way, and counting them as independent calls equally good variants different
+    more often than 5% when shoppers see many lists."""
     first, second = (v.name for v in experiment.live)
-    by_answer: dict[str, list[int]] = {}
-    for recommendation_id, position in clicks:
+    clicked: dict[str, set[tuple[int, int]]] = {}
+    shopper_of: dict[str, str] = {}
+    for recommendation_id, position, user_id in clicks:
         team = team_of(recommendation_id, position)
         if team is not None:
-            by_answer.setdefault(recommendation_id, [0, 0])[team] += 1
+            clicked.setdefault(recommendation_id, set()).add((position, team))
+            shopper_of.setdefault(recommendation_id, user_id)
     wins = {first: 0, second: 0}
     ties = 0
-    for a, b in by_answer.values():
+    net: dict[str, int] = {}  # per shopper: answers won by the second minus by the first
+    for recommendation_id, positions in clicked.items():
+        b = sum(team for _, team in positions)
+        a = len(positions) - b
         if a == b:
             ties += 1
-        else:
-            wins[first if a > b else second] += 1
-    decided = wins[first] + wins[second]
+            continue
+        wins[first if a > b else second] += 1
+        shopper = shopper_of[recommendation_id]
+        net[shopper] = net.get(shopper, 0) + (1 if b > a else -1)
+    prefer = {first: sum(v < 0 for v in net.values()), second: sum(v > 0 for v in net.values())}
+    shoppers = len(set(shopper_of.values()))
+    decided = prefer[first] + prefer[second]
     return {
-        "answers_with_clicks": len(by_answer),
+        "answers_with_clicks": len(clicked),
         "wins": wins,
         "ties": ties,
-        # Chapelle et al.'s delta: > 0 when the second variant is preferred
-        "preference": (wins[second] - wins[first]) / len(by_answer) if by_answer else None,
-        "p_value": stats.sign_test(wins[second], wins[first]) if decided else None,
+        # > 0 when the second variant is preferred: twice Chapelle et al.'s delta
+        "preference": (wins[second] - wins[first]) / len(clicked) if clicked else None,
+        "shoppers_with_clicks": shoppers,
+        "shoppers_prefer": prefer,
+        "shopper_preference": (prefer[second] - prefer[first]) / shoppers if shoppers else None,
+        "p_value": stats.sign_test(prefer[second], prefer[first]) if decided else None,
         "variant_field": INTERLEAVED,
     }
