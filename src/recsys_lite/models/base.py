@@ -490,7 +490,7 @@ def _listed_top(
     items, scores = listed.items, listed.scores
     keep = np.isfinite(scores)
     if excluded is not None and len(excluded):
-        keep &= ~np.isin(items, excluded)
+        keep &= ~np.isin(items, excluded, kind="table")
     if item_mask is not None:
         inside = items < len(item_mask)
         keep &= inside

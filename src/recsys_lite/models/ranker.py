@@ -119,6 +119,7 @@ class RankerModel(Recommender):
     params_type = RankerParams
     params: RankerParams
     _live: LiveCounters | None = None  # item counters fed by the API's event path
+    _n_codes: tuple[np.ndarray, int, int] | None = None  # categories, brands (_code_counts)
     _compiled: CompiledTrees | None = None  # the booster as native code, where it compiles
 
     # ----- training ---------------------------------------------------------------------------
@@ -367,10 +368,11 @@ class RankerModel(Recommender):
         own_prices = own_prices[np.isfinite(own_prices)]
         usual = float(np.median(own_prices)) if len(own_prices) else np.nan
         columns.append(price / usual if usual > 0 else np.full(n, np.nan))
-        for codes in (self.item_category, self.item_brand):
+        for codes, n_codes in zip((self.item_category, self.item_brand), self._code_counts(),
+                                  strict=True):  # fmt: skip
             mine = codes[history.items]
             mine = mine[mine >= 0]
-            share = np.bincount(mine, minlength=codes.max(initial=-1) + 1) / max(len(history), 1)
+            share = np.bincount(mine, minlength=n_codes) / max(len(history), 1)
             candidate = codes[items]
             columns.append(np.where(candidate >= 0, share[np.maximum(candidate, 0)]
                                     if len(share) else 0.0, 0.0))  # fmt: skip
@@ -378,6 +380,15 @@ class RankerModel(Recommender):
         since = instant - int(ts.max()) if len(ts) else np.nan
         columns += [np.full(n, since), np.full(n, len(history))]
         return found, np.stack(columns, axis=1).astype(np.float32)
+
+    def _code_counts(self) -> tuple[int, int]:
+        """How many categories and brands there are: taken once per model, as finding the
+        largest code over the catalog cost more per request than the rest of the features."""
+        counts = self._n_codes
+        if counts is None or counts[0] is not self.item_category:
+            found = [int(c.max(initial=-1)) + 1 for c in (self.item_category, self.item_brand)]
+            counts = self._n_codes = (self.item_category, found[0], found[1])
+        return counts[1], counts[2]
 
     # ----- fresh counters online ---------------------------------------------------------------
 

@@ -92,7 +92,7 @@ class FirstStage:
         its head are left out, so the head that long holds the ``n``."""
         head = self.trending_order[: n + len(excluded)]
         if len(excluded):
-            head = head[~np.isin(head, excluded)]
+            head = head[~np.isin(head, excluded, kind="table")]
         head = head[:n]
         return SourceTop(head.astype(np.int64), self.trending[head].astype(np.float32))
 

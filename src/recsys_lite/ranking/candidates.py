@@ -62,7 +62,7 @@ def best_listed(
     """The same as ``best_of`` for a source that scores only the (unique) ``items`` listed."""
     keep = np.isfinite(scores)
     if excluded is not None and len(excluded):
-        keep &= ~np.isin(items, excluded)
+        keep &= ~np.isin(items, excluded, kind="table")
     return best_first(items[keep], scores[keep], n)
 
 
