@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
 
 from recsys_lite.data import demo
@@ -83,6 +84,17 @@ def shop_db(tmp_path_factory: pytest.TempPathFactory, shop_files: tuple[Path, Pa
     path = tmp_path_factory.mktemp("db") / "recsys.db"
     ingest(Store(path), *shop_files, show_progress=False)
     return path
+
+
+# The shop's tables as models read them: Arrow tables are immutable, so one read serves every test.
+@pytest.fixture(scope="session")
+def events(shop_db: Path) -> pa.Table:
+    return Store(shop_db).read_events()
+
+
+@pytest.fixture(scope="session")
+def items(shop_db: Path) -> pa.Table:
+    return Store(shop_db).read_items()
 
 
 def copy_shop(shop_db: Path, artifact: Path, folder: Path) -> tuple[Path, Path]:

@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_lite.data.store import Store
 from recsys_lite.errors import InvalidInputError, NotFoundError
 from recsys_lite.models import MODELS, Recommender, create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
@@ -20,16 +19,6 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     path.stem: json.loads(path.read_text())
     for path in (Path(__file__).parent / "fast_params").glob("*.json")
 }
-
-
-@pytest.fixture(scope="module")
-def events(shop_db: Path) -> pa.Table:
-    return Store(shop_db).read_events()
-
-
-@pytest.fixture(scope="module")
-def items(shop_db: Path) -> pa.Table:
-    return Store(shop_db).read_items()
 
 
 @pytest.fixture(scope="module", params=sorted(FAST_PARAMS))

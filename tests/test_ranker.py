@@ -13,7 +13,6 @@ import pytest
 
 pytest.importorskip("lightgbm")
 
-from recsys_lite.data.store import Store
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
 from recsys_lite.models.ranker import RankerModel
@@ -21,16 +20,6 @@ from recsys_lite.ranking.candidates import CoVisitation, merge, recall_by_source
 from recsys_lite.ranking.features import FRESH_WINDOWS, EventCounts, FreshCounters, fresh_features
 
 FAST = json.loads((Path(__file__).parent / "fast_params" / "ranker.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def events(shop_db: Path) -> pa.Table:
-    return Store(shop_db).read_events()
-
-
-@pytest.fixture(scope="module")
-def items(shop_db: Path) -> pa.Table:
-    return Store(shop_db).read_items()
 
 
 def test_online_counters_agree_with_the_offline_definition_at_every_instant() -> None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_lite.data.store import Store
 from recsys_lite.models import create_model
 from recsys_lite.ranking.diversity import content_vectors, diversify, intra_list_diversity
 from recsys_lite.ranking.explain import UserItems, als_contributions, explain
@@ -53,11 +50,6 @@ def test_content_vectors_share_half_for_category_and_half_for_brand() -> None:
     similarity = vectors @ vectors.T
     assert similarity[0, 1] == pytest.approx(0.5) and similarity[0, 2] == pytest.approx(0.5)
     assert similarity[0, 0] == pytest.approx(1.0) and similarity[3].max() == 0
-
-
-@pytest.fixture(scope="module")
-def events(shop_db: Path) -> pa.Table:
-    return Store(shop_db).read_events()
 
 
 def cosine_of(model: object) -> object:
