@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import AUTH, free_port, require_component, running_server
+from conftest import AUTH, copy_shop, free_port, require_component, running_server, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -47,11 +46,7 @@ def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> It
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 def cli(*args: str) -> list[str]:
@@ -128,14 +123,12 @@ def scrape(url: str) -> str:
 def test_prometheus_scrapes_api_worker_and_ingest_and_evaluates_alerts_and_dashboard(
     tmp_path: Path, als_artifact: Path, shop_db: Path, shop_files: tuple[Path, Path]
 ) -> None:
-    shutil.copytree(als_artifact, tmp_path / "model")
-    db = tmp_path / "recsys.db"
-    shutil.copy(shop_db, db)
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     watched = tmp_path / "incoming"
     watched.mkdir()
     worker_port, ingest_port = free_port(), free_port()
     worker_args = cli(
-        "worker", "--model-dir", str(tmp_path / "model"), "--db", str(db), "--interval", "1",
+        "worker", "--model-dir", str(model), "--db", str(db), "--interval", "1",
         "--min-new-events", "200", "--metrics-port", str(worker_port),
     )  # fmt: skip
     ingest_args = cli(
@@ -144,7 +137,7 @@ def test_prometheus_scrapes_api_worker_and_ingest_and_evaluates_alerts_and_dashb
     )  # fmt: skip
     # the worker alone folds the inbox into the store (as in deploy/compose.yaml)
     with (
-        running_server(tmp_path / "model", db, tmp_path, env={"INBOX_DRAIN_INTERVAL": "0"}) as api,
+        running_server(model, db, tmp_path, env={"INBOX_DRAIN_INTERVAL": "0"}) as api,
         process(worker_args, tmp_path / "worker.log", {"LOG_LEVEL": "WARNING"}) as worker,
         process(ingest_args, tmp_path / "ingest.log", {"LOG_LEVEL": "WARNING"}),
     ):
@@ -269,12 +262,10 @@ def _answers(url: str) -> bool:
 def test_json_logs_carry_request_ids_and_no_shopper_ids(
     tmp_path: Path, als_artifact: Path, shop_db: Path, shop_files: tuple[Path, Path]
 ) -> None:
-    shutil.copytree(als_artifact, tmp_path / "model")
-    db = tmp_path / "recsys.db"
-    shutil.copy(shop_db, db)
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     user = pq.read_table(shop_files[0]).column("user_id")[0].as_py()
     env = {"LOG_FORMAT": "json", "SLOW_REQUEST_SECONDS": "0", "LOG_LEVEL": "INFO"}
-    with running_server(tmp_path / "model", db, tmp_path, env=env) as api:
+    with running_server(model, db, tmp_path, env=env) as api:
         mine = httpx.get(
             f"{api}/recommend", params={"user_id": user, "k": 3},
             headers={"X-Request-ID": "checkout-7f3a"},
@@ -341,13 +332,11 @@ def test_spans_for_request_retrieval_ranking_store_and_bus(
     from recsys_lite.config import Settings
     from recsys_lite.serving.app import create_app
 
-    shutil.copytree(als_artifact, tmp_path / "model")
-    db = tmp_path / "recsys.db"
-    shutil.copy(shop_db, db)
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     events = pq.read_table(shop_files[0])
     user, item = events.column("user_id")[0].as_py(), events.column("item_id")[0].as_py()
     settings = Settings(
-        model_dir=tmp_path / "model", db_path=db, tracing=True, admin_api_key=ADMIN_KEY,
+        model_dir=model, db_path=db, tracing=True, admin_api_key=ADMIN_KEY,
         inbox_drain_interval=0, model_watch_interval=0,
     )  # fmt: skip
     with TestClient(create_app(settings)) as client:
