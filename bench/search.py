@@ -253,6 +253,15 @@ def shop_queries(db: Path, count: int, seed: int = 1) -> list[str]:
     return queries
 
 
+def encoded_shop_queries(db: Path, count: int) -> tuple[Encoder, list[str], dict[str, np.ndarray]]:
+    """A one-thread encoder without a cache (every call encodes), ``count`` shop queries and
+    their vectors encoded ahead, for the benchmarks that time the parts of a search apart."""
+    queries = shop_queries(db, count, seed=4)
+    encoder = Encoder(threads=1, cache_size=0)
+    encoder.encode_query("warm up")
+    return encoder, queries, {query: encoder.encode_query(query) for query in queries}
+
+
 def sequential(
     client: httpx.Client, queries: list[str], user_ids: list[str], sent: set[str]
 ) -> dict[str, Any]:

@@ -22,9 +22,8 @@ import numpy as np
 from _common import console, percentiles_ms, table, warn_if_busy, write_results
 from recsys_lite.data.store import Store
 from recsys_lite.ranking.filters import NO_FILTER, ItemFilter
-from recsys_lite.search.embedder import Encoder
 from recsys_lite.search.index import TextIndex
-from search import built_text_index, shop_queries
+from search import built_text_index, encoded_shop_queries
 
 NAME = "search_filters"
 DEPTH = 50  # how deep the engine reads each list for k=10
@@ -40,9 +39,7 @@ def main() -> None:
     folder, stored = built_text_index()
     rows = {row["item_id"]: row for row in Store(folder / "store.db").read_items().to_pylist()}
     index = TextIndex.build([rows[item] for item in stored.ids], stored.vectors)
-    queries = shop_queries(folder / "store.db", args.queries, seed=4)
-    encoder = Encoder(threads=1, cache_size=0)
-    vectors = {query: encoder.encode_query(query) for query in queries}
+    _, queries, vectors = encoded_shop_queries(folder / "store.db", args.queries)
 
     categories = Counter(str(rows[item]["category"]) for item in index.ids)
     brands = Counter(str(rows[item]["brand"]) for item in index.ids)

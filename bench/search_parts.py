@@ -22,8 +22,7 @@ from typing import Any
 import faiss
 
 from _common import console, percentiles_ms, table, warn_if_busy, write_results
-from recsys_lite.search.embedder import Encoder
-from search import built_text_index, shop_queries
+from search import built_text_index, encoded_shop_queries
 
 NAME = "search_parts"
 DEPTH = 50  # how deep the engine reads each list for k=10
@@ -46,10 +45,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load = warn_if_busy()
     folder, index = built_text_index()
-    queries = shop_queries(folder / "store.db", args.queries, seed=4)
-    encoder = Encoder(threads=1, cache_size=0)  # every query encoded
-    encoder.encode_query("warm up")
-    vectors = {query: encoder.encode_query(query) for query in queries}
+    encoder, queries, vectors = encoded_shop_queries(folder / "store.db", args.queries)
     import torch
 
     samples: dict[str, list[float]] = {}
