@@ -61,7 +61,7 @@ from recsys_lite.search.engine import MODES, SearchRequest, run
 from recsys_lite.search.index import TextIndex
 from recsys_lite.search.text import semantic_text
 from recsys_lite.training import train
-from serving_load import process_cpu_seconds
+from serving_load import free_port, process_cpu_seconds, stop
 
 MOVIES = ROOT.parent / "shared" / "data" / "ml-latest-small" / "movies.csv"
 LATENCY_TARGET_P99_MS = 25.0
@@ -180,14 +180,6 @@ def latency_catalog(rebuild: bool) -> tuple[Path, Path, dict[str, Any], bool]:
     return artifact, db, dict(result.timings), False
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def server(artifact: Path, db: Path, log: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
@@ -210,11 +202,7 @@ def server(artifact: Path, db: Path, log: Path) -> Iterator[tuple[str, int]]:
                 time.sleep(0.5)
             yield url, process.pid
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
 
 def built_text_index() -> tuple[Path, TextIndex]:
