@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_lite.data.idmap import IdMap
-from recsys_lite.models.base import History, Recommender
+from recsys_lite.models.base import History, Recommender, outside
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.ranking.candidates import (
     EMPTY_TOP,
@@ -92,7 +92,7 @@ class FirstStage:
         its head are left out, so the head that long holds the ``n``."""
         head = self.trending_order[: n + len(excluded)]
         if len(excluded):
-            head = head[~np.isin(head, excluded, kind="table")]
+            head = head[outside(head, excluded)]
         head = head[:n]
         return SourceTop(head.astype(np.int64), self.trending[head].astype(np.float32))
 

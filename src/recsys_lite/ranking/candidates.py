@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_lite.models.base import outside
+
 
 @dataclass(frozen=True)
 class Candidates:
@@ -36,6 +38,10 @@ EMPTY_TOP = SourceTop(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
 def best_first(items: np.ndarray, scores: np.ndarray, n: int) -> SourceTop:
     """The ``n`` best of these (unique) items; equal scores go lower index first, so a source's
     top N is one set whether it is taken from a catalog-wide vector or from a short list."""
+    if 0 < n < len(items):  # the N-th best score, then only what ties with it or beats it is sorted
+        kth = scores[np.argpartition(-scores, n - 1)[n - 1]]
+        chosen = np.flatnonzero(scores >= kth)
+        items, scores = items[chosen], scores[chosen]
     order = np.lexsort((items, -scores))[:n]
     return SourceTop(items[order].astype(np.int64), scores[order].astype(np.float32))
 
@@ -62,7 +68,7 @@ def best_listed(
     """The same as ``best_of`` for a source that scores only the (unique) ``items`` listed."""
     keep = np.isfinite(scores)
     if excluded is not None and len(excluded):
-        keep &= ~np.isin(items, excluded, kind="table")
+        keep &= outside(items, excluded)
     return best_first(items[keep], scores[keep], n)
 
 
