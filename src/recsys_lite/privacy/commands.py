@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
+from recsys_lite.cli_console import console, fail, out
 from recsys_lite.cli_options import DbOption, ModelDirOption
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.audit import AuditLog, audit_path
@@ -26,8 +26,6 @@ gdpr_app = typer.Typer(
     help="Shoppers' rights: export or erase one shopper, check an erasure, verify the audit.",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
-out = Console()
 
 UserOption = Annotated[str, typer.Option("--user-id", help="the shopper's id")]
 
@@ -37,11 +35,6 @@ def _settings(db: Path | None, model_dir: Path | None) -> Settings:
     return base.model_copy(
         update={"db_path": db or base.db_path, "model_dir": model_dir or base.model_dir}
     )
-
-
-def _fail(exc: RecsysError) -> None:
-    console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-    raise typer.Exit(code=1)
 
 
 @gdpr_app.command("export-user")
@@ -55,7 +48,7 @@ def export_command(
     try:
         document = export_user(_settings(db, model_dir), user_id, actor="cli")
     except RecsysError as exc:
-        _fail(exc)
+        fail(exc)
         return
     output.write_text(json.dumps(document, indent=2, default=str))
     console.print(f"wrote {output}: {document['profile']['events']} events")
@@ -75,7 +68,7 @@ def delete_command(
     try:
         erasure = Eraser(_settings(db, model_dir), watch_dir).erase(user_id, actor="cli")
     except RecsysError as exc:
-        _fail(exc)
+        fail(exc)
         return
     out.print_json(data={"subject": erasure.subject, "steps": erasure.done})
 
@@ -89,7 +82,7 @@ def status_command(
     try:
         report = erasure_status(settings, user_id)
     except RecsysError as exc:
-        _fail(exc)
+        fail(exc)
         return
     out.print_json(data=report)
 
