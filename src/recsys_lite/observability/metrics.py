@@ -161,6 +161,21 @@ class BacklogCollector(Collector):
             yield quiet
 
 
+def worker_failures(health: dict[str, Any]) -> Iterator[Metric]:
+    """The worker's failed cycles, in all and since its last success, from its status report:
+    the worker exports them and so does the API, which reads the worker's status file."""
+    failures = CounterMetricFamily(
+        "recsys_worker_retrain_failures", "Worker cycles (fold + retrain) that failed"
+    )
+    failures.add_metric([], float(health.get("failures_total", 0)))
+    yield failures
+    streak = GaugeMetricFamily(
+        "recsys_worker_consecutive_failures", "Failed worker cycles since the last success"
+    )
+    streak.add_metric([], float(health.get("consecutive_failures", 0)))
+    yield streak
+
+
 class WorkerCollector(Collector):
     """The worker's cycles as it reports them (``worker-status.json``): retrain outcomes,
     failures, the last success."""
@@ -180,16 +195,7 @@ class WorkerCollector(Collector):
             cycles.add_metric([outcome.replace(" ", "_")], float(count))
         cycles.add_metric(["failed"], float(health.get("failures_total", 0)))
         yield cycles
-        failures = CounterMetricFamily(
-            "recsys_worker_retrain_failures", "Worker cycles (fold + retrain) that failed"
-        )
-        failures.add_metric([], float(health.get("failures_total", 0)))
-        yield failures
-        streak = GaugeMetricFamily(
-            "recsys_worker_consecutive_failures", "Failed worker cycles since the last success"
-        )
-        streak.add_metric([], float(health.get("consecutive_failures", 0)))
-        yield streak
+        yield from worker_failures(health)
         success = GaugeMetricFamily(
             "recsys_worker_last_success_timestamp_seconds",
             "When the worker last finished a cycle (Unix time)",

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recsys_lite.observability.metrics import worker_failures
 from recsys_lite.online.health import read_worker_health
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -25,17 +26,7 @@ class WorkerHealthCollector(Collector):
         self.read = read
 
     def collect(self) -> Iterator[Metric]:
-        health = self.read() or {}
-        failures = CounterMetricFamily(
-            "recsys_worker_retrain_failures", "Worker cycles (fold + retrain) that failed"
-        )
-        failures.add_metric([], float(health.get("failures_total", 0)))
-        yield failures
-        streak = GaugeMetricFamily(
-            "recsys_worker_consecutive_failures", "Failed worker cycles since the last success"
-        )
-        streak.add_metric([], float(health.get("consecutive_failures", 0)))
-        yield streak
+        yield from worker_failures(self.read() or {})
 
 
 DIVERSITY_SAMPLE = 4
