@@ -9,20 +9,17 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 pytest.importorskip("lightgbm")
 
+from fresh_counts import COUNTED, events_after_training, newest_ts, offline_item_counts
 from recsys_lite.data.store import Store
 from recsys_lite.models.ranker import RankerModel
 from recsys_lite.online.redis_client import client_for
 from recsys_lite.online.redis_state import RedisOnlineState
-from recsys_lite.ranking.features import EventCounts, fresh_features
 
 FAST = json.loads((Path(__file__).parent / "fast_params" / "ranker.json").read_text())
-COUNTED = ("item_events_5m", "item_events_1h", "item_events_1d", "item_velocity")
 
 
 def test_replicas_count_fresh_item_events_once_in_redis(shop_db: Path, redis_url: str) -> None:
@@ -36,32 +33,16 @@ def test_replicas_count_fresh_item_events_once_in_redis(shop_db: Path, redis_url
         return served, RedisOnlineState(served, client, prefix, 3600, lambda user: user)
 
     (first, first_state), (second, second_state) = replica(), replica()
-    newest = int(pc.max(events.column("ts")).as_py())
-    hot = model.item_map.ids[:3].tolist()
-    later = pa.table(
-        {
-            "user_id": ["u-new"] * 12,
-            "item_id": [hot[n % 3] for n in range(12)],
-            "ts": pa.array([newest + 30 * n for n in range(1, 13)], pa.int64()),
-            "qty": pa.array([1] * 12, pa.int32()),
-            # an impression is no preference, but it is an event the counters count
-            "event_type": ["view"] * 10 + ["impression"] * 2,
-        }
-    )
+    newest = newest_ts(events)
+    # an impression is no preference, but it is an event the counters count
+    later = events_after_training(model, events, ["view"] * 10 + ["impression"] * 2)
     first_state.apply(later, "batch-1")  # the replica that accepted the batch
     second_state.apply(later, "batch-1")  # another, reading it from the bus
     late, _ = replica()  # started after the events
 
-    both = pa.concat_tables(
-        [events.select(later.column_names), later.cast(events.select(later.column_names).schema)]
-    )
-    codes = model.item_map.to_index(both.column("item_id"))
-    counts = EventCounts(codes, both.column("ts").to_numpy())
     wanted = np.arange(10)
     for at in (newest + 200, newest + 400):
-        offline = fresh_features(
-            lambda w: np.zeros(len(wanted)), lambda w, at=at: counts.count(wanted, at, w)
-        )
+        offline = offline_item_counts(model, events, later, wanted, at)
         for served in (first, second, late):
             live = served.item_fresh(wanted, at)
             for name in COUNTED:

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("lightgbm")
 
+from fresh_counts import COUNTED, events_after_training, newest_ts, offline_item_counts
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
 from recsys_lite.models.ranker import RankerModel
@@ -188,30 +189,14 @@ def test_the_event_path_keeps_item_counters_equal_to_the_offline_definition(
 
     model = RankerModel(FAST).fit(events, items)
     online = OnlineState(model)
-    newest = int(pc.max(events.column("ts")).as_py())
-    hot = model.item_map.ids[:3].tolist()
-    later = pa.table(
-        {
-            "user_id": ["u-new"] * 12,
-            "item_id": [hot[n % 3] for n in range(12)],
-            "ts": pa.array([newest + 30 * n for n in range(1, 13)], pa.int64()),
-            "qty": pa.array([1] * 12, pa.int32()),
-            "event_type": ["view"] * 12,
-        }
-    )
+    newest = newest_ts(events)
+    later = events_after_training(model, events, ["view"] * 12)
     online.apply(later)
-    both = pa.concat_tables(
-        [events.select(later.column_names), later.cast(events.select(later.column_names).schema)]
-    )
-    codes = model.item_map.to_index(both.column("item_id"))
-    counts = EventCounts(codes, both.column("ts").to_numpy())
     wanted = np.arange(10)
     for at in (newest + 200, newest + 400):
-        offline = fresh_features(
-            lambda w: np.zeros(len(wanted)), lambda w, at=at: counts.count(wanted, at, w)
-        )
+        offline = offline_item_counts(model, events, later, wanted, at)
         live = model.item_fresh(wanted, at)
-        for name in ("item_events_5m", "item_events_1h", "item_events_1d", "item_velocity"):
+        for name in COUNTED:
             np.testing.assert_array_equal(live[name], offline[name], err_msg=name)
     assert live["item_events_5m"][:3].sum() > 0
 
