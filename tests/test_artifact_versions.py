@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import running_server
+from conftest import copy_shop, running_server
 from recsys_lite.data.store import Store
 from recsys_lite.errors import ArtifactError
 from recsys_lite.models.artifact import load_artifact, read_manifest, save_artifact
@@ -57,11 +56,10 @@ def test_the_served_path_never_goes_missing_while_artifacts_are_replaced(
 def test_rollback_serves_the_previous_model_again(
     shop_db: Path, als_artifact: Path, tmp_path: Path
 ) -> None:
-    shutil.copy(shop_db, tmp_path / "shop.db")
     # an artifact written before versions existed: a plain directory
-    shutil.copytree(als_artifact, tmp_path / "model")
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     env = {"MODEL_WATCH_INTERVAL": "0.2", "INBOX_DRAIN_INTERVAL": "0"}
-    with running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path, env) as url:
+    with running_server(model, db, tmp_path, env) as url:
 
         def served_type() -> str:
             return str(httpx.get(f"{url}/health").json()["model_type"])
@@ -72,22 +70,22 @@ def test_rollback_serves_the_previous_model_again(
                 assert time.monotonic() < deadline, f"{model_type} was never swapped in"
                 time.sleep(0.1)
 
-        store = Store(tmp_path / "shop.db")
-        train(store, "popular", tmp_path / "model", test_size=0, show_progress=False)
+        store = Store(db)
+        train(store, "popular", model, test_size=0, show_progress=False)
         wait_for("popular")
         rolled = subprocess.run(
             [sys.executable, "-m", "recsys_lite.cli", "rollback", "--model-dir",
-             str(tmp_path / "model")],
+             str(model)],
             capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
         )  # fmt: skip
         assert rolled.returncode == 0, rolled.stderr
         wait_for("als")
-        assert json.loads((tmp_path / "model" / "manifest.json").read_text())["model_type"] == "als"
+        assert json.loads((model / "manifest.json").read_text())["model_type"] == "als"
 
         # nothing older to go back to: refused, and the served model stays
         again = subprocess.run(
             [sys.executable, "-m", "recsys_lite.cli", "rollback", "--model-dir",
-             str(tmp_path / "model")],
+             str(model)],
             capture_output=True, text=True,
         )  # fmt: skip
         assert again.returncode == 1 and "no earlier version" in again.stderr

@@ -5,14 +5,13 @@ have a status, content type and body the schema documents."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN_KEY, running_server
+from conftest import ADMIN_KEY, copy_shop, running_server
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -24,11 +23,10 @@ CHECKS = (
 def test_fuzzing_finds_no_server_error_and_no_answer_outside_the_schema(
     shop_db: Path, als_artifact: Path, tmp_path: Path, keyed: bool
 ) -> None:
-    shutil.copy(shop_db, tmp_path / "shop.db")
-    shutil.copytree(als_artifact, tmp_path / "model")
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     env = {"INBOX_DRAIN_INTERVAL": "0.5", "MODEL_WATCH_INTERVAL": "0"}
     schemathesis = Path(sys.executable).with_name("schemathesis")
-    with running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path, env) as url:
+    with running_server(model, db, tmp_path, env) as url:
         command = [
             str(schemathesis), "run", f"{url}/openapi.json", "--checks", CHECKS,
             "--mode", "all", "--max-examples", "25", "--seed", "20261207", "--workers", "1",

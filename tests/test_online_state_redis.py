@@ -5,7 +5,6 @@ product writes expires, and an erasure leaves nothing of the shopper."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pytest
 import redis
 
-from conftest import AUTH, free_port, running_server
+from conftest import AUTH, copy_shop, free_port, running_server
 from recsys_lite.models import create_model
 from recsys_lite.online.redis_client import client_for
 from recsys_lite.online.redis_state import RedisOnlineState
@@ -45,15 +44,13 @@ def trending(client: Any, prefix: str, item: str) -> float:
 def test_replicas_share_a_shoppers_online_state_through_redis(
     shop_db: Path, als_artifact: Path, tmp_path: Path, redis_url: str
 ) -> None:
-    shutil.copy(shop_db, tmp_path / "shop.db")
-    shutil.copytree(als_artifact, tmp_path / "model")
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     topic = f"events-{uuid.uuid4().hex}"
     prefix = f"{topic}:online:"
     env = {
         "EVENT_BUS": "redis", "REDIS_URL": redis_url, "BUS_TOPIC": topic,
         "INBOX_DRAIN_INTERVAL": "0", "MODEL_WATCH_INTERVAL": "0",
     }  # fmt: skip
-    model, db = tmp_path / "model", tmp_path / "shop.db"
     worker_log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(
         [

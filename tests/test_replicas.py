@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -10,20 +9,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import AUTH, running_server
+from conftest import AUTH, copy_shop, running_server
 
 
 @pytest.mark.parametrize("bus", ["embedded", "redis"])
 def test_two_workers_answer_consistently_after_an_event(
     bus: str, shop_db: Path, als_artifact: Path, tmp_path: Path, redis_url: str
 ) -> None:
-    shutil.copy(shop_db, tmp_path / "shop.db")
-    shutil.copytree(als_artifact, tmp_path / "model")
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     env = {
         "EVENT_BUS": bus, "REDIS_URL": redis_url, "BUS_TOPIC": f"events-{uuid.uuid4().hex}",
         "INBOX_DRAIN_INTERVAL": "0", "MODEL_WATCH_INTERVAL": "0",
     }  # fmt: skip
-    with running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path, env, workers=2) as url:
+    with running_server(model, db, tmp_path, env, workers=2) as url:
         pids = set()
         before = None
         for _ in range(40):  # new connections spread over both processes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import duckdb
 import httpx
 
-from conftest import AUTH, running_server
+from conftest import AUTH, copy_shop, running_server
 from recsys_lite.data.store import Store
 from recsys_lite.models.versions import rollback
 from recsys_lite.training import train
@@ -28,9 +27,7 @@ def wait_until(check: Callable[[], bool], seconds: float) -> None:
 def test_a_long_busy_store_delays_start_up_and_a_swap_but_breaks_neither(
     shop_db: Path, als_artifact: Path, tmp_path: Path
 ) -> None:
-    db, model = tmp_path / "shop.db", tmp_path / "model"
-    shutil.copy(shop_db, db)
-    shutil.copytree(als_artifact, model)
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     env = {"MODEL_WATCH_INTERVAL": "0.2", "INBOX_DRAIN_INTERVAL": "0"}
     holder = duckdb.connect(str(db))  # another process writing for a long time
     with running_server(model, db, tmp_path, env) as url, httpx.Client(base_url=url) as client:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import running_server
+from conftest import copy_shop, running_server
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.jobs.worker import retrain_cycle
@@ -138,13 +137,12 @@ def test_the_gate_refuses_a_clearly_worse_candidate_at_its_default_tolerance(
 def test_swapping_models_under_load_fails_no_request(
     shop_db: Path, als_artifact: Path, tmp_path: Path
 ) -> None:
-    shutil.copy(shop_db, tmp_path / "shop.db")
-    shutil.copytree(als_artifact, tmp_path / "model")
+    db, model = copy_shop(shop_db, als_artifact, tmp_path)
     env = {"MODEL_WATCH_INTERVAL": "0.2", "INBOX_DRAIN_INTERVAL": "0"}
     failures: list[str] = []
     served = 0
     stop = threading.Event()
-    with running_server(tmp_path / "model", tmp_path / "shop.db", tmp_path, env) as url:
+    with running_server(model, db, tmp_path, env) as url:
 
         def hammer(worker: int) -> None:
             nonlocal served
@@ -168,9 +166,9 @@ def test_swapping_models_under_load_fails_no_request(
         time.sleep(1.0)
         # a different model type written over the served artifact, as the worker does
         train(
-            Store(tmp_path / "shop.db"),
+            Store(db),
             "popular",
-            tmp_path / "model",
+            model,
             test_size=0,
             show_progress=False,
         )
