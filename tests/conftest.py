@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,14 @@ def als_artifact(tmp_path_factory: pytest.TempPathFactory, shop_db: Path) -> Pat
     out = tmp_path_factory.mktemp("artifacts") / "als"
     train(Store(shop_db), "als", out, params={"iterations": 8}, show_progress=False)
     return out
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 60) -> None:
+    """Poll ``check`` until it holds; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from conftest import AUTH, copy_shop, serving_client
+from conftest import AUTH, copy_shop, serving_client, wait_until
 from recsys_lite.data.store import Store
 from recsys_lite.training import train
-
-
-def wait_until(check: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def swaps(client: httpx.Client) -> int:

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import httpx
 
-from conftest import AUTH, copy_shop, running_server
+from conftest import AUTH, copy_shop, running_server, wait_until
 from recsys_lite.data.store import Store
 from recsys_lite.models.versions import rollback
 from recsys_lite.training import train
 
 LONGER_THAN_A_LOCK_WAIT = 32.0  # a store connection gives up after 30 s
-
-
-def wait_until(check: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_a_long_busy_store_delays_start_up_and_a_swap_but_breaks_neither(

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -17,19 +16,12 @@ import httpx
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from conftest import running_server
+from conftest import running_server, wait_until
 from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.training import train
 
 HOSTILE_IDS = ["U1\x00", "U1\n", "\tU1", "U1\u200b", " ", "x" * 257]
-
-
-def wait_until(check: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def worker_status(folder: Path) -> dict[str, object]:
