@@ -36,8 +36,6 @@ import contextlib
 import http.client
 import json
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -70,7 +68,7 @@ from recsys_lite.models import create_model
 from recsys_lite.models.base import Recommender
 from recsys_lite.models.forgetting import forget_users
 from recsys_lite.training import train
-from serving_load import AUTH, BENCH_KEY, cli_path, stop, wait_until_healthy
+from serving_load import AUTH, free_port, running_server
 
 EFFECTIVE_TARGET_S = 1.0
 WHOLE_TARGET_S = 10.0
@@ -105,21 +103,9 @@ def prepared_shop(folder: Path) -> tuple[Path, Path]:
 @contextlib.contextmanager
 def two_process_server(model_dir: Path, db: Path, log: Path) -> Iterator[str]:
     """``recsys-lite serve --workers 2`` with an admin key, stopped on the way out."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    env = dict(
-        os.environ, LOG_LEVEL="WARNING", ADMIN_API_KEY=BENCH_KEY, RATE_LIMIT_PER_IP="1000000"
-    )
-    command = [cli_path(), "serve", "--model-dir", str(model_dir), "--db", str(db)]
-    command += ["--port", str(port), "--workers", "2"]
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_until_healthy(process, port, log)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop(process)
+    port = free_port()
+    with running_server(model_dir, db, port, log, None, workers=2):
+        yield f"http://127.0.0.1:{port}"
 
 
 def shoppers(events: Path, count: int, seed: int = 42) -> list[str]:

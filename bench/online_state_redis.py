@@ -45,7 +45,7 @@ from _common import (
     warn_if_busy,
     write_results,
 )
-from serving_load import AUTH, BENCH_KEY, cli_path, free_port, stop, wait_until_healthy
+from serving_load import AUTH, free_port, running_server
 
 NAME = "online_state_redis"
 MODES = ("memory", "redis")
@@ -91,22 +91,9 @@ def api_process(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     log = folder / f"server-{env['ONLINE_STATE']}.log"
-    command = [cli_path(), "serve", "--model-dir", str(artifact), "--db", str(db)]
-    environment = {
-        **os.environ, "LOG_LEVEL": "WARNING", "ADMIN_API_KEY": BENCH_KEY,
-        "RATE_LIMIT_PER_IP": "1000000", "MODEL_WATCH_INTERVAL": "0",
-        "INBOX_DRAIN_INTERVAL": "0", **env,
-    }  # fmt: skip
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)], stdout=log_file, stderr=subprocess.STDOUT,
-            env=environment,
-        )  # fmt: skip
-        try:
-            wait_until_healthy(process, port, log)
-            yield f"http://127.0.0.1:{port}", process
-        finally:
-            stop(process)
+    quiet = {"MODEL_WATCH_INTERVAL": "0", "INBOX_DRAIN_INTERVAL": "0", **env}
+    with running_server(artifact, db, port, log, None, env=quiet) as process:
+        yield f"http://127.0.0.1:{port}", process
 
 
 def post_events(client: httpx.Client, users: list[str], items: list[str], seed: int) -> list[str]:

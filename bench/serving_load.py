@@ -126,22 +126,33 @@ AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
 
 @contextlib.contextmanager
 def running_server(
-    artifact: Path, db: Path, port: int, log: Path, omp_threads: int | None, workers: int = 1
+    artifact: Path,
+    db: Path,
+    port: int,
+    log: Path,
+    omp_threads: int | None,
+    workers: int = 1,
+    *,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """The server as a child process, stopped on the way out whatever happened.
+    """The server as a child process (with ``env`` added to its environment), stopped on the
+    way out whatever happened.
 
     Keys and limits are on, as in production: the rate limiter runs on every request, with a
     budget no load generator on this machine reaches, so its cost is measured, not its refusals.
     """
-    env = dict(
-        os.environ, LOG_LEVEL="WARNING", ADMIN_API_KEY=BENCH_KEY, RATE_LIMIT_PER_IP="1000000"
-    )
+    environment = {
+        **os.environ, "LOG_LEVEL": "WARNING", "ADMIN_API_KEY": BENCH_KEY,
+        "RATE_LIMIT_PER_IP": "1000000", **(env or {}),
+    }  # fmt: skip
     if omp_threads:
-        env["OMP_NUM_THREADS"] = str(omp_threads)
+        environment["OMP_NUM_THREADS"] = str(omp_threads)
     command = [cli_path(), "serve", "--model-dir", str(artifact), "--db", str(db)]
     command += ["--port", str(port), "--workers", str(workers)]
     with log.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=environment
+        )
         try:
             wait_until_healthy(process, port, log)
             yield process
