@@ -1,15 +1,14 @@
 """The scale benchmark's serving stage: start-up, memory and /recommend under load.
 
 Reuses bench/serving_load.py's load helpers; the server is one ``recsys-lite serve`` process
-on the scale artifact, with keys and limits on as in production (the environment of
-serving_load's running_server), started here so its start-up is timed from the exec.
+on the scale artifact, from serving_load's running_server (keys and limits on, as in
+production), its start-up timed from the start to the first healthy answer.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,13 @@ import numpy as np
 
 from _common import console
 from serving_load import (
-    BENCH_KEY,
     LUA_DONE,
     LUA_RANDOM_USER,
-    cli_path,
     free_port,
     process_cpu_seconds,
     run_wrk,
+    running_server,
     sequential_latency,
-    stop,
-    wait_until_healthy,
 )
 
 LUA_IDS = 5_000
@@ -65,46 +61,33 @@ def measure_serving(
     rng = np.random.default_rng(0)
     picked = rng.choice(known, size=requests + 100).tolist()
     newcomers = [f"newcomer-{n}" for n in range(requests + 100)]
-    env = dict(
-        os.environ, LOG_LEVEL="WARNING", ADMIN_API_KEY=BENCH_KEY, RATE_LIMIT_PER_IP="1000000"
-    )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [cli_path(), "serve", "--model-dir", str(artifact), "--db", str(db)]
     log = folder / "serve.log"
     load_before = round(os.getloadavg()[0], 2)
-    with log.open("wb") as log_file:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [*command, "--port", str(port)], stdout=log_file, stderr=subprocess.STDOUT, env=env
-        )
-        try:
-            wait_until_healthy(process, port, log)
-            startup = time.perf_counter() - started
-            memory_at_start = _status_mb(process.pid)
-            console.print(f"server healthy after {startup:.1f} s, {memory_at_start}")
-            with httpx.Client(base_url=base, timeout=30) as client:
-                sequential = [
-                    sequential_latency(
-                        client, [f"/recommend?k=10&user_id={u}" for u in picked], "known user"
-                    ),
-                    sequential_latency(
-                        client, [f"/recommend?k=10&user_id={u}" for u in newcomers],
-                        "unknown user",
-                    ),
-                ]  # fmt: skip
-            loaded = []
-            wrk = shutil.which("wrk")
-            if wrk is not None:
-                known_ids = rng.choice(known, size=LUA_IDS, replace=False).tolist()
-                loaded.append(_wrk(wrk, base, folder, known_ids, "known", duration, process.pid))
-                unknown_ids = [f"stranger-{n}" for n in range(LUA_IDS)]
-                loaded.append(
-                    _wrk(wrk, base, folder, unknown_ids, "unknown", duration, process.pid)
-                )
-            memory_after = _status_mb(process.pid)
-        finally:
-            stop(process)
+    started = time.perf_counter()
+    with running_server(artifact, db, port, log, None) as process:
+        startup = time.perf_counter() - started
+        memory_at_start = _status_mb(process.pid)
+        console.print(f"server healthy after {startup:.1f} s, {memory_at_start}")
+        with httpx.Client(base_url=base, timeout=30) as client:
+            sequential = [
+                sequential_latency(
+                    client, [f"/recommend?k=10&user_id={u}" for u in picked], "known user"
+                ),
+                sequential_latency(
+                    client, [f"/recommend?k=10&user_id={u}" for u in newcomers],
+                    "unknown user",
+                ),
+            ]  # fmt: skip
+        loaded = []
+        wrk = shutil.which("wrk")
+        if wrk is not None:
+            known_ids = rng.choice(known, size=LUA_IDS, replace=False).tolist()
+            loaded.append(_wrk(wrk, base, folder, known_ids, "known", duration, process.pid))
+            unknown_ids = [f"stranger-{n}" for n in range(LUA_IDS)]
+            loaded.append(_wrk(wrk, base, folder, unknown_ids, "unknown", duration, process.pid))
+        memory_after = _status_mb(process.pid)
     return {
         "artifact": str(artifact.name),
         "startup_seconds": round(startup, 2),
