@@ -41,6 +41,7 @@ class FirstStage:
     # index in its space (-1: unknown), for folding a history in
     same_items: list[bool] = field(init=False)
     own_index: list[np.ndarray] = field(init=False)
+    mapped: list[np.ndarray] = field(init=False)  # which of a retriever's items the ranker has
     # trending is the same for every shopper: its order (ties: lower index first) is taken
     # once, and a request reads its head past the items it excludes
     trending_order: np.ndarray = field(init=False)
@@ -52,6 +53,7 @@ class FirstStage:
             len(p) == n_items and bool(np.array_equal(p, np.arange(n_items)))
             for p in self.positions
         ]
+        self.mapped = [positions >= 0 for positions in self.positions]
         self.own_index = []
         for positions in self.positions:
             own = np.full(n_items, -1, dtype=np.int64)
@@ -117,7 +119,7 @@ class FirstStage:
             for row in known.tolist():
                 out[row] = self.searched(r, index, int(own[row]), excluded[row], n)
             known = known[:0]
-        mapped = positions >= 0
+        mapped = self.mapped[r]
 
         def in_ranker_space(scores: np.ndarray) -> np.ndarray:
             if self.same_items[r]:
@@ -170,7 +172,7 @@ class FirstStage:
                 out.append(np.asarray(model.score_users(own), dtype=np.float32))
                 continue
             full = np.full((len(histories), n_items), -np.inf, dtype=np.float32)
-            mapped = positions >= 0
+            mapped = self.mapped[r]
             if len(known):
                 scores = model.score_users(own[known])
                 if self.same_items[r]:
