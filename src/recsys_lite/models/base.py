@@ -29,7 +29,7 @@ from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams, parse_params
 from recsys_lite.models.vector_store import ItemVectorStore
 from recsys_lite.models.vectors import unit_rows
-from recsys_lite.ranking.retrieval import search_vectors
+from recsys_lite.ranking.retrieval import outside, search_vectors
 
 NEG_INF = np.float32(-np.inf)
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
@@ -478,18 +478,6 @@ class Recommender(ABC):
 
     @abstractmethod
     def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None: ...
-
-
-def outside(items: np.ndarray, excluded: np.ndarray) -> np.ndarray:
-    """Which of ``items`` are not in ``excluded``: for the few hundred items and few dozen
-    exclusions of a request, binary search in the sorted exclusions (np.isin costs several
-    times more at these sizes)."""
-    if not len(excluded):
-        return np.ones(len(items), dtype=bool)
-    ordered = np.sort(excluded)
-    at = np.minimum(np.searchsorted(ordered, items), len(ordered) - 1)
-    found: np.ndarray = ordered[at] != items
-    return found
 
 
 def _listed_top(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_lite.data.idmap import IdMap
-from recsys_lite.models.base import History, Recommender, outside
+from recsys_lite.models.base import History, Recommender
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.ranking.candidates import (
     EMPTY_TOP,
@@ -23,7 +23,7 @@ from recsys_lite.ranking.candidates import (
     best_listed,
     best_of,
 )
-from recsys_lite.ranking.retrieval import search_vectors
+from recsys_lite.ranking.retrieval import outside, search_vectors
 
 
 @dataclass

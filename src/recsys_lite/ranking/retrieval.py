@@ -28,6 +28,18 @@ MAX_FETCH = 2_048
 LOOP_MAX = 64
 
 
+def outside(items: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """Which of ``items`` are not in ``excluded``: for the few hundred items and few dozen
+    exclusions of a request, binary search in the sorted exclusions (np.isin costs several
+    times more at these sizes)."""
+    if not len(excluded):
+        return np.ones(len(items), dtype=bool)
+    ordered = np.sort(excluded)
+    at = np.minimum(np.searchsorted(ordered, items), len(ordered) - 1)
+    found: np.ndarray = ordered[at] != items
+    return found
+
+
 def _index_round(
     index: ItemVectorStore,
     vectors: np.ndarray,
@@ -44,7 +56,7 @@ def _index_round(
     if len(candidates) > LOOP_MAX:
         ok = candidates >= 0
         if len(excluded):
-            ok &= ~np.isin(candidates, excluded, kind="table")
+            ok &= outside(candidates, excluded)
         if item_mask is not None:
             ok[ok] = item_mask[candidates[ok]]
         keep = np.flatnonzero(ok)
