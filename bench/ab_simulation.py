@@ -21,7 +21,7 @@ small true difference, the shoppers needed for 80% power, and the A/A false-posi
 different models of equal quality; for A/B also sample-ratio mismatch flags), also for
 interleaving with shoppers who see many lists.
 
-    python bench/ab_simulation.py            # about 13 minutes of one core
+    python bench/ab_simulation.py            # about 14 minutes of CPU
     python bench/ab_simulation.py --sizes 500 1500 --repetitions 50
 """
 
