@@ -172,3 +172,26 @@ def test_an_artifact_without_a_table_builds_it_at_load(ranker: RankerModel, tmp_
     got, wanted = older.stage.covisit, ranker.stage.covisit
     np.testing.assert_array_equal(got.table.toarray(), wanted.table.toarray())
     assert isinstance(older.stage.trending_order, np.ndarray)
+
+
+@pytest.mark.parametrize("neighbours", [None, 7])
+def test_forgetting_users_takes_their_pairs_out_of_the_table(neighbours: int | None) -> None:
+    """What an API process does at once: every kept pair loses what the forgotten users gave
+    it. With every pair kept that is the table built without them; with a cut, the kept pairs
+    count as they would there."""
+    matrix = _user_items(4).tocsr()
+    gone = np.array([3, 50, 51, 200])
+    keep = np.setdiff1d(np.arange(matrix.shape[0]), gone)
+    table = CoVisitation.build(matrix, neighbours)
+    kept_before = table.table.copy()
+    table.forget(matrix[gone], matrix[keep])
+    fresh = CoVisitation.build(matrix[keep], None)
+    np.testing.assert_array_equal(table.damping, fresh.damping)
+    got, wanted = table.table.toarray(), fresh.table.toarray()
+    if neighbours is None:
+        np.testing.assert_array_equal(got, wanted)
+    else:
+        was_kept = kept_before.toarray() > 0
+        np.testing.assert_array_equal(got[was_kept], wanted[was_kept])
+        assert not got[~was_kept].any()
+    assert table.table.data.min() > 0  # a pair nobody is left to make is gone

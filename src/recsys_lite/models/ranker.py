@@ -597,8 +597,10 @@ class RankerModel(Recommender):
     def _forget_users(
         self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents
     ) -> None:
-        """Each retriever forgets the users as it would on its own; the bought-together counts
-        are rebuilt from the remaining users' rows. The booster learned from features, not
+        """Each retriever forgets the users as it would on its own; the bought-together table
+        loses their pairs (``relearn``: it is built again from the remaining rows). A
+        retriever that relearns its items drops its index, whose vectors are the old ones,
+        until ``build_indexes`` (the erasure calls it). The booster learned from features, not
         from identities, and is kept until the next retrain."""
         from recsys_lite.models.forgetting import forget_users
 
@@ -606,7 +608,13 @@ class RankerModel(Recommender):
         for model in self.stage.retrievers:
             users = np.flatnonzero([u not in remaining for u in model.user_map.ids.tolist()])
             forget_users(model, users, relearn=events.relearn)
-        self.stage.covisit = CoVisitation.build(self.user_items, self.params.together_neighbours)
+            if events.relearn:
+                model.user_index = None
+        if events.relearn:  # the model an erasure publishes: the table as training builds it
+            neighbours = self.params.together_neighbours
+            self.stage.covisit = CoVisitation.build(self.user_items, neighbours)
+        else:  # an API process: at once
+            self.stage.covisit.forget(removed, self.user_items)
 
 
 @dataclass(frozen=True)

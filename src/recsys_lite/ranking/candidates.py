@@ -188,6 +188,25 @@ class CoVisitation:
         out[items] = scores
         return out
 
+    def forget(self, removed: sp.csr_matrix, remaining: sp.csr_matrix) -> None:
+        """Take out what users' rows (``removed``) put in the table: one count from every kept
+        pair of their items; the damping is then the remaining matrix's. Building the table
+        again takes seconds on a large shop, too long for an API process that must forget at
+        once; a partner the table dropped at training stays dropped until the next build, so
+        the kept pairs are training's, each counting the remaining users alone."""
+        table = self.table
+        counts = table.data.copy()
+        for user in range(removed.shape[0]):
+            items = removed.indices[removed.indptr[user] : removed.indptr[user + 1]]
+            items = np.unique(items[(items >= 0) & (items < table.shape[0])])
+            entries = _row_entries(table.indptr, items)
+            counts[entries[np.isin(table.indices[entries], items)]] -= 1.0
+        kept = sp.csr_matrix((counts, table.indices, table.indptr), shape=table.shape)
+        kept.eliminate_zeros()
+        popularity = np.bincount(remaining.indices, minlength=table.shape[1]).astype(np.float32)
+        # swapped in whole: a request reading the table meanwhile sees the old one or the new
+        self.table, self.damping = kept, (1.0 / np.sqrt(popularity + 1.0)).astype(np.float32)
+
     def state(self) -> dict[str, np.ndarray]:
         return {
             "covisit_indptr": self.table.indptr,
