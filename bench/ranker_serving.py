@@ -63,9 +63,9 @@ from recsys_lite.data.store import Store
 from recsys_lite.evaluation.evaluate import evaluate_model
 from recsys_lite.evaluation.split import temporal_split
 from recsys_lite.models.artifact import load_artifact
-from recsys_lite.models.ranker import RankerModel
-from recsys_lite.models.ranker_stage import searchable
 from recsys_lite.ranking.candidates import best_of
+from recsys_lite.ranking.ranker import RankerModel
+from recsys_lite.ranking.ranker_stage import searchable
 from recsys_lite.training import train
 from serving_load import (
     LUA_DONE,

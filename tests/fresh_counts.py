@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_lite.models.ranker import RankerModel
 from recsys_lite.ranking.features import EventCounts, fresh_features
+from recsys_lite.ranking.ranker import RankerModel
 
 # the ranker's fresh item features
 COUNTED = ("item_events_5m", "item_events_1h", "item_events_1d", "item_velocity")

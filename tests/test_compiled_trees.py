@@ -20,8 +20,8 @@ pytest.importorskip("lleaves")
 from recsys_lite.data.store import Store
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
-from recsys_lite.models.ranker import RankerModel, _booster
 from recsys_lite.ranking.compiled_trees import CompiledTrees, default_cache_dir
+from recsys_lite.ranking.ranker import RankerModel, _booster
 
 PARAMS = {
     **json.loads((Path(__file__).parent / "fast_params" / "ranker.json").read_text()),

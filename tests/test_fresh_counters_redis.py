@@ -15,9 +15,9 @@ pytest.importorskip("lightgbm")
 
 from fresh_counts import COUNTED, events_after_training, newest_ts, offline_item_counts
 from recsys_lite.data.store import Store
-from recsys_lite.models.ranker import RankerModel
 from recsys_lite.online.redis_client import client_for
 from recsys_lite.online.redis_state import RedisOnlineState
+from recsys_lite.ranking.ranker import RankerModel
 
 FAST = json.loads((Path(__file__).parent / "fast_params" / "ranker.json").read_text())
 

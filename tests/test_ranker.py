@@ -16,9 +16,9 @@ pytest.importorskip("lightgbm")
 from fresh_counts import COUNTED, events_after_training, newest_ts, offline_item_counts
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
-from recsys_lite.models.ranker import RankerModel
 from recsys_lite.ranking.candidates import CoVisitation, merge, recall_by_source
 from recsys_lite.ranking.features import FRESH_WINDOWS, EventCounts, FreshCounters, fresh_features
+from recsys_lite.ranking.ranker import RankerModel
 
 FAST = json.loads((Path(__file__).parent / "fast_params" / "ranker.json").read_text())
 

@@ -27,9 +27,9 @@ from recsys_lite.data.interactions import (
 from recsys_lite.errors import EmptyDataError, NotFittedError
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams, parse_params
+from recsys_lite.models.retrieval import outside, search_vectors
 from recsys_lite.models.vector_store import ItemVectorStore
 from recsys_lite.models.vectors import unit_rows
-from recsys_lite.ranking.retrieval import outside, search_vectors
 
 NEG_INF = np.float32(-np.inf)
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
@@ -435,7 +435,7 @@ class Recommender(ABC):
     ) -> Ranked | None:
         """The index's candidates with exact scores, so scores equal the exact path's; with a
         mask the index over-fetches, then the eligible items are scored exactly
-        (ranking/retrieval.py), so k items come back whenever k are eligible."""
+        (models/retrieval.py), so k items come back whenever k are eligible."""
         items, scores = search_vectors(index, vectors, query, k, excluded, item_mask)
         return Ranked(items, scores)
 

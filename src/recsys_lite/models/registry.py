@@ -59,7 +59,7 @@ MODELS: dict[str, ModelEntry] = {
         "neural user and item towers over ids, recent items and catalog features",
     ),
     "ranker": ModelEntry(
-        "recsys_lite.models.ranker",
+        "recsys_lite.ranking.ranker",
         "LightGBM re-ranking of several retrievers' candidates; served only if it beats them",
     ),
 }

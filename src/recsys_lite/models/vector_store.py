@@ -2,7 +2,7 @@
 
 Faiss in-process (models/index.py) is the default and what artifacts carry; Qdrant
 (models/qdrant_store.py) is the second implementation, chosen by ``VECTOR_STORE=qdrant`` when
-an artifact is loaded. Retrieval (ranking/retrieval.py) over-fetches, filters and refills
+an artifact is loaded. Retrieval (models/retrieval.py) over-fetches, filters and refills
 through ``search`` alone, so an implementation needs nothing else to serve filtered requests.
 """
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_lite.ranking.retrieval import outside
+from recsys_lite.models.retrieval import outside
 
 
 @dataclass(frozen=True)

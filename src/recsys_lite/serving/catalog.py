@@ -150,7 +150,7 @@ class Catalog:
             # would otherwise grow a catalog-sized array per value
             if allowed.any() and len(self._masks) < MAX_CACHED_MASKS:
                 # shared by every request with this value: read-only, so retrieval may keep
-                # derived arrays (ranking/retrieval.py) for as long as it lives
+                # derived arrays (models/retrieval.py) for as long as it lives
                 allowed.flags.writeable = False
                 self._masks[key] = allowed
         return allowed

@@ -1,5 +1,5 @@
 """The ranker's first stage: its sources as fitted on some events, and each source's top N for
-a user (ranking/candidates.py merges them, models/ranker.py ranks the merged set).
+a user (ranking/candidates.py merges them, ranking/ranker.py ranks the merged set).
 
 Every source gives its top N without a vector over the catalog where it can: a retriever with
 a vector index is searched through it, trending is read from an order taken once, and
@@ -16,6 +16,7 @@ import numpy as np
 from recsys_lite.data.idmap import IdMap
 from recsys_lite.models.base import History, Recommender
 from recsys_lite.models.index import VectorIndex
+from recsys_lite.models.retrieval import outside, search_vectors
 from recsys_lite.ranking.candidates import (
     EMPTY_TOP,
     CoVisitation,
@@ -23,7 +24,6 @@ from recsys_lite.ranking.candidates import (
     best_listed,
     best_of,
 )
-from recsys_lite.ranking.retrieval import outside, search_vectors
 
 
 @dataclass

@@ -42,7 +42,6 @@ from recsys_lite.models.base import (
 )
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams
-from recsys_lite.models.ranker_stage import FirstStage
 from recsys_lite.models.registry import create_model, register
 from recsys_lite.ranking.candidates import (
     Candidates,
@@ -59,6 +58,7 @@ from recsys_lite.ranking.features import (
     WindowCounters,
     fresh_features,
 )
+from recsys_lite.ranking.ranker_stage import FirstStage
 
 ITEM_WINDOWS_DAYS = (7, 30)  # popularity windows besides the fresh ones and all time
 VALIDATION_K = 10
