@@ -14,9 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys_lite.data.store import Store
-from recsys_lite.models import Recommender, create_model
+from recsys_lite.models import Recommender, create_model, retrieval
 from recsys_lite.online.state import OnlineState
-from recsys_lite.ranking import retrieval
 from recsys_lite.ranking.filters import ItemFilter
 from recsys_lite.serving.catalog import Catalog
 from strategies import item_filters
