@@ -53,3 +53,19 @@ def test_many_shoppers_preferring_one_variant_make_it_the_winner() -> None:
     assert status["interleaving"]["shoppers_prefer"] == {"a": 1, "b": 30}
     assert status["interleaving"]["p_value"] < 1e-6
     assert status["winner"] == "b"
+
+
+def test_a_click_past_the_answers_length_credits_no_one() -> None:
+    short = interleaved_id([1, 0, 1])  # an answer of three items
+    report = interleaving(EXPERIMENT, [(short, 2, "u1"), (short, 3, "u2"), (short, 7, "u3")])
+    # position 2 was b's; positions 3 and 7 were never shown (they used to count for a)
+    assert report["wins"] == {"a": 0, "b": 1} and report["answers_with_clicks"] == 1
+    assert report["shoppers_with_clicks"] == 1
+
+
+def test_ids_written_without_the_length_still_say_their_teams() -> None:
+    from recsys_lite.experiments.design import team_of
+
+    legacy = "il.5.0123456789ab"  # teams 1, 0, 1: the mask alone
+    assert [team_of(legacy, p) for p in range(3)] == [1, 0, 1]
+    assert team_of(interleaved_id([1, 0, 1]), 3) is None

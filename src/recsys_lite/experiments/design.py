@@ -143,9 +143,11 @@ def recommendation_id(variant: str) -> str:
 
 
 def interleaved_id(teams: list[int]) -> str:
-    """Team of every position (1: the second live variant's) as a bit mask in hex."""
-    mask = sum(1 << i for i, team in enumerate(teams[:MAX_TEAM_POSITIONS]) if team)
-    return f"{INTERLEAVED}.{mask:x}.{os.urandom(6).hex()}"
+    """Team of every position (1: the second live variant's) as a bit mask in hex, then how
+    many positions the answer had: a click cited at a position past the list credits no one."""
+    teams = teams[:MAX_TEAM_POSITIONS]
+    mask = sum(1 << i for i, team in enumerate(teams) if team)
+    return f"{INTERLEAVED}.{mask:x}.{len(teams):x}.{os.urandom(6).hex()}"
 
 
 def variant_of(recommendation_id: str) -> str | None:
@@ -156,9 +158,13 @@ def variant_of(recommendation_id: str) -> str | None:
 def team_of(recommendation_id: str, position: int) -> int | None:
     """0 or 1 for a position of an interleaved answer; None if the id does not say."""
     parts = recommendation_id.split(".")
-    if len(parts) != 3 or parts[0] != INTERLEAVED or not 0 <= position < MAX_TEAM_POSITIONS:
+    # ids written before the length was part of them (three parts) say only the mask
+    if len(parts) not in (3, 4) or parts[0] != INTERLEAVED:
         return None
     try:
+        length = int(parts[2], 16) if len(parts) == 4 else MAX_TEAM_POSITIONS
+        if not 0 <= position < min(length, MAX_TEAM_POSITIONS):
+            return None
         return (int(parts[1], 16) >> position) & 1
     except ValueError:
         return None
