@@ -494,6 +494,10 @@ def _listed_top(
         keep &= inside
         keep[inside] &= item_mask[items[inside]]
     items, scores = items[keep], scores[keep]
+    if 0 < k < len(items):  # only what ties with the k-th best score or beats it is sorted
+        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        chosen = np.flatnonzero(scores >= kth)
+        items, scores = items[chosen], scores[chosen]
     order = np.lexsort((items, -scores))[:k]
     return Ranked(items[order], scores[order])
 

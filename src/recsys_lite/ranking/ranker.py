@@ -52,6 +52,7 @@ from recsys_lite.ranking.candidates import (
 )
 from recsys_lite.ranking.compiled_trees import CompiledTrees, default_cache_dir
 from recsys_lite.ranking.features import (
+    FRESH_WINDOWS,
     LONGEST_WINDOW,
     EventCounts,
     LiveCounters,
@@ -347,11 +348,6 @@ class RankerModel(Recommender):
         n, sources = found.ranks.shape
         instant = max(stage.instant, int(history.ts.max()) if len(history) else 0)
         ts = history.ts.astype(np.int64)
-        # the user's counts are one number each, broadcast over the candidates below
-        fresh = fresh_features(
-            lambda w: np.array([((ts > instant - w) & (ts <= instant)).sum()]),
-            lambda w: np.zeros(1),
-        )
         # written column by column into one float32 matrix, in feature_names' order: a list
         # of columns stacked cost more than the features' arithmetic
         out = np.empty((n, 2 * sources + len(ITEM_FEATURES) + 8), dtype=np.float32)
@@ -382,8 +378,10 @@ class RankerModel(Recommender):
             out[:, at] = np.where(candidate >= 0, share[np.maximum(candidate, 0)]
                                   if len(share) else 0.0, 0.0)  # fmt: skip
             at += 1
-        for name in ("user_events_5m", "user_events_1h", "user_events_1d"):
-            out[:, at] = fresh[name][0]
+        # the user's fresh counts (user_events_*, in FRESH_WINDOWS' order): one number each,
+        # broadcast over the candidates
+        for seconds in FRESH_WINDOWS.values():
+            out[:, at] = np.count_nonzero((ts > instant - seconds) & (ts <= instant))
             at += 1
         out[:, at] = instant - int(ts.max()) if len(ts) else np.nan
         out[:, at + 1] = len(history)
