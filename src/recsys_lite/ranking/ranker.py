@@ -120,7 +120,8 @@ class RankerModel(Recommender):
     params_type = RankerParams
     params: RankerParams
     _live: LiveCounters | None = None  # item counters fed by the API's event path
-    _n_codes: tuple[np.ndarray, int, int] | None = None  # categories, brands (_code_counts)
+    # item_category and item_brand as they were when _shifted_codes derived its arrays
+    _n_codes: tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, int]]] | None = None
     _compiled: CompiledTrees | None = None  # the booster as native code, where it compiles
 
     # ----- training ---------------------------------------------------------------------------
@@ -369,14 +370,14 @@ class RankerModel(Recommender):
         usual = _median(own_prices) if len(own_prices) else np.nan
         out[:, at] = price / usual if usual > 0 else np.nan
         at += 1
-        for codes, n_codes in zip((self.item_category, self.item_brand), self._code_counts(),
-                                  strict=True):  # fmt: skip
-            mine = codes[history.items]
-            mine = mine[mine >= 0]
-            share = np.bincount(mine, minlength=n_codes) / max(len(history), 1)
-            candidate = codes[items]
-            out[:, at] = np.where(candidate >= 0, share[np.maximum(candidate, 0)]
-                                  if len(share) else 0.0, 0.0)  # fmt: skip
+        for shifted, n_codes in self._shifted_codes():
+            # the share of the user's events in each candidate's category (brand); bin 0
+            # holds the items without one, whose share is 0
+            share = np.bincount(shifted[history.items], minlength=n_codes + 1) / max(
+                len(history), 1
+            )
+            share[0] = 0.0
+            out[:, at] = share[shifted[items]]
             at += 1
         # the user's fresh counts (user_events_*, in FRESH_WINDOWS' order): one number each,
         # broadcast over the candidates
@@ -387,14 +388,16 @@ class RankerModel(Recommender):
         out[:, at + 1] = len(history)
         return found, out
 
-    def _code_counts(self) -> tuple[int, int]:
-        """How many categories and brands there are: taken once per model, as finding the
-        largest code over the catalog cost more per request than the rest of the features."""
-        counts = self._n_codes
-        if counts is None or counts[0] is not self.item_category:
-            found = [int(c.max(initial=-1)) + 1 for c in (self.item_category, self.item_brand)]
-            counts = self._n_codes = (self.item_category, found[0], found[1])
-        return counts[1], counts[2]
+    def _shifted_codes(self) -> list[tuple[np.ndarray, int]]:
+        """Category and brand codes plus one (0: none) with how many there are: taken once
+        per model, as finding the largest code over the catalog, and masking the items
+        without one, cost more per request than the rest of the features."""
+        held = self._n_codes
+        if held is None or held[0] is not self.item_category or held[1] is not self.item_brand:
+            shifted = [(codes + 1, int(codes.max(initial=-1)) + 1)
+                       for codes in (self.item_category, self.item_brand)]  # fmt: skip
+            held = self._n_codes = (self.item_category, self.item_brand, shifted)
+        return held[2]
 
     # ----- fresh counters online ---------------------------------------------------------------
 
