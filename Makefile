@@ -93,7 +93,7 @@ bench: $(STAMP)
 	$(PY) bench/tune_protocol.py
 	$(PY) bench/ranker.py
 	$(PY) bench/ranker_latency.py
-	$(PY) bench/ranker_serving.py
+	$(PY) bench/ranker_serving.py --workers 2
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache
