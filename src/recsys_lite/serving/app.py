@@ -4,10 +4,10 @@ privacy_routes), state and background work live in runtime.py.
 
 Read handlers are ``async def``: scoring takes well under a millisecond, cheaper than a hop to
 the thread pool. The two hot GET endpoints read their query with one pydantic model validation
-instead of FastAPI's per-parameter machinery (which cost more than the Faiss search), and answer
+instead of FastAPI's per-parameter machinery (which cost more than the Faiss search), answer
 with bytes joined from JSON each catalog item had encoded once (catalog.py), skipping FastAPI's
-per-item response validation; the query and response models still document the contract in
-/docs.
+per-item response validation, and are called without the router (hot_reads.py); the query and
+response models still document the contract in /docs.
 """
 
 import asyncio
@@ -25,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.middleware import Middleware
 
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
@@ -46,6 +47,7 @@ from recsys_lite.serving.errors import (
     install_error_handlers,
 )
 from recsys_lite.serving.guards import GuardMiddleware
+from recsys_lite.serving.hot_reads import HotReads
 from recsys_lite.serving.instrumentation import instrument_app
 from recsys_lite.serving.live_experiment import LiveExperiment
 from recsys_lite.serving.params import PathId, path_id, query_parameters, read_query
@@ -288,6 +290,15 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         body = search_engine.answer(request_, result, state.catalog.item, query.user_id)
         return Response(body, media_type=JSON)
 
+    # innermost, inside the guards and the metrics: the pages' reads skip the router
+    app.user_middleware.append(
+        Middleware(
+            HotReads,
+            routes=app.routes,
+            paths=("/recommend", "/similar-items"),
+            exception_handlers=app.exception_handlers,
+        )
+    )
     app.include_router(probe_router(settings, runtime, telemetry))
     app.include_router(admin_router(settings, runtime, keys, experiment))
     app.include_router(training_router(settings, keys))

@@ -83,6 +83,22 @@ class Telemetry:
         self._lists = 0
 
         self._served_by: dict[tuple[str, str], Any] = {}
+        # bounded: endpoint labels are ENDPOINTS plus "other", statuses are HTTP's
+        self._latency_by: dict[str, Any] = {}
+        self._requests_by: dict[tuple[str, int], Any] = {}
+
+    def count_request(self, path: str, status: int, seconds: float) -> None:
+        endpoint = self.endpoint_label(path)
+        latency = self._latency_by.get(endpoint)
+        if latency is None:
+            latency = self._latency_by[endpoint] = self.latency.labels(endpoint)
+        latency.observe(seconds)
+        requests = self._requests_by.get((endpoint, status))
+        if requests is None:
+            requests = self._requests_by[endpoint, status] = self.requests.labels(
+                endpoint, str(status)
+            )
+        requests.inc()
 
     def count_served(self, endpoint: str, source: str, items: int) -> None:
         """Items answered; the labelled child is looked up once (``labels`` takes a lock and
@@ -136,6 +152,6 @@ class TelemetryMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            endpoint = self.telemetry.endpoint_label(scope["path"])
-            self.telemetry.latency.labels(endpoint).observe(time.perf_counter() - started)
-            self.telemetry.requests.labels(endpoint, str(status["code"])).inc()
+            self.telemetry.count_request(
+                scope["path"], status["code"], time.perf_counter() - started
+            )
