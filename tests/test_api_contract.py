@@ -283,3 +283,38 @@ def test_the_cli_answers_profile_and_status_like_the_api(
     assert api_model.pop("items") >= cli_model.pop("items")
     assert cli_model == api_model
     assert cli_status["online"] is None and api_status["online"]["swaps"] == 0
+
+
+def test_the_pages_reads_keep_guards_errors_and_metrics(
+    shop_db: Path, als_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/recommend and /similar-items skip FastAPI's router (serving/hot_reads.py): a key
+    is still checked, a fault still answers the one body and is counted, other methods
+    still reach FastAPI."""
+    from recsys_lite.serving import lists
+
+    settings = Settings(db_path=shop_db, model_dir=als_artifact, admin_api_key="a" * 32)
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        assert http.get("/recommend", params={"user_id": "U00003"}).status_code == 200
+        wrong_key = {"Authorization": "Bearer " + "b" * 32}
+        refused = http.get("/recommend", params={"user_id": "U00003"}, headers=wrong_key)
+        assert_error_body(refused, 401, "unauthorized")
+        assert_error_body(http.get("/similar-items", params={"item_id": "nope"}), 404, "not_found")
+        assert_error_body(http.post("/similar-items"), 405, "method_not_allowed")
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("secret detail that must not leak")
+
+        monkeypatch.setattr(lists, "recommend", broken)
+        response = http.get("/recommend", params={"user_id": "U00003"})
+        assert response.json() == {
+            "error": "internal_error",
+            "message": "internal error",
+            "details": [],
+        }
+        assert response.status_code == 500
+        metrics = http.get("/metrics").text
+        assert 'recsys_errors_total{endpoint="/recommend",error="internal"} 1.0' in metrics
+        assert 'recsys_requests_total{endpoint="/recommend",status="500"} 1.0' in metrics
+        assert 'recsys_requests_total{endpoint="/recommend",status="401"} 1.0' in metrics
