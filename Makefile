@@ -94,6 +94,7 @@ bench: $(STAMP)
 	$(PY) bench/ranker.py
 	$(PY) bench/ranker_latency.py
 	$(PY) bench/ranker_serving.py --workers 2
+	$(PY) bench/fold_in.py
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache

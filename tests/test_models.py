@@ -85,6 +85,34 @@ def test_index_and_exact_paths_agree(fitted: Recommender) -> None:
         np.testing.assert_allclose(via_index.scores, exact.scores, rtol=1e-5, atol=1e-6)
 
 
+def test_a_folded_in_shopper_is_searched_like_a_trained_one(
+    fitted: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every shopper with events since training is served from their history: where the
+    model's fold-in is a user vector, through the index trained shoppers are searched with,
+    and with the exact path's scores."""
+    fitted.build_indexes("flat")
+    index = fitted.user_index
+    searches: list[int] = []
+    if index is not None:  # models with item vectors
+        search = index.search
+        counted = lambda *a, **kw: searches.append(1) or search(*a, **kw)  # noqa: E731
+        monkeypatch.setattr(index, "search", counted)
+    folds_to_vector = index is not None and fitted.history_vector(fitted.history(0)) is not None
+    assert folds_to_vector == (fitted.name in ("als", "bpr"))
+    for user in range(20):
+        history, seen = fitted.history(user), fitted.seen_items(user)
+        before = len(searches)
+        via_index = fitted.recommend_history(history, 10, exclude=seen)
+        assert (len(searches) > before) == folds_to_vector
+        exact = fitted.recommend_history(history, 10, exclude=seen, use_index=False)
+        if exact is None:
+            assert via_index is None
+            continue
+        assert via_index is not None and not set(via_index.items) & set(seen.tolist())
+        np.testing.assert_allclose(via_index.scores, exact.scores, rtol=1e-5, atol=1e-6)
+
+
 def test_folding_in_a_users_own_history_reproduces_their_ranking(fitted: Recommender) -> None:
     """score_history is how new and updated users are served; on a trained user's history it
     must agree with the trained ranking."""

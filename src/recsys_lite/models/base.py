@@ -211,6 +211,12 @@ class Recommender(ABC):
         """
         return None
 
+    def history_vector(self, history: History) -> np.ndarray | None:
+        """The user vector a history folds into, when ``score_history`` is ``item_vectors()``
+        times it: folded-in users are then searched through the same index as trained ones.
+        None: the model's fold-in is not a vector (its scores come from ``score_history``)."""
+        return None
+
     def score_user_candidates(self, user: int) -> Ranked | None:
         """The items a known user's ranking scores, with their scores, when that is a short
         list (every other item is -inf, as in ``score_users``): recommend then picks from the
@@ -360,9 +366,17 @@ class Recommender(ABC):
         *,
         exclude: np.ndarray | None = None,
         item_mask: np.ndarray | None = None,
+        use_index: bool = True,
     ) -> Ranked | None:
-        """Top k for a user described by ``history``; None if the model cannot fold users in."""
+        """Top k for a user described by ``history``; None if the model cannot fold users in.
+        Every shopper with events since training is served here, so a model whose fold-in is
+        a vector searches its index as for trained users, rather than scoring the catalog."""
         self._require_fitted()
+        if use_index and self.user_index is not None:
+            vectors, query = self.item_vectors(), self.history_vector(history)
+            if vectors is not None and query is not None:
+                excluded = np.zeros(0, dtype=np.int64) if exclude is None else exclude
+                return self._search_vectors(self.user_index, vectors, query, k, excluded, item_mask)
         listed = self.score_history_candidates(history)
         if listed is not None:
             return _listed_top(listed, k, exclude, item_mask)

@@ -116,7 +116,7 @@ class ALSModel(FactorModel):
     params_type = ALSParams
     params: ALSParams
 
-    def score_history(self, history: History) -> np.ndarray | None:
+    def history_vector(self, history: History) -> np.ndarray | None:
         """Fold the user in: the least-squares user factor ALS itself would compute.
 
         Same objective as implicit's ``recalculate_user``: confidence c = alpha * weight,
@@ -132,8 +132,14 @@ class ALSModel(FactorModel):
         observed = factors[items]
         a = self._gram + (observed.T * (confidence - 1.0)) @ observed
         a += self.params.regularization * np.eye(factors.shape[1], dtype=np.float32)
-        user = np.linalg.solve(a, observed.T @ confidence)
-        scores: np.ndarray = factors @ user.astype(np.float32)
+        user: np.ndarray = np.linalg.solve(a, observed.T @ confidence).astype(np.float32)
+        return user
+
+    def score_history(self, history: History) -> np.ndarray | None:
+        user = self.history_vector(history)
+        if user is None:
+            return None
+        scores: np.ndarray = self.item_factors @ user
         return scores
 
     def _refit_items(self, touched: np.ndarray) -> None:
@@ -169,7 +175,7 @@ class BPRModel(FactorModel):
     params_type = BPRParams
     params: BPRParams
 
-    def score_history(self, history: History) -> np.ndarray | None:
+    def history_vector(self, history: History) -> np.ndarray | None:
         """BPR has no closed-form fold-in: use the weighted mean of the history's item factors.
 
         implicit keeps the item bias in the last column and a constant 1 in the users' last
@@ -178,8 +184,14 @@ class BPRModel(FactorModel):
         if not len(history):
             return None
         items, weights = _aggregate(history)
-        user = (self.item_factors[items] * weights[:, None]).sum(axis=0) / weights.sum()
+        user: np.ndarray = (self.item_factors[items] * weights[:, None]).sum(axis=0) / weights.sum()
         user[-1] = 1.0
+        return user
+
+    def score_history(self, history: History) -> np.ndarray | None:
+        user = self.history_vector(history)
+        if user is None:
+            return None
         scores: np.ndarray = self.item_factors @ user
         return scores
 

@@ -133,6 +133,12 @@ class FirstStage:
             for row, user_scores in zip(known.tolist(), scores, strict=True):
                 out[row] = best_of(in_ranker_space(user_scores), n, excluded[row])
         for row in np.flatnonzero(own < 0).tolist():
+            if index is not None:  # a fold-in that is a vector is searched like a user's
+                own_history = self._own_history(r, histories[row])
+                query = None if own_history is None else model.history_vector(own_history)
+                if query is not None:
+                    out[row] = self._searched_vector(r, index, query, excluded[row], n)
+                    continue
             folded = self._fold_in(r, histories[row])
             if folded is not None:
                 folded = np.asarray(folded, dtype=np.float32)
@@ -144,11 +150,17 @@ class FirstStage:
     ) -> SourceTop:
         """A known user's top ``n`` from a retriever's vector index, with exact inner
         products: approximate for HNSW, whose top N can miss some of the exact top N."""
-        model = self.retrievers[r]
-        vectors, query = model.item_vectors(), model.user_vectors(np.array([user]))
-        assert vectors is not None and query is not None
+        query = self.retrievers[r].user_vectors(np.array([user]))
+        assert query is not None
+        return self._searched_vector(r, index, query[0], excluded, n)
+
+    def _searched_vector(
+        self, r: int, index: VectorIndex, query: np.ndarray, excluded: np.ndarray, n: int
+    ) -> SourceTop:
+        vectors = self.retrievers[r].item_vectors()
+        assert vectors is not None
         blocked = self.own_index[r][excluded]
-        found, scores = search_vectors(index, vectors, query[0], n, blocked[blocked >= 0], None)
+        found, scores = search_vectors(index, vectors, query, n, blocked[blocked >= 0], None)
         items = self.positions[r][found]
         keep = items >= 0
         return best_listed(items[keep], scores[keep], n, None)
@@ -188,15 +200,18 @@ class FirstStage:
         out.append(np.stack([self.covisit.scores(h.items[-recent:]) for h in histories]))
         return out
 
-    def _fold_in(self, r: int, history: History) -> np.ndarray | None:
-        """A retriever's scores for a user it did not see, from their history in its space."""
+    def _own_history(self, r: int, history: History) -> History | None:
+        """A history in a retriever's item space (None: it knows none of the items)."""
         own = self.own_index[r][history.items]
         keep = own >= 0
         if not keep.any():
             return None
-        return self.retrievers[r].score_history(
-            History(own[keep], history.weights[keep], history.ts[keep])
-        )
+        return History(own[keep], history.weights[keep], history.ts[keep])
+
+    def _fold_in(self, r: int, history: History) -> np.ndarray | None:
+        """A retriever's scores for a user it did not see, from their history in its space."""
+        own_history = self._own_history(r, history)
+        return None if own_history is None else self.retrievers[r].score_history(own_history)
 
 
 def searchable(model: Recommender) -> VectorIndex | None:

@@ -79,8 +79,9 @@ def recommend(state: ServingState, query: RecommendQuery) -> Served:
         # events since training: fold the user in from stored + new history
         history, excluded = folded
         ranked = model.recommend_history(
-            history, n, exclude=excluded if exclude_seen else None, item_mask=mask
-        )
+            history, n, exclude=excluded if exclude_seen else None, item_mask=mask,
+            use_index=query.use_faiss,
+        )  # fmt: skip
         if ranked is not None and query.explain:
             user = UserItems.from_history(history)
     if ranked is None and model.knows_user(user_id):
