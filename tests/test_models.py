@@ -99,7 +99,7 @@ def test_a_folded_in_shopper_is_searched_like_a_trained_one(
         counted = lambda *a, **kw: searches.append(1) or search(*a, **kw)  # noqa: E731
         monkeypatch.setattr(index, "search", counted)
     folds_to_vector = index is not None and fitted.history_vector(fitted.history(0)) is not None
-    assert folds_to_vector == (fitted.name in ("als", "bpr"))
+    assert folds_to_vector == (fitted.name in ("als", "bpr", "item2vec", "lightfm", "two_tower"))
     for user in range(20):
         history, seen = fitted.history(user), fitted.seen_items(user)
         before = len(searches)

@@ -208,13 +208,18 @@ class Recommender(ABC):
 
         This is how users the model was not trained on, or whose history changed since, get
         personal recommendations. None when the model cannot do it (the caller falls back).
+        By default ``item_vectors()`` times ``history_vector``.
         """
-        return None
+        query, vectors = self.history_vector(history), self.item_vectors()
+        if query is None or vectors is None:
+            return None
+        scores: np.ndarray = vectors @ query
+        return scores
 
     def history_vector(self, history: History) -> np.ndarray | None:
-        """The user vector a history folds into, when ``score_history`` is ``item_vectors()``
-        times it: folded-in users are then searched through the same index as trained ones.
-        None: the model's fold-in is not a vector (its scores come from ``score_history``)."""
+        """The user vector a history folds into, for models that score by ``item_vectors()``
+        times a user vector: folded-in users are then searched through the same index as
+        trained ones. None: the model folds users in otherwise (``score_history``)."""
         return None
 
     def score_user_candidates(self, user: int) -> Ranked | None:

@@ -135,13 +135,6 @@ class ALSModel(FactorModel):
         user: np.ndarray = np.linalg.solve(a, observed.T @ confidence).astype(np.float32)
         return user
 
-    def score_history(self, history: History) -> np.ndarray | None:
-        user = self.history_vector(history)
-        if user is None:
-            return None
-        scores: np.ndarray = self.item_factors @ user
-        return scores
-
     def _refit_items(self, touched: np.ndarray) -> None:
         """One least-squares sweep over every item with the remaining users' factors fixed:
         half an ALS iteration, the same solver as training. The removed users' rows are gone
@@ -187,13 +180,6 @@ class BPRModel(FactorModel):
         user: np.ndarray = (self.item_factors[items] * weights[:, None]).sum(axis=0) / weights.sum()
         user[-1] = 1.0
         return user
-
-    def score_history(self, history: History) -> np.ndarray | None:
-        user = self.history_vector(history)
-        if user is None:
-            return None
-        scores: np.ndarray = self.item_factors @ user
-        return scores
 
     def _refit_items(self, touched: np.ndarray) -> None:
         """The items the users had start again from a fresh random start and relearn, with

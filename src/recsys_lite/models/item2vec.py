@@ -167,13 +167,13 @@ class Item2VecModel(Recommender):
         scores: np.ndarray = self.user_vectors(users) @ self.context_vectors.T
         return scores
 
-    def score_history(self, history: History) -> np.ndarray | None:
+    def history_vector(self, history: History) -> np.ndarray | None:
         if not len(history):
             return None
         ages = np.arange(len(history))[::-1]
         profile = self._profiles(np.zeros(len(history), dtype=np.int64), history.items, ages, 1)
-        scores: np.ndarray = self.context_vectors @ profile[0]
-        return scores
+        user: np.ndarray = profile[0]
+        return user
 
     def _forget_users(
         self, keep: np.ndarray, removed: sp.csr_matrix, events: ForgottenEvents

@@ -212,8 +212,8 @@ class LightFMModel(Recommender):
         scores: np.ndarray = self.user_vectors(users) @ self.item_factors.T
         return scores
 
-    def score_history(self, history: History) -> np.ndarray | None:
-        """Scores for a user described by recent events rather than a trained identity.
+    def history_vector(self, history: History) -> np.ndarray | None:
+        """A user described by recent events rather than a trained identity.
 
         With history-derived user features this is LightFM's own representation of a user
         whose identity was never trained: the weighted sum of the embeddings of the features
@@ -233,8 +233,8 @@ class LightFMModel(Recommender):
             if not weights.sum() > 0:
                 return None
             user = weights @ self.item_factors[items, :-1] / weights.sum()
-        scores: np.ndarray = self.item_factors @ np.append(user, 1.0).astype(np.float32)
-        return scores
+        vector: np.ndarray = np.append(user, 1.0).astype(np.float32)
+        return vector
 
     def item_vectors(self) -> np.ndarray:
         return self.item_factors

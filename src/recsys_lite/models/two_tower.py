@@ -234,7 +234,7 @@ class TwoTowerModel(Recommender):
         scores: np.ndarray = self.user_factors[users] @ self.item_factors.T
         return scores
 
-    def score_history(self, history: History) -> np.ndarray | None:
+    def history_vector(self, history: History) -> np.ndarray | None:
         """The user tower on the history as an unknown user: it is given no user id."""
         if not len(history):
             return None
@@ -250,9 +250,8 @@ class TwoTowerModel(Recommender):
             (weights, (np.zeros(len(items), dtype=np.int64), items)),
             shape=(1, len(self.item_map)),
         )
-        user = self._user_tower_np(np.array([-1]), pooling)[0]
-        scores: np.ndarray = self.item_factors @ user
-        return scores
+        user: np.ndarray = self._user_tower_np(np.array([-1]), pooling)[0]
+        return user
 
     def item_vectors(self) -> np.ndarray:
         return self.item_factors
