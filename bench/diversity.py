@@ -34,7 +34,7 @@ from _common import console, table, warn_if_busy, write_results
 from recsys_lite.evaluation.metrics import ndcg
 from recsys_lite.evaluation.split import leave_last_split
 from recsys_lite.models import create_model
-from recsys_lite.models.base import align_catalog
+from recsys_lite.models.types import align_catalog
 from recsys_lite.ranking.diversity import diversify, intra_list_diversity
 from recsys_lite.serving.lists import pool_size
 from recsys_lite.serving.schemas import RecommendQuery

@@ -33,7 +33,8 @@ import numpy as np
 
 from _common import console, prepare_catalog, table, warn_if_busy, write_results
 from recsys_lite.config import Settings
-from recsys_lite.models.base import History, Ranked, Recommender
+from recsys_lite.models.base import Recommender
+from recsys_lite.models.types import History, Ranked
 from recsys_lite.ranking import ranker_stage
 from recsys_lite.ranking.ranker_stage import FirstStage
 from recsys_lite.serving.runtime import ServingState

@@ -44,7 +44,8 @@ import numpy as np
 from _common import console, percentiles_ms, table, warn_if_busy, write_results
 from recsys_lite.data import demo
 from recsys_lite.models import create_model
-from recsys_lite.models.base import Ranked, _listed_top
+from recsys_lite.models.base import _listed_top
+from recsys_lite.models.types import Ranked
 from recsys_lite.ranking.candidates import best_listed, merge_tops
 from recsys_lite.ranking.compiled_trees import CompiledTrees
 from recsys_lite.ranking.ranker import RankerModel, _booster

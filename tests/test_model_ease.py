@@ -10,8 +10,8 @@ from recsys_lite.data import demo
 from recsys_lite.errors import InvalidInputError
 from recsys_lite.models import create_model
 from recsys_lite.models import ease as ease_module
-from recsys_lite.models.base import History
 from recsys_lite.models.ease import EASEModel, spd_inverse
+from recsys_lite.models.types import History
 from recsys_lite.training import holdout_metrics
 
 # rows are users, columns items; a few users share baskets so B has structure

@@ -8,8 +8,8 @@ import pytest
 
 from recsys_lite.data import demo
 from recsys_lite.models import create_model
-from recsys_lite.models.base import History
 from recsys_lite.models.item2vec import Item2VecModel, session_sentences
+from recsys_lite.models.types import History
 from recsys_lite.training import holdout_metrics
 
 QUICK = {"vector_size": 32, "epochs": 8}

@@ -15,7 +15,8 @@ pytest.importorskip("lightgbm")
 
 from recsys_lite.data.store import Store
 from recsys_lite.models.artifact import load_artifact, save_artifact
-from recsys_lite.models.base import Ranked, _blocked, _finite_top
+from recsys_lite.models.base import _blocked, _finite_top
+from recsys_lite.models.types import Ranked
 from recsys_lite.ranking.candidates import CoVisitation, best_listed, best_of
 from recsys_lite.ranking.ranker import RankerModel
 from recsys_lite.ranking.ranker_stage import searchable

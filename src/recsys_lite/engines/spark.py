@@ -40,10 +40,11 @@ import scipy.sparse as sp
 from recsys_lite.config import get_settings
 from recsys_lite.data import archive
 from recsys_lite.errors import EmptyDataError, InvalidInputError, RecsysError
-from recsys_lite.models.base import Recommender, TrainingData
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.implicit_mf import ALSModel
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import create_model
+from recsys_lite.models.types import TrainingData
 
 Engine = Literal["embedded", "spark"]
 ENGINES: tuple[str, ...] = ("embedded", "spark")

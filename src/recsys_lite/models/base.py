@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -19,73 +18,17 @@ import scipy.sparse as sp
 
 from recsys_lite.config import Settings
 from recsys_lite.data.idmap import IdMap
-from recsys_lite.data.interactions import (
-    Interactions,
-    build_interactions,
-    event_weights,
-)
+from recsys_lite.data.interactions import build_interactions, event_weights
 from recsys_lite.errors import EmptyDataError, NotFittedError
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams, parse_params
 from recsys_lite.models.retrieval import outside, search_vectors
+from recsys_lite.models.types import ForgottenEvents, History, Ranked, TrainingData, align_catalog
 from recsys_lite.models.vector_store import ItemVectorStore
 from recsys_lite.models.vectors import unit_rows
 
 NEG_INF = np.float32(-np.inf)
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
-
-
-@dataclass(frozen=True)
-class History:
-    """A user's recent events, oldest first, as internal item indices."""
-
-    items: np.ndarray
-    weights: np.ndarray
-    ts: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-@dataclass(frozen=True)
-class ForgottenEvents:
-    """What forgetting users tells a model besides their matrix rows: their recent events
-    (at most HISTORY_LENGTH each, as the model kept them) and the newest event time the model
-    was trained on, for models that count over a window ending there."""
-
-    history: History
-    history_rows: np.ndarray  # which removed user (row of ``removed``) each event belongs to
-    newest_ts: int
-    # Whether to relearn the item side too where that costs more than dropping rows (see
-    # forgetting.forget_users).
-    relearn: bool = True
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """What ``_fit`` receives: the matrix plus per-event indices and the aligned catalog."""
-
-    interactions: Interactions
-    events: pa.Table  # time-ordered
-    event_users: np.ndarray  # internal user index of each event
-    event_items: np.ndarray  # internal item index of each event
-    event_weights: np.ndarray  # weight of each event under the model's weighting
-    catalog: pa.Table | None  # row i describes item i (nulls where the catalog is silent)
-
-
-def align_catalog(items: pa.Table, item_map: IdMap) -> pa.Table:
-    """Catalog rows reordered to item indices; items missing from the catalog get nulls."""
-    positions = pc.index_in(pa.array(item_map.ids), value_set=items.column("item_id"))
-    aligned = items.take(positions)
-    return aligned.set_column(0, "item_id", pa.array(item_map.ids))
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """Items best first, as internal indices with their scores."""
-
-    items: np.ndarray
-    scores: np.ndarray
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -15,10 +15,11 @@ from scipy.linalg import blas, lapack
 from threadpoolctl import threadpool_limits
 
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.forgetting import inverse_downdate
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
+from recsys_lite.models.types import ForgottenEvents, History, TrainingData
 
 _MIRROR_BLOCK = 2048  # rows mirrored at a time, so symmetrising never copies the whole matrix
 

@@ -16,7 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_lite.data.idmap import IdMap
-from recsys_lite.models.base import ForgottenEvents, History, Recommender
+from recsys_lite.models.base import Recommender
+from recsys_lite.models.types import ForgottenEvents, History
 
 
 def forget_users(model: Recommender, users: np.ndarray, *, relearn: bool = False) -> None:

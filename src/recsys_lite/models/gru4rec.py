@@ -72,7 +72,7 @@ import math
 import numpy as np
 
 from recsys_lite.errors import RecsysError
-from recsys_lite.models.base import History, Recommender, TrainingData
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.gru4rec_net import GRU4RecNet, carry_hidden
 from recsys_lite.models.gru4rec_params import GRU4RecParams
 from recsys_lite.models.gru4rec_training import (
@@ -87,6 +87,7 @@ from recsys_lite.models.progress import training_progress
 from recsys_lite.models.registry import register
 from recsys_lite.models.sessions import last_sessions, session_parallel_steps, split_sessions
 from recsys_lite.models.torch_runtime import load_torch, seeded_torch, torch_threads
+from recsys_lite.models.types import History, TrainingData
 from recsys_lite.models.vectors import unit_rows, with_bias_coordinate
 
 load_torch()  # before the first `import torch` (see torch_runtime)

@@ -10,9 +10,10 @@ import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
+from recsys_lite.models.types import ForgottenEvents, History, TrainingData
 
 FORGET_EPOCHS = 3  # BPR epochs (at most its training epochs) that relearn a forgotten user's items
 

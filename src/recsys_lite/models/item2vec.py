@@ -19,11 +19,12 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.histories import history_events, recency_decay
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
 from recsys_lite.models.sessions import not_repeated, session_ids
+from recsys_lite.models.types import ForgottenEvents, History, TrainingData
 from recsys_lite.models.vectors import unit_rows
 
 

@@ -31,13 +31,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recsys_lite.errors import InvalidInputError
-from recsys_lite.models.base import (
-    HISTORY_LENGTH,
-    ForgottenEvents,
-    History,
-    Recommender,
-    TrainingData,
-)
+from recsys_lite.models.base import HISTORY_LENGTH, Recommender
 from recsys_lite.models.lightfm_features import (
     CatalogEncoder,
     UserFeatures,
@@ -48,6 +42,7 @@ from recsys_lite.models.lightfm_features import (
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.progress import training_progress
 from recsys_lite.models.registry import register
+from recsys_lite.models.types import ForgottenEvents, History, TrainingData
 from recsys_lite.models.vectors import unit_rows, with_bias_coordinate
 
 __all__ = ["LightFMModel", "LightFMParams", "history_features", "item_features"]

@@ -7,9 +7,10 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recsys_lite.data.interactions import SECONDS_PER_DAY
-from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import register
+from recsys_lite.models.types import ForgottenEvents, History, TrainingData
 
 
 class PopularParams(ModelParams):

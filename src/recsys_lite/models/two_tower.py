@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from recsys_lite.models.base import ForgottenEvents, History, Recommender, TrainingData
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.catalog_features import FEATURES, CatalogEncoder, ItemFeatures
 from recsys_lite.models.histories import history_events, recency_decay
 from recsys_lite.models.params import ModelParams
@@ -36,6 +36,7 @@ from recsys_lite.models.two_tower_net import (
     user_tower,
 )
 from recsys_lite.models.two_tower_params import TwoTowerParams
+from recsys_lite.models.types import ForgottenEvents, History, TrainingData
 
 if TYPE_CHECKING:
     import torch

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_lite.models.base import TrainingData
 from recsys_lite.models.catalog_features import FEATURES, ItemFeatures
 from recsys_lite.models.histories import recency_decay
+from recsys_lite.models.types import TrainingData
 
 POOLED = ("history_item", *FEATURES)  # the tables the user tower pools over a history
 

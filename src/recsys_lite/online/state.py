@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_lite.data.interactions import event_weights
-from recsys_lite.models.base import HISTORY_LENGTH, History, Ranked, Recommender
+from recsys_lite.models.base import HISTORY_LENGTH, Recommender
+from recsys_lite.models.types import History, Ranked
 
 MAX_ONLINE_USERS = 100_000  # least recently active users are forgotten beyond this
 MAX_COUNTED_ITEMS = 1_000

@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from recsys_lite.models.base import History, Recommender
+from recsys_lite.models.base import Recommender
+from recsys_lite.models.types import History
 
 MAX_EXPLAIN_TOP_K = 10
 

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from recsys_lite.errors import NotFoundError
-from recsys_lite.models.base import Ranked
+from recsys_lite.models.types import Ranked
 from recsys_lite.ranking.diversity import content_vectors, diversify, intra_list_diversity
 from recsys_lite.ranking.explain import UserItems, reasons
 from recsys_lite.serving.runtime import ServingState

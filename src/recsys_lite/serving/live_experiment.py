@@ -28,7 +28,7 @@ from recsys_lite.experiments.design import (
     recommendation_id,
     team_draft,
 )
-from recsys_lite.models.base import Ranked
+from recsys_lite.models.types import Ranked
 from recsys_lite.serving import lists
 from recsys_lite.serving.runtime import ServingState
 from recsys_lite.serving.schemas import RecommendQuery
