@@ -137,7 +137,8 @@ def reasons(
         similarity = weights
     else:
         contributions = np.maximum(similarity, 0.0) * user.weights
-    positive = np.maximum(contributions, 0.0)
+    # in float64: a float32 rounded to 4 decimals reads back as 0.8553000092506409 in JSON
+    positive = np.maximum(contributions, 0.0).astype(np.float64)
     totals = positive.sum(axis=1, keepdims=True)
     # one sort and one rounding for the whole answer: per-item Python here cost more than the
     # model's arithmetic
@@ -145,7 +146,8 @@ def reasons(
     rows = np.arange(len(targets))[:, None]
     top = positive[rows, order]
     shares = np.round(100.0 * top / np.where(totals > 0, totals, 1.0), 1)
-    return Reasons(user.items[order], np.round(similarity[rows, order], 4), shares, top > 0)
+    similar = np.round(similarity[rows, order].astype(np.float64), 4)
+    return Reasons(user.items[order], similar, shares, top > 0)
 
 
 def explain(
