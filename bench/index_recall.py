@@ -44,8 +44,9 @@ from _common import (
 )
 from recsys_lite.config import Settings
 from recsys_lite.models.artifact import load_artifact
-from recsys_lite.models.base import Recommender, top_k
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.index import VectorIndex
+from recsys_lite.models.retrieval import top_k
 
 NAME = "index_recall"
 K = 10

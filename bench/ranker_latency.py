@@ -44,7 +44,7 @@ import numpy as np
 from _common import console, percentiles_ms, table, warn_if_busy, write_results
 from recsys_lite.data import demo
 from recsys_lite.models import create_model
-from recsys_lite.models.base import _listed_top
+from recsys_lite.models.retrieval import listed_top
 from recsys_lite.models.types import Ranked
 from recsys_lite.ranking.candidates import best_listed, merge_tops
 from recsys_lite.ranking.compiled_trees import CompiledTrees
@@ -176,7 +176,7 @@ def stage_cpu(model: RankerModel, users: np.ndarray) -> tuple[dict[str, float], 
         with timed("top_k"):  # as _candidates_for and recommend finish: k of the candidates
             below = np.full(len(seen), predicted.min() - 1.0, dtype=np.float32)
             listed = Ranked(np.concatenate([found.items, seen]), np.concatenate([predicted, below]))
-            _listed_top(listed, 10, seen, None)
+            listed_top(listed, 10, seen, None)
         rows += len(found.items)
     spent["features"] -= spent["merge"]
     per_request = {k: round(v * 1000 / len(users), 3) for k, v in spent.items()}

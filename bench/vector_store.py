@@ -51,9 +51,10 @@ from recsys_lite.data.ingest import ingest
 from recsys_lite.data.store import Store
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import load_artifact
-from recsys_lite.models.base import Recommender, top_k
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.qdrant_store import QdrantStore
+from recsys_lite.models.retrieval import top_k
 from recsys_lite.models.vector_store import ItemVectorStore
 
 NAME = "vector_store"

@@ -15,7 +15,7 @@ pytest.importorskip("lightgbm")
 
 from recsys_lite.data.store import Store
 from recsys_lite.models.artifact import load_artifact, save_artifact
-from recsys_lite.models.base import _blocked, _finite_top
+from recsys_lite.models.retrieval import blocked_scores, finite_top
 from recsys_lite.models.types import Ranked
 from recsys_lite.ranking.candidates import CoVisitation, best_listed, best_of
 from recsys_lite.ranking.ranker import RankerModel
@@ -109,18 +109,18 @@ def test_recommend_from_the_candidates_equals_the_catalog_wide_ranking(
                 str(ranker.user_map.ids[user]), 10, exclude_seen=exclude_seen,
                 item_mask=item_mask, exclude=extra,
             )  # fmt: skip
-            _assert_same_top(got, _blocked(dense.copy(), excluded, item_mask), 10)
+            _assert_same_top(got, blocked_scores(dense.copy(), excluded, item_mask), 10)
         history = ranker.history(user)
         folded = ranker.recommend_history(history, 10, exclude=extra, item_mask=mask)
         scores = ranker.score_history(history)
         assert folded is not None and scores is not None
-        _assert_same_top(folded, _blocked(scores, extra, mask), 10)
+        _assert_same_top(folded, blocked_scores(scores, extra, mask), 10)
 
 
 def _assert_same_top(got: Ranked, blocked: np.ndarray, k: int) -> None:
     """``got`` is the top k of the blocked dense scores, equal scores lower index first (the
     dense top k takes any of them)."""
-    wanted = _finite_top(blocked, k)
+    wanted = finite_top(blocked, k)
     np.testing.assert_array_equal(got.scores, wanted.scores)
     np.testing.assert_array_equal(blocked[got.items], got.scores)
     for score in np.unique(got.scores):

@@ -20,7 +20,8 @@ import scipy.sparse as sp
 from rich.progress import Progress
 
 from recsys_lite.evaluation.metrics import coverage, ranking_metrics
-from recsys_lite.models.base import NEG_INF, Recommender, top_k
+from recsys_lite.models.base import Recommender
+from recsys_lite.models.retrieval import NEG_INF, top_k
 
 DEFAULT_KS = (10, 20)
 SCORE_BUDGET = 20_000_000  # floats per scoring batch (80 MB)

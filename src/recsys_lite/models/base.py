@@ -22,31 +22,12 @@ from recsys_lite.data.interactions import build_interactions, event_weights
 from recsys_lite.errors import EmptyDataError, NotFittedError
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams, parse_params
-from recsys_lite.models.retrieval import outside, search_vectors
+from recsys_lite.models.retrieval import blocked_scores, finite_top, listed_top, search_vectors
 from recsys_lite.models.types import ForgottenEvents, History, Ranked, TrainingData, align_catalog
 from recsys_lite.models.vector_store import ItemVectorStore
 from recsys_lite.models.vectors import unit_rows
 
-NEG_INF = np.float32(-np.inf)
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k best scores of each row, best first; -inf entries never win."""
-    scores = np.atleast_2d(scores)
-    k = min(k, scores.shape[1])
-    if k <= 0:
-        return np.zeros((scores.shape[0], 0), dtype=np.int64)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
-def _finite_top(scores: np.ndarray, k: int) -> Ranked:
-    best = top_k(scores, k)[0]
-    best_scores = scores[best]
-    keep = np.isfinite(best_scores)
-    return Ranked(best[keep], best_scores[keep])
 
 
 class Recommender(ABC):
@@ -303,9 +284,9 @@ class Recommender(ABC):
                 return found
         listed = self.score_user_candidates(user)
         if listed is not None:
-            return _listed_top(listed, k, excluded, item_mask)
+            return listed_top(listed, k, excluded, item_mask)
         scores = self.score_users(np.array([user]))[0]
-        return _finite_top(_blocked(scores, excluded, item_mask), k)
+        return finite_top(blocked_scores(scores, excluded, item_mask), k)
 
     def recommend_history(
         self,
@@ -327,11 +308,11 @@ class Recommender(ABC):
                 return self._search_vectors(self.user_index, vectors, query, k, excluded, item_mask)
         listed = self.score_history_candidates(history)
         if listed is not None:
-            return _listed_top(listed, k, exclude, item_mask)
+            return listed_top(listed, k, exclude, item_mask)
         scores = self.score_history(history)
         if scores is None:
             return None
-        return _finite_top(_blocked(np.array(scores, dtype=np.float32), exclude, item_mask), k)
+        return finite_top(blocked_scores(np.array(scores, dtype=np.float32), exclude, item_mask), k)
 
     def popular(
         self,
@@ -344,7 +325,7 @@ class Recommender(ABC):
         """Most popular items (by ``popularity`` if given, e.g. with online counts added)."""
         self._require_fitted()
         scores = np.array(self.item_popularity if popularity is None else popularity, copy=True)
-        return _finite_top(_blocked(scores.astype(np.float32), exclude, item_mask), k)
+        return finite_top(blocked_scores(scores.astype(np.float32), exclude, item_mask), k)
 
     def similar_items(
         self,
@@ -364,13 +345,13 @@ class Recommender(ABC):
             if scores is None:
                 return None
             own = np.array(scores, dtype=np.float32)
-            return _finite_top(_blocked(own, np.array([item]), item_mask), k)
+            return finite_top(blocked_scores(own, np.array([item]), item_mask), k)
         excluded = np.array([item])
         if use_index and self.item_index is not None:
             found = self._search_vectors(self.item_index, unit, unit[item], k, excluded, item_mask)
             if found is not None:
                 return found
-        return _finite_top(_blocked(unit @ unit[item], excluded, item_mask), k)
+        return finite_top(blocked_scores(unit @ unit[item], excluded, item_mask), k)
 
     def _search(
         self,
@@ -440,35 +421,3 @@ class Recommender(ABC):
 
     @abstractmethod
     def _load_model_state(self, arrays: dict[str, np.ndarray]) -> None: ...
-
-
-def _listed_top(
-    listed: Ranked, k: int, excluded: np.ndarray | None, item_mask: np.ndarray | None
-) -> Ranked:
-    """``_finite_top`` of a listed ranking: the same filters on the listed items only (ties:
-    lower index first)."""
-    items, scores = listed.items, listed.scores
-    keep = np.isfinite(scores)
-    if excluded is not None and len(excluded):
-        keep &= outside(items, excluded)
-    if item_mask is not None:
-        inside = items < len(item_mask)
-        keep &= inside
-        keep[inside] &= item_mask[items[inside]]
-    items, scores = items[keep], scores[keep]
-    if 0 < k < len(items):  # only what ties with the k-th best score or beats it is sorted
-        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        chosen = np.flatnonzero(scores >= kth)
-        items, scores = items[chosen], scores[chosen]
-    order = np.lexsort((items, -scores))[:k]
-    return Ranked(items[order], scores[order])
-
-
-def _blocked(
-    scores: np.ndarray, excluded: np.ndarray | None, item_mask: np.ndarray | None
-) -> np.ndarray:
-    if excluded is not None and len(excluded):
-        scores[excluded] = NEG_INF
-    if item_mask is not None:
-        scores[~item_mask] = NEG_INF
-    return scores

@@ -1,5 +1,6 @@
-"""Top-k inside an eligibility mask: the index over-fetches and refills, and when it cannot
-fill k an exact pass over the eligible items does.
+"""Top-k selection past exclusions and an eligibility mask: of a row of scores over the
+catalog, of a model's short list of scored items, and through a vector index, which
+over-fetches and refills, and when it cannot fill k an exact pass over the eligible items does.
 
 A filter that leaves a few percent of the catalog would otherwise either answer short (the
 index's best candidates are mostly filtered out) or score the whole catalog; the exact pass
@@ -14,7 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys_lite.models.types import Ranked
 from recsys_lite.models.vector_store import ItemVectorStore
+
+NEG_INF = np.float32(-np.inf)
 
 # Below this many eligible items an exact pass is cheaper than any index search that could
 # find k of them (gathering a few thousand rows costs less than an HNSW search for as many).
@@ -169,3 +173,55 @@ def search_vectors(
                 return found
             want *= GROWTH
     return exact_eligible(_rows(eligible, vectors), query, k, indices, np.unique(excluded))
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k best scores of each row, best first; -inf entries never win."""
+    scores = np.atleast_2d(scores)
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def finite_top(scores: np.ndarray, k: int) -> Ranked:
+    """The k best of one row of scores over the catalog, without the -inf (blocked) items."""
+    best = top_k(scores, k)[0]
+    best_scores = scores[best]
+    keep = np.isfinite(best_scores)
+    return Ranked(best[keep], best_scores[keep])
+
+
+def blocked_scores(
+    scores: np.ndarray, excluded: np.ndarray | None, item_mask: np.ndarray | None
+) -> np.ndarray:
+    """``scores`` with the excluded and masked-out items at -inf, set in place."""
+    if excluded is not None and len(excluded):
+        scores[excluded] = NEG_INF
+    if item_mask is not None:
+        scores[~item_mask] = NEG_INF
+    return scores
+
+
+def listed_top(
+    listed: Ranked, k: int, excluded: np.ndarray | None, item_mask: np.ndarray | None
+) -> Ranked:
+    """``finite_top`` of a listed ranking: the same filters on the listed items only (ties:
+    lower index first)."""
+    items, scores = listed.items, listed.scores
+    keep = np.isfinite(scores)
+    if excluded is not None and len(excluded):
+        keep &= outside(items, excluded)
+    if item_mask is not None:
+        inside = items < len(item_mask)
+        keep &= inside
+        keep[inside] &= item_mask[items[inside]]
+    items, scores = items[keep], scores[keep]
+    if 0 < k < len(items):  # only what ties with the k-th best score or beats it is sorted
+        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        chosen = np.flatnonzero(scores >= kth)
+        items, scores = items[chosen], scores[chosen]
+    order = np.lexsort((items, -scores))[:k]
+    return Ranked(items[order], scores[order])

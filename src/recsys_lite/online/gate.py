@@ -17,7 +17,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from recsys_lite.evaluation.metrics import ranking_metrics
-from recsys_lite.models.base import Recommender, top_k
+from recsys_lite.models.base import Recommender
+from recsys_lite.models.retrieval import top_k
 
 GATE_KS = (10, 20)
 SCORE_BUDGET = 20_000_000  # floats per scoring batch (80 MB)
