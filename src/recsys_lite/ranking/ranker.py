@@ -19,16 +19,11 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recsys_lite.config import Settings, get_settings
-from recsys_lite.models.base import (
-    HISTORY_LENGTH,
-    ForgottenEvents,
-    History,
-    Ranked,
-    TrainingData,
-)
+from recsys_lite.models.base import HISTORY_LENGTH
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.params import ModelParams
 from recsys_lite.models.registry import create_model, register
+from recsys_lite.models.types import ForgottenEvents, History, Ranked, TrainingData
 from recsys_lite.ranking.candidates import CoVisitation
 from recsys_lite.ranking.compiled_trees import CompiledTrees, default_cache_dir
 from recsys_lite.ranking.features import LONGEST_WINDOW, LiveCounters, WindowCounters

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_lite.data.interactions import SECONDS_PER_DAY
-from recsys_lite.models import History, Recommender
+from recsys_lite.models.base import Recommender
+from recsys_lite.models.types import History
 from recsys_lite.ranking.candidates import Candidates, SourceTop, merge_tops
 from recsys_lite.ranking.features import (
     FRESH_WINDOWS,

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys_lite.data.idmap import IdMap
-from recsys_lite.models.base import History, Recommender
+from recsys_lite.models.base import Recommender
 from recsys_lite.models.index import VectorIndex
 from recsys_lite.models.retrieval import outside, search_vectors
+from recsys_lite.models.types import History
 from recsys_lite.ranking.candidates import (
     EMPTY_TOP,
     CoVisitation,

@@ -17,9 +17,9 @@ import pyarrow.compute as pc
 
 from recsys_lite.data.interactions import build_interactions
 from recsys_lite.evaluation.metrics import ndcg
-from recsys_lite.models import History
 from recsys_lite.models.base import HISTORY_LENGTH
 from recsys_lite.models.registry import create_model
+from recsys_lite.models.types import History
 from recsys_lite.ranking.candidates import Candidates, CoVisitation, recall_by_source
 from recsys_lite.ranking.ranker_features import RankerFeatures
 from recsys_lite.ranking.ranker_stage import FirstStage
