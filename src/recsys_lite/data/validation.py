@@ -200,10 +200,19 @@ class Problem:
 def find_problems(
     con: duckdb.DuckDBPyConnection, table: str, file: str, checks: tuple[Check, ...]
 ) -> list[Problem]:
-    """Every check in one scan of the staged rows."""
+    """Every check in one scan of the staged rows; which rows fail, and why, in a second scan
+    only when some row does.
+
+    The lists of failing rows cost most of a small batch's validation to plan (17 ms of 20
+    for one event), and a clean batch needs none of them."""
+    conditions = [f"coalesce(({check.failing}), false)" for check in checks]
+    (failing,) = con.execute(
+        f"SELECT count(*) FILTER (WHERE {' OR '.join(conditions)}) FROM {table}"
+    ).fetchall()[0]
+    if not failing:
+        return []
     aggregates = []
-    for check in checks:
-        condition = f"coalesce(({check.failing}), false)"
+    for check, condition in zip(checks, conditions, strict=True):
         aggregates += [
             f"count(*) FILTER (WHERE {condition})",
             f"(list(row ORDER BY row) FILTER (WHERE {condition}))[1:{MAX_ROWS_SHOWN}]",
