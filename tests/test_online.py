@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import duckdb
 import httpx
 import pytest
 
-from conftest import served_shop_fixtures
+from conftest import AUTH, served_shop_fixtures
 
 shop_copy, client = served_shop_fixtures(
     "online", {"INBOX_DRAIN_INTERVAL": "0.5", "MODEL_WATCH_INTERVAL": "0"}
@@ -163,3 +164,48 @@ def test_a_click_cites_the_answer_it_came_from(
             return
         time.sleep(0.2)
     pytest.fail("the click never reached the store")
+
+
+def test_concurrent_posts_are_each_answered_and_all_stored(
+    client: httpx.Client, shop_copy: tuple[Path, Path]
+) -> None:
+    """Posts that arrive together are validated and spooled together (serving/group_commit.py):
+    each still gets its own answer, a bad one its own rows, and every accepted event lands."""
+
+    async def post_all() -> list[httpx.Response]:
+        def events(n: int) -> list[dict[str, object]]:
+            qty = -1 if n == 7 else 1
+            return [
+                {"user_id": f"together-{n}", "item_id": f"I0001{k}", "qty": qty}
+                for k in range(n % 3 + 1)
+            ]
+
+        async with httpx.AsyncClient(base_url=str(client.base_url), headers=AUTH) as http:
+            posts = [http.post("/events", json={"events": events(n)}) for n in range(24)]
+            return await asyncio.gather(*posts)
+
+    answers = asyncio.run(post_all())
+    for n, response in enumerate(answers):
+        if n == 7:
+            assert response.status_code == 422
+            assert "request: rows 1, 2, column qty: negative quantity" in response.json()["message"]
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json()["accepted"] == n % 3 + 1
+    expected = sum(n % 3 + 1 for n in range(24) if n != 7)
+    deadline = time.monotonic() + 30
+    stored = -1
+    while time.monotonic() < deadline:
+        try:
+            con = duckdb.connect(str(shop_copy[0]), read_only=True)
+        except duckdb.IOException:  # the server is folding the inbox in right now
+            time.sleep(0.1)
+            continue
+        (stored,) = con.execute(
+            "SELECT count(*) FROM events WHERE user_id LIKE 'together-%'"
+        ).fetchone() or (0,)
+        con.close()
+        if stored == expected:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{stored} of {expected} accepted events reached the store")

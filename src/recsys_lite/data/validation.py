@@ -334,6 +334,31 @@ def validate_events(
     )  # fmt: skip
 
 
+def validate_event_requests(requests: list[pa.Table]) -> list[pa.Table | DataValidationError]:
+    """Several requests' events validated as one batch (events are checked row by row, so
+    together they pass exactly when each does), split back per request. When the batch is
+    refused, each request is validated alone, so its error names its own rows."""
+    if len(requests) == 1:
+        return [_validated_alone(requests[0])]
+    try:
+        together = validate_events(pa.concat_tables(requests))
+    except DataValidationError:
+        return [_validated_alone(request) for request in requests]
+    out: list[pa.Table | DataValidationError] = []
+    start = 0
+    for request in requests:  # the rows keep their order
+        out.append(together.slice(start, request.num_rows))
+        start += request.num_rows
+    return out
+
+
+def _validated_alone(events: pa.Table) -> pa.Table | DataValidationError:
+    try:
+        return validate_events(events)
+    except DataValidationError as exc:
+        return exc
+
+
 def validate_items(items: pa.Table, source: str = "request") -> pa.Table:
     """Catalog rows arriving in memory, checked like item files.
 

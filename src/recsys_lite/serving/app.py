@@ -30,7 +30,7 @@ from starlette.middleware import Middleware
 from recsys_lite import __version__
 from recsys_lite.config import Settings, get_settings
 from recsys_lite.data.store import ITEM_FIELDS
-from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS, validate_events
+from recsys_lite.data.validation import OPTIONAL_EVENT_COLUMNS, SET_FIELDS
 from recsys_lite.errors import NotFoundError
 from recsys_lite.observability.logs import configure_logging
 from recsys_lite.search import api as search_api
@@ -226,7 +226,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
             ],
             ("user_id", "item_id", "ts", *OPTIONAL_EVENT_COLUMNS),
         )
-        events = await asyncio.to_thread(validate_events, table)
+        events = await runtime.validate_events(table)
         if anonymous:
             client = request.client
             public_events.check(events, runtime.state, client.host if client else "unknown")

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from recsys_lite.config import Settings
 from recsys_lite.data.store import Store
-from recsys_lite.data.validation import validate_items
+from recsys_lite.data.validation import validate_event_requests, validate_items
 from recsys_lite.errors import RecsysError, StoreBusyError
 from recsys_lite.models.artifact import MANIFEST, Artifact, artifact_version, load_artifact
 from recsys_lite.models.forgetting import forget_users
@@ -40,11 +40,14 @@ from recsys_lite.privacy.erased import ErasedShoppers
 from recsys_lite.privacy.redis_streams import REWRITTEN_PREFIX
 from recsys_lite.search.service import SearchService
 from recsys_lite.serving.catalog import ITEM_SCHEMA, Catalog
+from recsys_lite.serving.group_commit import Group
 from recsys_lite.serving.idempotency import IdempotentAnswers, RedisIdempotentAnswers
 from recsys_lite.serving.store_wait import ATTEMPT_SECONDS, StoreWait
 
 log = logging.getLogger(__name__)
 MAX_OWN_BATCHES = 10_000
+# rows of events validated, or spooled into one inbox file, together (a request's own limit)
+GROUP_MAX_ROWS = 10_000
 MAX_UNPUBLISHED = 10_000  # batches awaiting a bus that is down; older ones reach replicas by
 # the store (the worker's drain) instead
 
@@ -140,6 +143,12 @@ class Runtime:
         self.store = Store(settings.db_path, lock_timeout=5.0)
         # batches this process wrote (skipped when the bus echoes them back), bounded
         self._own_batches: OrderedDict[str, None] = OrderedDict()
+        self._validations: Group[pa.Table, pa.Table] = Group(
+            self._validate_together, lambda table: table.num_rows, GROUP_MAX_ROWS
+        )
+        self._acceptances: Group[pa.Table, str] = Group(
+            self._accept_together, lambda table: table.num_rows, GROUP_MAX_ROWS
+        )
         self._unpublished: deque[tuple[str, pa.Table]] = deque(maxlen=MAX_UNPUBLISHED)
         self.idempotent: IdempotentAnswers | RedisIdempotentAnswers = (
             RedisIdempotentAnswers(client_for(settings.redis_url), settings.online_state_prefix)
@@ -160,13 +169,30 @@ class Runtime:
 
     # ----- writes -----------------------------------------------------------------------------
 
-    async def accept_events(self, events: pa.Table) -> str:
-        """Spool validated events durably, apply them here, publish them to the replicas.
+    async def validate_events(self, events: pa.Table) -> pa.Table:
+        """A request's events, validated in one DuckDB pass with the requests that arrive
+        while the previous pass runs (serving/group_commit.py)."""
+        return await self._validations.submit(events)
 
-        The file write and its fsync run off the event loop, which keeps serving reads. Once the
-        batch is durable the write is acknowledged whatever the bus does: a failed publish is
-        retried by the bus loop, since answering an error would make the client send the same
-        events again.
+    async def accept_events(self, events: pa.Table) -> str:
+        """Spool validated events durably, apply them here, publish them to the replicas;
+        requests that arrive while a batch is being written share the next batch (one file,
+        one fsync, one bus message) and its id."""
+        return await self._acceptances.submit(events)
+
+    async def _validate_together(self, requests: list[pa.Table]) -> list[pa.Table | Exception]:
+        return list(await asyncio.to_thread(validate_event_requests, requests))
+
+    async def _accept_together(self, requests: list[pa.Table]) -> list[str | Exception]:
+        events = requests[0] if len(requests) == 1 else pa.concat_tables(requests)
+        batch_id = await self._accept_now(events)
+        return [batch_id] * len(requests)
+
+    async def _accept_now(self, events: pa.Table) -> str:
+        """The file write and its fsync run off the event loop, which keeps serving reads. Once
+        the batch is durable the write is acknowledged whatever the bus does: a failed publish
+        is retried by the bus loop, since answering an error would make the client send the
+        same events again.
         """
         batch_id = (await asyncio.to_thread(self.inbox.write, events)).name
         self._remember_own(batch_id)
