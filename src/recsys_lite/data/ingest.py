@@ -8,6 +8,7 @@ ingesting a file twice changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def _shape_staging(
 
 def ingest(
     store: Store,
-    events: Path | None = None,
+    events: Path | Sequence[Path] | None = None,
     items: Path | None = None,
     *,
     show_progress: bool = True,
@@ -165,12 +166,14 @@ def ingest(
 ) -> IngestReport:
     """Validate every input file, then write all of them in one transaction or none at all.
 
-    Each file's content hash is recorded in the same transaction. With ``skip_ingested``,
-    files whose content was ingested before are skipped without being read (the watcher).
+    ``events``: a file, a folder, or several of them (in that order). Each file's content hash
+    is recorded in the same transaction. With ``skip_ingested``, files whose content was
+    ingested before are skipped without being read (the watcher).
     """
     if events is None and items is None:
         raise DataValidationError("nothing to ingest: give events, items or both")
-    event_files = discover_files(events, EVENT_SUFFIXES, "event") if events else []
+    given = [] if events is None else [events] if isinstance(events, Path) else list(events)
+    event_files = [f for path in given for f in discover_files(path, EVENT_SUFFIXES, "event")]
     item_files = discover_files(items, ITEM_SUFFIXES, "item") if items else []
     report = IngestReport()
     hashes = {path: file_sha256(path) for path in (*event_files, *item_files)}

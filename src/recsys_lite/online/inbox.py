@@ -40,6 +40,8 @@ REJECTED = "rejected"
 ITEMS_PREFIX = "items"  # files named items*.csv / items*.parquet are catalog updates
 # messages telling every API process to forget erased shoppers (keyed hashes, no events)
 ERASE_PREFIX = "erase-"
+DRAIN_BATCH_FILES = 200  # spooled event files per transaction when draining
+SPOOLED_EVENTS_PREFIX = "events-"  # Inbox.write's event batches
 SEQUENCE_FILE = ".sequence"  # the last stamp given out, and the lock that orders renames
 _sequence = itertools.count()
 
@@ -69,7 +71,7 @@ class Inbox:
 
     def write(self, table: pa.Table, *, items: bool = False, prefix: str | None = None) -> Path:
         """Durably add one batch; returns its final path."""
-        prefix = prefix or (f"{ITEMS_PREFIX}-" if items else "events-")
+        prefix = prefix or (f"{ITEMS_PREFIX}-" if items else SPOOLED_EVENTS_PREFIX)
         temporary = self.folder / f".{spool_name(prefix, time.time_ns())}.tmp"
         pq.write_table(table, temporary)
         with temporary.open("rb+") as handle:
@@ -154,44 +156,87 @@ class DrainReport:
 def drain(
     store: Store, inbox: Inbox, *, settle_seconds: float = 0.0, keep_processed: float = 3600.0
 ) -> DrainReport:
-    """Ingest every ready file of the inbox exactly once."""
+    """Ingest every ready file of the inbox exactly once.
+
+    Consecutive batches spooled by ``Inbox.write`` (small, already validated) go into the
+    store together, up to ``DRAIN_BATCH_FILES`` in one transaction: a file's own transaction
+    cost about 60 ms (the store's connection, the check against every stored event, the
+    commit), so a busy API spooled faster than one file at a time could drain. A batch the
+    store refuses is taken again file by file, so only the bad file is rejected. Any other
+    file (items, a file dropped into a watched folder, however large) has a transaction of its
+    own, as before."""
     report = DrainReport()
     processed = inbox.folder / PROCESSED
     processed.mkdir(exist_ok=True)
+    events: list[Path] = []
     for path in inbox.ready_files(settle_seconds):
         if path.name.startswith(ERASE_PREFIX):  # a message for the replicas, nothing to store
             with contextlib.suppress(FileNotFoundError):
                 os.replace(path, processed / path.name)
             continue
-        is_items = path.name.lower().startswith(ITEMS_PREFIX)
-        event_archive = None if is_items else get_settings().event_archive
-        try:
-            archived_up_to = archive.last_seq(store) if event_archive else 0
-            last_write = path.stat().st_mtime
-            result = ingest(
-                store,
-                None if is_items else path,
-                path if is_items else None,
-                show_progress=False,
-                skip_ingested=True,
-            )
-        except DataValidationError as exc:
-            _reject(inbox, path, str(exc))
-            report.rejected.append(path.name)
-            FILES_REJECTED.inc()
+        if not path.name.startswith(SPOOLED_EVENTS_PREFIX):  # items, or a file dropped in
+            _drain_events(store, inbox, events, report)  # what came before it, first
+            events = []
+            items = path.name.lower().startswith(ITEMS_PREFIX)
+            _drain_files(store, inbox, [path], report, items=items)
             continue
-        except FileNotFoundError:  # another drainer took it
-            continue
-        observe_file_ingested(last_write, result.events_added)
-        if event_archive is not None and result.events_added:
-            _archive(store, event_archive, archived_up_to)
-        report.files.append(path.name)
-        report.events_added += result.events_added
-        report.items_upserted += result.items_upserted
-        with contextlib.suppress(FileNotFoundError):  # another drainer moved it
-            os.replace(path, processed / path.name)
+        events.append(path)
+        if len(events) >= DRAIN_BATCH_FILES:
+            _drain_events(store, inbox, events, report)
+            events = []
+    _drain_events(store, inbox, events, report)
     _forget_old(processed, keep_processed)
     return report
+
+
+def _drain_events(store: Store, inbox: Inbox, files: list[Path], report: DrainReport) -> None:
+    if not files:
+        return
+    if len(files) > 1 and not _drain_files(store, inbox, files, report, items=False):
+        for path in files:  # one of them was refused, or taken by another drainer
+            _drain_files(store, inbox, [path], report, items=False)
+        return
+    if len(files) == 1:
+        _drain_files(store, inbox, files, report, items=False)
+
+
+def _drain_files(
+    store: Store, inbox: Inbox, files: list[Path], report: DrainReport, *, items: bool
+) -> bool:
+    """Ingest ``files`` in one transaction; False when a batch of several must be retried one
+    by one (a single file is rejected, or skipped when another drainer took it)."""
+    event_archive = None if items else get_settings().event_archive
+    try:
+        archived_up_to = archive.last_seq(store) if event_archive else 0
+        last_writes = [path.stat().st_mtime for path in files]
+        result = ingest(
+            store,
+            None if items else files,
+            files[0] if items else None,
+            show_progress=False,
+            skip_ingested=True,
+        )
+    except DataValidationError as exc:
+        if len(files) > 1:
+            return False
+        _reject(inbox, files[0], str(exc))
+        report.rejected.append(files[0].name)
+        FILES_REJECTED.inc()
+        return True
+    except FileNotFoundError:  # another drainer took one
+        return len(files) == 1
+    for n, last_write in enumerate(last_writes):  # the batch's events counted once
+        observe_file_ingested(last_write, result.events_added if n == 0 else 0)
+    if event_archive is not None and result.events_added:
+        _archive(store, event_archive, archived_up_to)
+    report.files += [path.name for path in files]
+    report.events_added += result.events_added
+    report.items_upserted += result.items_upserted
+    processed = inbox.folder / PROCESSED
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):  # another drainer moved it
+            os.replace(path, processed / path.name)
+    return True
 
 
 def _archive(store: Store, event_archive: Path, archived_up_to: int) -> None:
