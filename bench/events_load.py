@@ -50,6 +50,7 @@ from serving_load import (
     AUTH,
     BENCH_KEY,
     LUA_DONE,
+    LUA_THREAD_SEED,
     free_port,
     process_cpu_seconds,
     run_wrk,
@@ -57,18 +58,14 @@ from serving_load import (
 )
 
 NAME = "events_load"
-LUA_EVENTS = """
+LUA_EVENTS = (
+    """
 local items = {%s}
-local counter = 0
 local run = "%s"
-setup = function(thread)
-  counter = counter + 1
-  thread:set("thread_seed", counter)
-end
-init = function(args)
-  math.randomseed(7919 * thread_seed)
-  sent = 0
-end
+local sent = 0
+"""
+    + LUA_THREAD_SEED.replace("%", "%%")
+    + """
 request = function()
   sent = sent + 1
   local body = string.format(
@@ -78,6 +75,7 @@ request = function()
     ["Content-Type"] = "application/json", ["Authorization"] = "Bearer %s"}, body)
 end
 """
+)
 
 
 def stored_events(db: Path, prefix: str) -> int | None:

@@ -87,8 +87,7 @@ end
 
 # Each wrk thread runs its own Lua state; setup() numbers them so their random user sequences
 # differ instead of replaying the same one.
-LUA_RANDOM_ID = """
-local ids = {%s}
+LUA_THREAD_SEED = """
 local counter = 0
 setup = function(thread)
   counter = counter + 1
@@ -97,10 +96,18 @@ end
 init = function(args)
   math.randomseed(7919 * thread_seed)
 end
+"""
+LUA_RANDOM_ID = (
+    """
+local ids = {%s}
+"""
+    + LUA_THREAD_SEED
+    + """
 request = function()
   return wrk.format("GET", "%s" .. ids[math.random(#ids)])
 end
 """
+)
 # the path's query up to the user id, then a random known user
 LUA_RANDOM_USER = LUA_RANDOM_ID.replace('"%s" ..', '"%s?k=10&user_id=" ..')
 

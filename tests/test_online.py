@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -15,6 +16,27 @@ from conftest import AUTH, served_shop_fixtures
 shop_copy, client = served_shop_fixtures(
     "online", {"INBOX_DRAIN_INTERVAL": "0.5", "MODEL_WATCH_INTERVAL": "0"}
 )
+
+
+def store_rows(
+    db: Path, sql: str, done: Callable[[list[tuple[object, ...]]], bool], seconds: float = 30
+) -> list[tuple[object, ...]]:
+    """The query's rows once ``done`` says so, or the last rows read when time runs out: the
+    server folds its inbox into the store every INBOX_DRAIN_INTERVAL."""
+    rows: list[tuple[object, ...]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            con = duckdb.connect(str(db), read_only=True)
+        except duckdb.IOException:  # the server is folding the inbox in right now
+            time.sleep(0.1)
+            continue
+        rows = con.execute(sql).fetchall()
+        con.close()
+        if done(rows):
+            break
+        time.sleep(0.2)
+    return rows
 
 
 def items_of(body: dict[str, object]) -> list[str]:
@@ -76,22 +98,12 @@ def test_accepted_events_reach_the_store(
         json={"user_id": "durable-user", "item_id": "I00007", "ts": 1_700_000_000, "qty": 2},
     )
     assert response.status_code == 200, response.text
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            con = duckdb.connect(str(shop_copy[0]), read_only=True)
-        except duckdb.IOException:  # the server is folding the inbox in right now
-            time.sleep(0.1)
-            continue
-        rows = con.execute(
-            "SELECT item_id, ts, qty, event_type FROM events WHERE user_id = 'durable-user'"
-        ).fetchall()
-        con.close()
-        if rows:
-            assert rows == [("I00007", 1_700_000_000, 2, "purchase")]
-            return
-        time.sleep(0.2)
-    pytest.fail("the event never reached the store")
+    rows = store_rows(
+        shop_copy[0],
+        "SELECT item_id, ts, qty, event_type FROM events WHERE user_id = 'durable-user'",
+        lambda rows: bool(rows),
+    )
+    assert rows == [("I00007", 1_700_000_000, 2, "purchase")], "the event reached the store"
 
 
 def test_a_new_item_is_recommendable_at_once(client: httpx.Client) -> None:
@@ -193,19 +205,9 @@ def test_concurrent_posts_are_each_answered_and_all_stored(
             assert response.status_code == 200, response.text
             assert response.json()["accepted"] == n % 3 + 1
     expected = sum(n % 3 + 1 for n in range(24) if n != 7)
-    deadline = time.monotonic() + 30
-    stored = -1
-    while time.monotonic() < deadline:
-        try:
-            con = duckdb.connect(str(shop_copy[0]), read_only=True)
-        except duckdb.IOException:  # the server is folding the inbox in right now
-            time.sleep(0.1)
-            continue
-        (stored,) = con.execute(
-            "SELECT count(*) FROM events WHERE user_id LIKE 'together-%'"
-        ).fetchone() or (0,)
-        con.close()
-        if stored == expected:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{stored} of {expected} accepted events reached the store")
+    rows = store_rows(
+        shop_copy[0],
+        "SELECT count(*) FROM events WHERE user_id LIKE 'together-%'",
+        lambda rows: rows == [(expected,)],
+    )
+    assert rows == [(expected,)], f"{rows} of {expected} accepted events reached the store"
