@@ -212,9 +212,11 @@ class TrainingRequest(BaseModel):
 
 
 class AcceptedResponse(BaseModel):
-    accepted: int
-    batch_id: str
-    new: list[str] | None = None
+    accepted: int = Field(description="rows of this request, durable before this answer")
+    batch_id: str = Field(
+        description="the spooled batch holding them; event posts that arrive together share one"
+    )
+    new: list[str] | None = Field(None, description="POST /items: ids the catalog did not have")
 
 
 def _one_or_batch(key: str) -> Discriminator:
