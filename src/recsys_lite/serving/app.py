@@ -6,8 +6,8 @@ Read handlers are ``async def``: scoring takes well under a millisecond, cheaper
 the thread pool. The two hot GET endpoints read their query with one pydantic model validation
 instead of FastAPI's per-parameter machinery (which cost more than the Faiss search), answer
 with bytes joined from JSON each catalog item had encoded once (catalog.py), skipping FastAPI's
-per-item response validation, and are called without the router (hot_reads.py); the query and
-response models still document the contract in /docs.
+per-item response validation, and are called without the router (hot_reads.py), as /search
+is; the query and response models still document the contract in /docs.
 """
 
 import asyncio
@@ -295,7 +295,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         Middleware(
             HotReads,
             routes=app.routes,
-            paths=("/recommend", "/similar-items"),
+            paths=("/recommend", "/similar-items", "/search"),
             exception_handlers=app.exception_handlers,
         )
     )

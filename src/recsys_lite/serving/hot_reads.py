@@ -2,8 +2,9 @@
 
 FastAPI's route machinery (route matching, the request-response wrapper, dependency solving,
 the exception middleware) costs about 40 µs per request on this kind of machine, more than a
-plain ALS answer's own work. The two hot GET endpoints are plain ``async`` functions of a
-request (they read their query with one model validation and answer with bytes), so this
+plain ALS answer's own work. The hot GET endpoints (/recommend, /similar-items, /search) are
+plain ``async`` functions of a request (they read their query with one model validation and
+answer with bytes), so this
 innermost middleware calls the registered routes' endpoints directly. It sits inside the guards
 and the metrics, so keys, rate limits and counting apply exactly as before, and it sets the
 scope's ``route`` as the router would, for the logs' and traces' route names; the routes stay
