@@ -228,3 +228,24 @@ def test_the_kafka_topic_keeps_messages_only_for_the_retention(kafka_bootstrap: 
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     configs = next(iter(admin.describe_configs([resource]).values())).result(10)
     assert configs["retention.ms"].value == str(2 * 3_600_000)
+
+
+def test_embedded_bus_reads_each_new_file_once_and_not_the_callers_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = Inbox(tmp_path / "inbox")
+    reader = InboxBus(inbox)
+    reads: list[str] = []
+    read_table = bus_module.pq.read_table
+
+    def counted(path: Path, *args: object, **kwargs: object) -> pa.Table:
+        reads.append(Path(path).name)
+        return read_table(path, *args, **kwargs)
+
+    monkeypatch.setattr(bus_module.pq, "read_table", counted)
+    other, own = inbox.write(batch(1)).name, inbox.write(batch(2)).name
+    assert [m.batch_id for m in reader.poll(known={own})] == [other]
+    assert reads == [other], "the caller's own batch is not read"
+    later = inbox.write(batch(3)).name
+    assert [m.batch_id for m in reader.poll(known={own})] == [later]
+    assert reads == [other, later], "a delivered file is not read again"

@@ -333,7 +333,8 @@ class Runtime:
         while True:
             try:
                 await self._republish()
-                for message in await asyncio.to_thread(self.bus.poll):
+                polled = await asyncio.to_thread(self.bus.poll, self._own_batches.keys())
+                for message in polled:
                     self.apply_message(message.batch_id, message.events)
             except Exception:  # keep serving; the next poll retries
                 log.exception("event bus poll failed")
