@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pyarrow as pa
+import pytest
+
+from recsys_lite.data import validation
 from recsys_lite.serving.group_commit import Group
 
 
@@ -43,7 +47,7 @@ def test_a_failing_step_fails_every_request_of_its_run_and_the_next_run_still_go
     async def scenario() -> tuple[list[object], str]:
         group: Group[str, str] = Group(step, lambda item: len(item), limit=100)
         first = await asyncio.gather(group.submit("a"), return_exceptions=True)
-        return first, await group.submit("b")
+        return list(first), await group.submit("b")
 
     first, later = asyncio.run(scenario())
     assert isinstance(first[0], OSError) and later == "B"
@@ -69,9 +73,6 @@ def test_requests_validated_together_keep_their_own_rows_and_errors() -> None:
     """The real validation of several requests as one batch: a refused request among
     accepted ones names its own rows; the accepted ones come back with their own rows."""
     concurrent = 24
-    import pyarrow as pa
-
-    from recsys_lite.data.validation import validate_event_requests
 
     def request(n: int, qty: str) -> pa.Table:
         rows = n % 3 + 1
@@ -85,7 +86,7 @@ def test_requests_validated_together_keep_their_own_rows_and_errors() -> None:
         )
 
     requests = [request(n, "-3" if n == 5 else "1") for n in range(concurrent)]
-    results = validate_event_requests(requests)
+    results = validation.validate_event_requests(requests)
     for n, (sent, result) in enumerate(zip(requests, results, strict=True)):
         if n == 5:
             assert isinstance(result, Exception)
@@ -93,3 +94,42 @@ def test_requests_validated_together_keep_their_own_rows_and_errors() -> None:
         else:
             assert isinstance(result, pa.Table) and result.num_rows == sent.num_rows
             assert result.column("user_id").to_pylist() == [f"U{n}"] * sent.num_rows
+
+
+def test_a_stopped_run_leaves_no_request_waiting() -> None:
+    async def step(items: list[int]) -> list[int | Exception]:
+        await asyncio.sleep(10)
+        return list(items)
+
+    async def scenario() -> list[object]:
+        group: Group[int, int] = Group(step, lambda n: 1, limit=10)
+        first = asyncio.create_task(group.submit(1))
+        await asyncio.sleep(0.01)  # its run is in the step
+        second = asyncio.create_task(group.submit(2))  # waiting for the next run
+        await asyncio.sleep(0)
+        assert group._running is not None
+        group._running.cancel()  # the server stops
+        both = asyncio.gather(first, second, return_exceptions=True)
+        return list(await asyncio.wait_for(both, 2))
+
+    answers = asyncio.run(scenario())
+    assert all(isinstance(a, RuntimeError) and "stopped" in str(a) for a in answers), answers
+
+
+def test_one_bad_request_among_many_costs_a_few_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    passes: list[int] = []
+    validate = validation.validate_events
+
+    def counted(events: pa.Table, *args: object, **kwargs: object) -> pa.Table:
+        passes.append(events.num_rows)
+        return validate(events)
+
+    monkeypatch.setattr(validation, "validate_events", counted)
+    requests = [
+        pa.table({"user_id": [f"U{n}"], "item_id": ["I1"], "ts": ["nope" if n == 40 else "1"]})
+        for n in range(64)
+    ]
+    results = validation.validate_event_requests(requests)
+    assert [n for n, r in enumerate(results) if isinstance(r, Exception)] == [40]
+    assert "row 1, column ts: unparseable timestamp 'nope'" in str(results[40])
+    assert len(passes) <= 2 * 6 + 1, len(passes)  # halving down to the bad one, not 64

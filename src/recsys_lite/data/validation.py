@@ -337,13 +337,15 @@ def validate_events(
 def validate_event_requests(requests: list[pa.Table]) -> list[pa.Table | DataValidationError]:
     """Several requests' events validated as one batch (events are checked row by row, so
     together they pass exactly when each does), split back per request. When the batch is
-    refused, each request is validated alone, so its error names its own rows."""
+    refused, each half is validated the same way, down to single requests, whose error then
+    names their own rows: one bad request among n costs about 2 log2(n) passes, not n."""
     if len(requests) == 1:
         return [_validated_alone(requests[0])]
     try:
         together = validate_events(pa.concat_tables(requests))
     except DataValidationError:
-        return [_validated_alone(request) for request in requests]
+        half = len(requests) // 2
+        return validate_event_requests(requests[:half]) + validate_event_requests(requests[half:])
     out: list[pa.Table | DataValidationError] = []
     start = 0
     for request in requests:  # the rows keep their order

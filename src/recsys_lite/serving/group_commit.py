@@ -11,6 +11,7 @@ run serves many requests, and each request still gets its own result or its own 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -35,10 +36,13 @@ class Group(Generic[Item, Result]):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._running is None:
-            self._running = asyncio.create_task(self._run())
+            # a context of its own: the run outlives the request that started it, whose
+            # request id and trace span would otherwise label every later run
+            self._running = asyncio.create_task(self._run(), context=contextvars.Context())
         return await future
 
     async def _run(self) -> None:
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             while self._waiting:
                 taken, total = 0, 0
@@ -50,6 +54,8 @@ class Group(Generic[Item, Result]):
                 batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
                 try:
                     results = await self.step([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"{len(results)} results for {len(batch)} requests")
                 except Exception as exc:  # the step itself failed: every request hears it
                     results = [exc] * len(batch)
                 for (_, future), result in zip(batch, results, strict=True):
@@ -59,5 +65,11 @@ class Group(Generic[Item, Result]):
                         future.set_exception(result)
                     else:
                         future.set_result(result)
+                batch = []
         finally:
+            # cancelled (the server stopping): nobody waits forever for a run that will not come
+            for _, future in [*batch, *self._waiting]:
+                if not future.done():
+                    future.set_exception(RuntimeError("the server stopped before this request"))
+            self._waiting = []
             self._running = None

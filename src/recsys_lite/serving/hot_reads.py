@@ -71,8 +71,12 @@ class HotReads:
 
     async def _error(self, request: Request, exc: Exception) -> Response:
         for cls in type(exc).__mro__:
+            if cls is Exception:
+                # the catch-all is the outermost error middleware's, as for routed requests: it
+                # answers the 500 and re-raises, so traces and the server log see the failure
+                break
             handle = self.exception_handlers.get(cls)
             if handle is not None:
                 response: Response = await handle(request, exc)
                 return response
-        raise exc  # nothing maps it: the server's own error middleware answers
+        raise exc
