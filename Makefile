@@ -96,6 +96,7 @@ bench: $(STAMP)
 	$(PY) bench/ranker_serving.py --workers 2
 	$(PY) bench/fold_in.py
 	$(PY) bench/events_load.py
+	$(PY) bench/framework_overhead.py
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache
