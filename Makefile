@@ -97,6 +97,7 @@ bench: $(STAMP)
 	$(PY) bench/fold_in.py
 	$(PY) bench/events_load.py
 	$(PY) bench/framework_overhead.py
+	$(PY) bench/page_parts.py
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache
