@@ -25,7 +25,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -53,6 +52,7 @@ from serving_load import (
     LUA_THREAD_SEED,
     free_port,
     process_cpu_seconds,
+    required_wrk,
     run_wrk,
     running_server,
 )
@@ -109,9 +109,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default=NAME)
     args = parser.parse_args()
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise SystemExit("wrk is not installed (apt install wrk)")
+    wrk = required_wrk()
     start_load = warn_if_busy()
     catalog = prepare_catalog()
     folder = WORK / "events_load"

@@ -23,7 +23,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import contextlib
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from serving_load import (
     LUA_RANDOM_USER,
     free_port,
     process_cpu_seconds,
+    required_wrk,
     run_wrk,
     running_server,
     stop,
@@ -91,9 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default=NAME)
     args = parser.parse_args()
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise SystemExit("wrk is not installed (apt install wrk)")
+    wrk = required_wrk()
     start_load = warn_if_busy()
     catalog = prepare_catalog()
     folder = WORK / "framework_overhead"

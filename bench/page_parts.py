@@ -17,7 +17,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import shutil
 import statistics
 from typing import Any
 
@@ -26,7 +25,7 @@ import duckdb
 from _common import WORK, console, prepare_catalog, table, warn_if_busy, write_results
 from framework_overhead import measure
 from serving_filters import filters
-from serving_load import LUA_DONE, LUA_RANDOM_USER, free_port, running_server
+from serving_load import LUA_DONE, LUA_RANDOM_USER, free_port, required_wrk, running_server
 
 NAME = "page_parts"
 
@@ -37,9 +36,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default=NAME)
     args = parser.parse_args()
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise SystemExit("wrk is not installed (apt install wrk)")
+    wrk = required_wrk()
     start_load = warn_if_busy()
     catalog = prepare_catalog()
     folder = WORK / "page_parts"

@@ -39,7 +39,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +70,7 @@ from serving_load import (
     LUA_DONE,
     LUA_RANDOM_USER,
     free_port,
+    required_wrk,
     run_wrk,
     running_server,
     sequential_latency,
@@ -274,9 +274,7 @@ def main() -> None:
         "--quality", action="store_true", help="NDCG@10 with exact and indexed candidates only"
     )
     args = parser.parse_args()
-    args.wrk = shutil.which("wrk")
-    if args.wrk is None:
-        raise SystemExit("wrk not found: apt-get install -y wrk")
+    args.wrk = required_wrk()
 
     start_load = warn_if_busy()
     catalog = prepare_catalog()

@@ -64,6 +64,7 @@ from serving_load import (
     WARMUP,
     free_port,
     process_cpu_seconds,
+    required_wrk,
     run_wrk,
     running_server,
     sequential_latency,
@@ -189,9 +190,7 @@ def main() -> None:
     args = parser.parse_args()
 
     start_load = warn_if_busy()
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise SystemExit("wrk not found: install it (apt-get install -y wrk)")
+    wrk = required_wrk()
     catalog = prepare_catalog()
     manifest = json.loads((catalog.artifact / "manifest.json").read_text())
     job_request = {"model": manifest["model_type"], "params": manifest["params"]}

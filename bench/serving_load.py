@@ -224,6 +224,14 @@ def sequential_latency(client: httpx.Client, paths: list[str], label: str) -> di
     return {"endpoint": label, "requests": len(seconds), "latency_ms": percentiles_ms(seconds)}
 
 
+def required_wrk() -> str:
+    """wrk's path; the load benchmarks cannot run without it."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+    return wrk
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
