@@ -23,11 +23,11 @@ Step = Callable[[list[Item]], Awaitable[list[Result | Exception]]]
 
 
 class Group(Generic[Item, Result]):
-    def __init__(self, step: Step[Item, Result], max_size: Callable[[Item], int], limit: int):
-        """``max_size(item)`` counts an item against ``limit`` per run (e.g. its rows); an item
+    def __init__(self, step: Step[Item, Result], size: Callable[[Item], int], limit: int):
+        """``size(item)`` counts an item against ``limit`` per run (e.g. its rows); an item
         over the limit still runs, alone."""
         self.step = step
-        self.size = max_size
+        self.size = size
         self.limit = limit
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._running: asyncio.Task[None] | None = None
