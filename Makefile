@@ -17,7 +17,8 @@ export OPENBLAS_NUM_THREADS := 1
 deps:
 	@scripts/deps.sh
 
-$(STAMP): pyproject.toml
+# the C source too: an edited kernel (src/recsys_lite/ranking/_reasons.c) is rebuilt
+$(STAMP): pyproject.toml $(wildcard src/recsys_lite/*/*.c)
 	@echo "==> Python environment in $(VENV): the first time takes about 3 minutes (torch, faiss, implicit, ...)"
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

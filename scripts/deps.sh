@@ -11,6 +11,7 @@ COMPONENTS=(
   "npm:npm:the widget's build, the /demo shop and the widget's tests"
   "prometheus:prometheus:the tests of the Prometheus config, alert rules and dashboard"
   "java:openjdk-17-jre-headless:Spark training (train --engine spark) and its tests"
+  "cc:gcc:the compiled explanation kernel (without it explanations take the slower numpy path)"
 )
 # the widget's build (Vite 7) needs Node 20.19 or newer; Debian 12's own nodejs is 18
 if command -v node >/dev/null 2>&1 && ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);

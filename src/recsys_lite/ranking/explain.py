@@ -17,14 +17,24 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 
 from recsys_lite.models.base import Recommender
 from recsys_lite.models.types import History
 
+kernel: ModuleType | None
+try:
+    from recsys_lite.ranking import _reasons as kernel
+except ImportError:  # installed without a C compiler: the numpy versions below answer
+    kernel = None
+
 MAX_EXPLAIN_TOP_K = 10
+BECAUSE = b'%b,"similarity":%b,"contribution_pct":%b}'
+PROJECTION_BLOCK = 65_536
 
 
 class Contribution(NamedTuple):
@@ -56,48 +66,70 @@ class UserItems:
         )
 
 
-# per served model: B = Y'Y + lambda I (a pass over every item, far too much per request) and
-# its inverse
-_BASE: weakref.WeakKeyDictionary[Recommender, tuple[np.ndarray, np.ndarray, np.ndarray]] = (
-    weakref.WeakKeyDictionary()
-)
+class _Solved(NamedTuple):
+    factors: np.ndarray  # the item factors these were computed from
+    base: np.ndarray  # B = Y'Y + lambda I
+    inverse: np.ndarray
+    projected: np.ndarray  # Y B^-1, float32: every item's row of the Woodbury form
 
 
-def _base(model: Any) -> tuple[np.ndarray, np.ndarray]:
+# per served model: a pass over every item, far too much per request
+_SOLVED: weakref.WeakKeyDictionary[Recommender, _Solved] = weakref.WeakKeyDictionary()
+
+
+def _solved(model: Any) -> _Solved:
     factors = model.item_factors
-    held = _BASE.get(model)
-    if held is None or held[0] is not factors:
+    held = _SOLVED.get(model)
+    if held is None or held.factors is not factors:
         base = factors.T.astype(np.float64) @ factors
         base += model.params.regularization * np.eye(factors.shape[1])
-        held = (factors, base, np.linalg.inv(base))
-        _BASE[model] = held
-    return held[1], held[2]
+        inverse = np.linalg.inv(base)
+        # in float64, a block at a time (a float32 product loses digits where B is ill
+        # conditioned; one float64 copy of a large catalog's factors would double its memory)
+        projected = np.empty(factors.shape, dtype=np.float32)
+        for start in range(0, len(factors), PROJECTION_BLOCK):
+            block = factors[start : start + PROJECTION_BLOCK].astype(np.float64)
+            projected[start : start + PROJECTION_BLOCK] = block @ inverse
+        held = _Solved(factors, base, inverse, projected)
+        _SOLVED[model] = held
+    return held
 
 
-def als_contributions(model: Any, user: UserItems, targets: np.ndarray) -> np.ndarray:
+def als_contributions(
+    model: Any, user: UserItems, targets: np.ndarray, *, use_kernel: bool = True
+) -> np.ndarray:
     """implicit's ``AlternatingLeastSquares.explain`` for every target at once: with
     confidences c = alpha * weight and W = (B + Y_u' D Y_u)^-1, B = Y'Y + lambda I and
     D = diag(c - 1) (the user's own least-squares system), past item j adds ``c_j * y_j' W y_i``
     to the score of item i. implicit loops over the history in Python per item, milliseconds
     per answer; this is the same arithmetic in a few small products (a test checks it against
-    implicit's)."""
+    implicit's), and in one call of the compiled kernel when it is built."""
     factors = model.item_factors
     confidence = model.params.alpha * user.weights.astype(np.float64)
-    observed = factors[user.items].astype(np.float64)
-    wanted = factors[targets].T.astype(np.float64)
-    base, inverse = _base(model)
-    d = (confidence - 1.0)[:, None]
-    if len(observed) < len(base):
+    solved = _solved(model)
+    if len(user.items) < factors.shape[1]:
         # Woodbury: Y_u W = (I + K D)^-1 Y_u B^-1 with K = Y_u B^-1 Y_u', a system the size of
         # the history instead of the factors
-        projected = observed @ inverse
-        k = projected @ observed.T
-        m = projected @ wanted
+        if use_kernel and kernel is not None and factors.dtype == np.float32:
+            written = np.empty((len(targets), len(user.items)))
+            kernel.woodbury_contributions(
+                solved.projected, np.ascontiguousarray(factors),
+                user.items.astype(np.int64), confidence, targets.astype(np.int64), written,
+            )  # fmt: skip
+            return written
+        projected = solved.projected[user.items].astype(np.float64)
+        k = projected @ factors[user.items].T.astype(np.float64)
+        m = projected @ factors[targets].T.astype(np.float64)
+        d = (confidence - 1.0)[:, None]
         system = d * k
-        system.flat[:: len(observed) + 1] += 1.0  # I + D K, without building I per request
+        system.flat[:: len(user.items) + 1] += 1.0  # I + D K, without building I per request
         weighted = m - k @ np.linalg.solve(system, d * m)
     else:
-        weighted = observed @ np.linalg.solve(base + (observed.T * d.T) @ observed, wanted)
+        observed = factors[user.items].astype(np.float64)
+        d = (confidence - 1.0)[None, :]
+        weighted = observed @ np.linalg.solve(
+            solved.base + (observed.T * d) @ observed, factors[targets].T.astype(np.float64)
+        )
     contributions: np.ndarray = weighted.T * confidence
     return contributions
 
@@ -115,21 +147,18 @@ class Reasons(NamedTuple):
     kept: np.ndarray  # False where the contribution is not positive (not shown)
 
 
-def reasons(
+def _scored(
     model: Recommender,
     user: UserItems,
     targets: np.ndarray,
-    top_k: int,
     similarity_of: SimilarityOf,
-) -> Reasons:
-    """``explain``'s answer as arrays (see there)."""
-    if not len(user.items) or not len(targets):
-        empty = np.zeros((len(targets), 0))
-        return Reasons(empty.astype(np.int64), empty, empty, empty.astype(bool))
+    use_kernel: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(contributions, similarity): one row per target, one column per past item."""
     similarity = similarity_of(targets, user.items)
     name = model.name
     if name == "als":
-        contributions = als_contributions(model, user, targets)
+        contributions = als_contributions(model, user, targets, use_kernel=use_kernel)
     elif name == "ease":
         x = np.ones_like(user.weights) if model.params.binary else user.weights  # type: ignore[attr-defined]
         weights = np.asarray(model.weights)[np.ix_(user.items, targets)].T  # type: ignore[attr-defined]
@@ -137,17 +166,97 @@ def reasons(
         similarity = weights
     else:
         contributions = np.maximum(similarity, 0.0) * user.weights
+    return contributions, similarity
+
+
+def reasons(
+    model: Recommender,
+    user: UserItems,
+    targets: np.ndarray,
+    top_k: int,
+    similarity_of: SimilarityOf,
+    *,
+    use_kernel: bool = True,
+) -> Reasons:
+    """``explain``'s answer as arrays (see there)."""
+    if not len(user.items) or not len(targets):
+        empty = np.zeros((len(targets), 0))
+        return Reasons(empty.astype(np.int64), empty, empty, empty.astype(bool))
+    contributions, similarity = _scored(model, user, targets, similarity_of, use_kernel)
+    return top_reasons(contributions, similarity, user.items, top_k)
+
+
+def top_reasons(
+    contributions: np.ndarray, similarity: np.ndarray, items: np.ndarray, top_k: int
+) -> Reasons:
+    """Each row's top_k columns by positive contribution (ties: the earlier column)."""
     # in float64: a float32 rounded to 4 decimals reads back as 0.8553000092506409 in JSON
     positive = np.maximum(contributions, 0.0).astype(np.float64)
     totals = positive.sum(axis=1, keepdims=True)
     # one sort and one rounding for the whole answer: per-item Python here cost more than the
     # model's arithmetic
     order = np.argsort(-positive, axis=1, kind="stable")[:, :top_k]
-    rows = np.arange(len(targets))[:, None]
+    rows = np.arange(len(contributions))[:, None]
     top = positive[rows, order]
     shares = np.round(100.0 * top / np.where(totals > 0, totals, 1.0), 1)
     similar = np.round(similarity[rows, order].astype(np.float64), 4)
-    return Reasons(user.items[order], similar, shares, top > 0)
+    return Reasons(items[order], similar, shares, top > 0)
+
+
+def reason_fields(
+    model: Recommender,
+    user: UserItems,
+    targets: np.ndarray,
+    top_k: int,
+    similarity_of: SimilarityOf,
+    fragments: dict[int, bytes],
+    fragment_of: Callable[[int], bytes],
+    *,
+    use_kernel: bool = True,
+) -> list[bytes]:
+    """``explain``'s answer as the API writes it: per target, the JSON bytes
+    ``,"reason":"history","because":[...]`` to append to the item's object, each past item as
+    its ``fragment_of(index)`` (an object without its closing brace; ``fragments`` is its
+    cache) followed by its similarity and share."""
+    if use_kernel and kernel is not None and len(user.items) and len(targets):
+        contributions, similarity = _scored(model, user, targets, similarity_of, True)
+        encoded: list[bytes] = kernel.because_fields(
+            np.ascontiguousarray(contributions), np.ascontiguousarray(similarity),
+            user.items.astype(np.int64), top_k, fragments, fragment_of,
+        )  # fmt: skip
+        return encoded
+    found = reasons(model, user, targets, top_k, similarity_of, use_kernel=use_kernel)
+    return encoded_reasons(found, fragment_of)
+
+
+def encoded_reasons(found: Reasons, fragment_of: Callable[[int], bytes]) -> list[bytes]:
+    """``found`` as ``reason_fields`` writes it (what the compiled kernel's ``because_fields``
+    writes in one call)."""
+    # the numbers encoded by one orjson call: a dict per reason and an encoding per answer
+    # cost more than the model's arithmetic
+    kept = found.kept.ravel()
+    entries = [
+        BECAUSE % (fragment_of(item), similarity, share)
+        for item, similarity, share in zip(
+            found.items.ravel()[kept].tolist(), _numbers(found.similarity.ravel()[kept]),
+            _numbers(found.contribution_pct.ravel()[kept]), strict=True,
+        )
+    ]  # fmt: skip
+    fields = []
+    at = 0
+    for count in found.kept.sum(axis=1).tolist():  # row by row, as ravel orders them
+        fields.append(
+            b',"reason":"history","because":[' + b",".join(entries[at : at + count]) + b"]"
+        )
+        at += count
+    return fields
+
+
+def _numbers(values: np.ndarray) -> list[bytes]:
+    """Each float of ``values`` (row by row) as orjson writes it."""
+    if not values.size:
+        return []
+    return orjson.dumps(values.ravel().tolist())[1:-1].split(b",")
 
 
 def explain(

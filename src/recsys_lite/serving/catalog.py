@@ -183,6 +183,12 @@ class Catalog:
             )
         )
 
+    @property
+    def because_fragments(self) -> dict[int, bytes]:
+        """The cache ``because_fragment`` fills (the compiled explanation kernel reads it
+        directly and calls ``because_fragment`` only on a miss)."""
+        return self._because
+
     def because_fragment(self, index: int) -> bytes:
         """An item's id and title as an explanation names it: a JSON object without its
         closing brace, encoded once per item and catalog update."""

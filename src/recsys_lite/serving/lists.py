@@ -7,12 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 
 from recsys_lite.errors import NotFoundError
 from recsys_lite.models.types import Ranked
 from recsys_lite.ranking.diversity import content_vectors, diversify, intra_list_diversity
-from recsys_lite.ranking.explain import UserItems, reasons
+from recsys_lite.ranking.explain import UserItems, reason_fields
 from recsys_lite.serving.runtime import ServingState
 from recsys_lite.serving.schemas import ListQuery, RecommendQuery, SimilarItemsQuery
 
@@ -21,7 +20,6 @@ POOL_FACTOR = 3
 POOL_EXTRA = 20
 POOL_MAX = 300
 POPULAR = b',"reason":"popular"'
-BECAUSE = b'%b,"similarity":%b,"contribution_pct":%b}'
 
 
 @dataclass(frozen=True)
@@ -116,33 +114,10 @@ def explanation_fields(
         vectors = item_vectors(state, np.concatenate([targets, past]))
         return np.asarray(vectors[: len(targets)] @ vectors[len(targets) :].T)
 
-    found = reasons(model, user, items, top_k, similarity_of)
-    # the numbers encoded by one orjson call, the past items' id and title from the catalog's
-    # cache: a dict per reason and an encoding per answer cost more than the model's arithmetic
-    kept = found.kept.ravel()
-    because = catalog.because_fragment
-    entries = [
-        BECAUSE % (because(item), similarity, share)
-        for item, similarity, share in zip(
-            found.items.ravel()[kept].tolist(), _numbers(found.similarity.ravel()[kept]),
-            _numbers(found.contribution_pct.ravel()[kept]), strict=True,
-        )
-    ]  # fmt: skip
-    fields = []
-    at = 0
-    for count in found.kept.sum(axis=1).tolist():  # row by row, as ravel orders them
-        fields.append(
-            b',"reason":"history","because":[' + b",".join(entries[at : at + count]) + b"]"
-        )
-        at += count
-    return fields
-
-
-def _numbers(values: np.ndarray) -> list[bytes]:
-    """Each float of ``values`` (row by row) as orjson writes it."""
-    if not values.size:
-        return []
-    return orjson.dumps(values.ravel().tolist())[1:-1].split(b",")
+    return reason_fields(
+        model, user, items, top_k, similarity_of, catalog.because_fragments,
+        catalog.because_fragment,
+    )  # fmt: skip
 
 
 def similar_items(state: ServingState, query: SimilarItemsQuery) -> Served:

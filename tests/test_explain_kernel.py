@@ -1,0 +1,126 @@
+"""The compiled explanation kernel (ranking/_reasons.c) answers exactly what explain.py's numpy
+version answers: the same past items, numbers and bytes, for every kind of model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pytest
+
+from recsys_lite.models import create_model
+from recsys_lite.ranking import explain
+from recsys_lite.ranking.explain import UserItems, als_contributions, reason_fields
+
+
+@pytest.fixture(scope="module")
+def kernel() -> object:
+    if explain.kernel is None:
+        reason = "the explanation kernel is not built (no C compiler when installed)"
+        if os.environ.get("RECSYS_REQUIRE_ALL") == "1":
+            pytest.fail(f"{reason} (RECSYS_REQUIRE_ALL=1 requires every component)")
+        pytest.skip(reason)
+    return explain.kernel
+
+
+def fragment_of(index: int) -> bytes:
+    return b'{"item_id":"I%d"' % index
+
+
+def both_ways(contributions: np.ndarray, similarity: np.ndarray, top_k: int) -> list[bytes]:
+    items = np.arange(100, 100 + contributions.shape[1])
+    numpy_fields = explain.encoded_reasons(
+        explain.top_reasons(contributions, similarity, items, top_k), fragment_of
+    )
+    cache: dict[int, bytes] = {}
+    kernel_fields: list[bytes] = explain.kernel.because_fields(  # type: ignore[union-attr]
+        contributions, similarity, items.astype(np.int64), top_k, cache, fragment_of
+    )
+    assert kernel_fields == numpy_fields
+    return kernel_fields
+
+
+def test_ties_zeros_signs_and_rounding_are_written_alike(kernel: object) -> None:
+    contributions = np.array(
+        [
+            [0.5, 0.5, 0.0, -1.0, 0.25],  # a tie keeps the earlier item first
+            [0.0, 0.0, 0.0, 0.0, 0.0],  # nothing positive: no reasons
+            [-2.0, 3.0, 1e-9, 2.0, 3.0],
+            [1.0, 0.0, 0.0, 0.0, 0.0],  # one reason: 100.0
+        ]
+    )
+    similarity = np.array(
+        [
+            [0.85530001, -0.00001, 1.0, -0.99995, 0.00005],
+            [0.1, 0.2, 0.3, 0.4, 0.5],
+            [np.nan, 0.12345, 0.0001, -0.5, 0.66666],
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+        ],
+        dtype=np.float32,
+    )
+    fields = both_ways(contributions, similarity, 3)
+    first = orjson.loads(b"{" + fields[0][1:] + b"}")["because"]
+    assert [r["item_id"] for r in first] == ["I100", "I101", "I104"]
+    assert [r["contribution_pct"] for r in first] == [40.0, 40.0, 20.0]
+    assert first[0]["similarity"] == 0.8553  # float64 rounding, not float32 noise
+    assert fields[1] == b',"reason":"history","because":[]'
+    third = orjson.loads(b"{" + fields[2][1:] + b"}")["because"]
+    assert [r["item_id"] for r in third] == ["I101", "I104", "I103"]
+    assert third[0]["similarity"] == 0.1235 or third[0]["similarity"] == 0.1234
+    assert b'"contribution_pct":100.0}' in fields[3]
+
+
+def test_random_rows_are_written_alike(kernel: object) -> None:
+    rng = np.random.default_rng(7)
+    for n, top_k in [(1, 3), (7, 3), (40, 10), (200, 5)]:
+        contributions = rng.normal(size=(10, n))
+        contributions[:, rng.random(n) < 0.2] = 0.0
+        similarity = rng.uniform(-1, 1, size=(10, n)).astype(np.float32)
+        both_ways(contributions, similarity, top_k)
+        both_ways(contributions.astype(np.float32), similarity.astype(np.float64), top_k)
+
+
+def test_als_woodbury_kernel_matches_the_numpy_form(kernel: object, events: pa.Table) -> None:
+    model = create_model("als", {"iterations": 6, "factors": 32}).fit(events)
+    checked = 0
+    for user in range(model.user_items.shape[0]):
+        past = UserItems.from_model(model, user)
+        if not 0 < len(past.items) < 32:  # the kernel's side of the Woodbury switch
+            continue
+        targets = model.recommend(str(model.user_map.ids[user]), 10).items
+        compiled = als_contributions(model, past, targets)
+        reference = als_contributions(model, past, targets, use_kernel=False)
+        # float64 in both, summed in different orders from float32 rows
+        assert np.abs(compiled - reference).max() <= 1e-5 * np.abs(reference).max()
+        checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [("als", {"iterations": 6, "factors": 16}), ("ease", {"l2": 100}), ("bpr", {"iterations": 20})],
+)
+def test_served_explanations_are_the_same_either_way(
+    kernel: object, events: pa.Table, kind: str, params: dict[str, object]
+) -> None:
+    model = create_model(kind, params).fit(events)
+    unit = model._unit_vectors()
+    if unit is None:
+        unit = np.eye(len(model.item_map), dtype=np.float32)
+
+    def similarity_of(targets: np.ndarray, past: np.ndarray) -> np.ndarray:
+        return np.asarray(unit[targets] @ unit[past].T)
+
+    histories = 0
+    for user in range(0, model.user_items.shape[0], 3):
+        past = UserItems.from_model(model, user)
+        targets = model.recommend(str(model.user_map.ids[user]), 10).items
+        compiled = reason_fields(model, past, targets, 3, similarity_of, {}, fragment_of)
+        reference = reason_fields(
+            model, past, targets, 3, similarity_of, {}, fragment_of, use_kernel=False
+        )
+        assert compiled == reference
+        histories += len(past.items) >= 16  # both sides of ALS's Woodbury switch
+    assert histories > 0
