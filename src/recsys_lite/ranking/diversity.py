@@ -9,7 +9,15 @@ one ``lam`` means the same trade-off for every model. ``lam = 1`` is the model's
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
+
+kernel: ModuleType | None
+try:
+    from recsys_lite.ranking import _mmr as kernel
+except ImportError:  # installed without a C compiler: the numpy loop below answers
+    kernel = None
 
 
 def _rescaled(scores: np.ndarray) -> np.ndarray:
@@ -28,6 +36,8 @@ def diversify(
     max_per_category: int | None,
     k: int,
     categories: np.ndarray | None = None,
+    *,
+    use_kernel: bool = True,
 ) -> np.ndarray:
     """Positions into ``candidates`` (best first by relevance) of the k items to show, in
     the order to show them.
@@ -40,6 +50,11 @@ def diversify(
     k = min(k, n)
     relevance = _rescaled(scores) if n else np.zeros(0)
     use_mmr = vectors is not None and lam < 1.0 and n > 1
+    capped = max_per_category is not None and categories is not None
+    if use_mmr and not capped and use_kernel and kernel is not None:
+        picks = np.empty(k, dtype=np.int64)
+        kernel.mmr(relevance, np.ascontiguousarray(vectors, dtype=np.float32), lam, picks)
+        return picks
     # the similarity term already weighted by (1 - lam), in float64: with spread > 0 the
     # weighting commutes exactly with the running maximum, so each pick costs three small
     # array operations (a subtraction, an argmax, a maximum) and picks what the unweighted
@@ -56,7 +71,6 @@ def diversify(
     relevance *= lam
     per_category: dict[object, int] = {}
     chosen: list[int] = []
-    capped = max_per_category is not None and categories is not None
     while len(chosen) < k:
         if weighted is not None:
             np.subtract(relevance, closest, out=value)

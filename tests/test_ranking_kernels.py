@@ -1,5 +1,6 @@
-"""The compiled explanation kernel (ranking/_reasons.c) answers exactly what explain.py's numpy
-version answers: the same past items, numbers and bytes, for every kind of model."""
+"""The compiled kernels answer exactly what their numpy versions answer: explanations
+(ranking/_reasons.c) the same past items, numbers and bytes for every kind of model, and
+diversity (ranking/_mmr.c) the same picks in the same order."""
 
 from __future__ import annotations
 
@@ -11,18 +12,28 @@ import pyarrow as pa
 import pytest
 
 from recsys_lite.models import create_model
-from recsys_lite.ranking import explain
+from recsys_lite.ranking import diversity, explain
+from recsys_lite.ranking.diversity import diversify
 from recsys_lite.ranking.explain import UserItems, als_contributions, reason_fields
+
+
+def built(module: object, name: str) -> object:
+    if module is None:
+        reason = f"the {name} kernel is not built (no C compiler when installed)"
+        if os.environ.get("RECSYS_REQUIRE_ALL") == "1":
+            pytest.fail(f"{reason} (RECSYS_REQUIRE_ALL=1 requires every component)")
+        pytest.skip(reason)
+    return module
 
 
 @pytest.fixture(scope="module")
 def kernel() -> object:
-    if explain.kernel is None:
-        reason = "the explanation kernel is not built (no C compiler when installed)"
-        if os.environ.get("RECSYS_REQUIRE_ALL") == "1":
-            pytest.fail(f"{reason} (RECSYS_REQUIRE_ALL=1 requires every component)")
-        pytest.skip(reason)
-    return explain.kernel
+    return built(explain.kernel, "explanation")
+
+
+@pytest.fixture(scope="module")
+def mmr_kernel() -> object:
+    return built(diversity.kernel, "diversity")
 
 
 def fragment_of(index: int) -> bytes:
@@ -124,3 +135,31 @@ def test_served_explanations_are_the_same_either_way(
         assert compiled == reference
         histories += len(past.items) >= 16  # both sides of ALS's Woodbury switch
     assert histories > 0
+
+
+def test_mmr_kernel_picks_what_the_numpy_loop_picks(mmr_kernel: object) -> None:
+    rng = np.random.default_rng(11)
+    for n, k, f in [(2, 1, 3), (30, 10, 64), (60, 20, 8), (300, 50, 32), (5, 5, 16)]:
+        for lam in (0.0, 0.3, 0.5, 0.8, 0.99):
+            vectors = rng.normal(size=(n, f)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            scores = np.sort(rng.gamma(2.0, size=n))[::-1]
+            candidates = np.arange(n)
+            compiled = diversify(candidates, scores, vectors, lam, None, k)
+            reference = diversify(candidates, scores, vectors, lam, None, k, use_kernel=False)
+            assert compiled.tolist() == reference.tolist()
+            assert len(set(compiled.tolist())) == k
+
+
+def test_mmr_kernel_on_a_models_own_vectors(mmr_kernel: object, events: pa.Table) -> None:
+    model = create_model("als", {"iterations": 6, "factors": 32}).fit(events)
+    unit = model._unit_vectors()
+    differs = 0
+    for user in range(0, model.user_items.shape[0], 7):
+        ranked = model.recommend(str(model.user_map.ids[user]), 30)
+        vectors = unit[ranked.items]
+        compiled = diversify(ranked.items, ranked.scores, vectors, 0.8, None, 10)
+        reference = diversify(ranked.items, ranked.scores, vectors, 0.8, None, 10, use_kernel=False)
+        assert compiled.tolist() == reference.tolist()
+        differs += compiled.tolist() != list(range(10))
+    assert differs > 0  # diversity changed some lists, so the comparison covered MMR's picks

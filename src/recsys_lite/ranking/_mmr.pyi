@@ -1,0 +1,3 @@
+import numpy as np
+
+def mmr(relevance: np.ndarray, vectors: np.ndarray, lam: float, out: np.ndarray) -> None: ...
