@@ -12,11 +12,18 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from recsys_lite.models.types import Ranked
 from recsys_lite.models.vector_store import ItemVectorStore
+
+kernel: ModuleType | None
+try:
+    from recsys_lite.models import _topk as kernel
+except ImportError:  # installed without a C compiler: the numpy selection below answers
+    kernel = None
 
 NEG_INF = np.float32(-np.inf)
 
@@ -125,15 +132,30 @@ def _rows(eligible: _Eligible, vectors: np.ndarray) -> np.ndarray:
 
 
 def exact_eligible(
-    rows: np.ndarray, query: np.ndarray, k: int, indices: np.ndarray, excluded: np.ndarray
+    rows: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    indices: np.ndarray,
+    excluded: np.ndarray,
+    *,
+    use_kernel: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k best of the items at ``indices`` (sorted; their vectors are ``rows``) that are not
-    excluded, by exact inner product, best first."""
+    excluded (sorted), by exact inner product, best first (ties: the earlier item)."""
     scores = (rows @ query).astype(np.float32)
+    if use_kernel and kernel is not None:
+        positions = np.empty(min(k, len(indices)), dtype=np.int64)
+        found = kernel.top_positions(
+            scores, indices.astype(np.int64, copy=False), excluded.astype(np.int64), positions
+        )
+        order = positions[:found]
+        return indices[order], scores[order]
     if len(excluded) and len(indices):
         at = np.minimum(np.searchsorted(indices, excluded), len(indices) - 1)
         scores[at[indices[at] == excluded]] = -np.inf
     part = np.argpartition(-scores, k - 1)[:k] if len(indices) > k else np.arange(len(indices))
+    # by position first, so the stable sort below breaks ties towards the earlier item
+    part.sort()
     order = part[np.argsort(-scores[part], kind="stable")]
     order = order[np.isfinite(scores[order])]
     return indices[order], scores[order]

@@ -1,6 +1,7 @@
 """The compiled kernels answer exactly what their numpy versions answer: explanations
 (ranking/_reasons.c) the same past items, numbers and bytes for every kind of model, and
-diversity (ranking/_mmr.c) the same picks in the same order."""
+diversity (ranking/_mmr.c) the same picks in the same order, filtered retrieval
+(models/_topk.c) the same items in the same order."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from recsys_lite.models import create_model
+from recsys_lite.models import create_model, retrieval
+from recsys_lite.models.retrieval import exact_eligible
 from recsys_lite.ranking import diversity, explain
 from recsys_lite.ranking.diversity import diversify
 from recsys_lite.ranking.explain import UserItems, als_contributions, reason_fields
@@ -29,6 +31,11 @@ def built(module: object, name: str) -> object:
 @pytest.fixture(scope="module")
 def kernel() -> object:
     return built(explain.kernel, "explanation")
+
+
+@pytest.fixture(scope="module")
+def topk_kernel() -> object:
+    return built(retrieval.kernel, "top-k")
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +170,29 @@ def test_mmr_kernel_on_a_models_own_vectors(mmr_kernel: object, events: pa.Table
         assert compiled.tolist() == reference.tolist()
         differs += compiled.tolist() != list(range(10))
     assert differs > 0  # diversity changed some lists, so the comparison covered MMR's picks
+
+
+def test_topk_kernel_selects_what_numpy_selects(topk_kernel: object) -> None:
+    rng = np.random.default_rng(5)
+    for n, k in [(0, 10), (1, 10), (9, 10), (10, 10), (500, 10), (3000, 30), (3000, 0)]:
+        rows = rng.normal(size=(n, 8)).astype(np.float32)
+        rows[rng.random(n) < 0.1] = rows[0] if n else 0  # exact ties
+        query = rng.normal(size=8).astype(np.float32)
+        indices = np.sort(rng.choice(10 * max(n, 1), size=n, replace=False)).astype(np.int64)
+        excluded = np.unique(
+            np.concatenate([rng.choice(indices, size=min(n, 40)) if n else [], [-5, 10**9]])
+        ).astype(np.int64)
+        compiled = exact_eligible(rows, query, k, indices, excluded)
+        reference = exact_eligible(rows, query, k, indices, excluded, use_kernel=False)
+        assert compiled[0].tolist() == reference[0].tolist()
+        assert compiled[1].tolist() == reference[1].tolist()
+        assert len(compiled[0]) == min(k, n - len(np.intersect1d(indices, excluded)))
+        assert not set(compiled[0].tolist()) & set(excluded.tolist())
+
+
+def test_topk_kernel_leaves_out_what_cannot_be_ranked(topk_kernel: object) -> None:
+    rows = np.array([[1.0], [np.inf], [np.nan], [2.0], [-np.inf]], dtype=np.float32)
+    items, scores = exact_eligible(
+        rows, np.ones(1, dtype=np.float32), 5, np.arange(5), np.zeros(0, dtype=np.int64)
+    )
+    assert items.tolist() == [3, 0] and scores.tolist() == [2.0, 1.0]
