@@ -283,6 +283,9 @@ def test_the_cli_answers_profile_and_status_like_the_api(
     assert api_model.pop("items") >= cli_model.pop("items")
     assert cli_model == api_model
     assert cli_status["online"] is None and api_status["online"]["swaps"] == 0
+    kernels = api_status["compiled_kernels"]
+    assert set(kernels) == {"explanations", "diversity", "filtered_retrieval"}
+    assert kernels == cli_status["compiled_kernels"]
 
 
 def test_the_pages_reads_keep_guards_errors_and_metrics(

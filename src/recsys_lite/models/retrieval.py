@@ -141,15 +141,17 @@ def exact_eligible(
     use_kernel: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k best of the items at ``indices`` (sorted; their vectors are ``rows``) that are not
-    excluded (sorted), by exact inner product, best first (ties: the earlier item)."""
+    excluded, by exact inner product, best first (ties: the earlier item)."""
     scores = (rows @ query).astype(np.float32)
     if use_kernel and kernel is not None:
         positions = np.empty(min(k, len(indices)), dtype=np.int64)
-        found = kernel.top_positions(
-            scores, indices.astype(np.int64, copy=False), excluded.astype(np.int64), positions
-        )
+        found = kernel.top_positions(  # sorted, not unique: a few times cheaper, same answer
+            scores, indices.astype(np.int64, copy=False), np.sort(excluded.astype(np.int64)),
+            positions,
+        )  # fmt: skip
         order = positions[:found]
         return indices[order], scores[order]
+    excluded = np.unique(excluded)
     if len(excluded) and len(indices):
         at = np.minimum(np.searchsorted(indices, excluded), len(indices) - 1)
         scores[at[indices[at] == excluded]] = -np.inf
@@ -181,7 +183,7 @@ def search_vectors(
         )  # fmt: skip
         if found is not None:
             return found
-        return exact_eligible(vectors, query, k, np.arange(n_items), np.unique(excluded))
+        return exact_eligible(vectors, query, k, np.arange(n_items), excluded)
     # items added after the catalog's mask was built are not in it (a shorter mask)
     mask = item_mask if len(item_mask) == n_items else item_mask[:n_items]
     eligible = _eligible(mask)
@@ -194,7 +196,7 @@ def search_vectors(
             if found is not None:
                 return found
             want *= GROWTH
-    return exact_eligible(_rows(eligible, vectors), query, k, indices, np.unique(excluded))
+    return exact_eligible(_rows(eligible, vectors), query, k, indices, excluded)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -27,25 +27,32 @@ buffer_of(PyObject *object, Py_buffer *view, char code, Py_ssize_t itemsize, int
 }
 
 PyDoc_STRVAR(mmr_doc,
-"mmr(relevance, vectors, lam, out)\n\n"
+"mmr(scores, vectors, lam, out)\n\n"
 "Writes into out (int64, k = len(out) <= n) the positions of the k picks, in order: each\n"
 "the candidate maximising lam * relevance - (1 - lam) * (largest cosine to the items picked\n"
-"so far), ties to the earlier position. relevance: float64 (n,), already rescaled to [0, 1];\n"
-"vectors: float32 (n, f) unit vectors.");
+"so far), ties to the earlier position; relevance is scores (float32 or float64, (n,))\n"
+"rescaled to [0, 1] as diversity._rescaled does; vectors: float32 (n, f) unit vectors.");
 
 static PyObject *
 mmr(PyObject *self, PyObject *args)
 {
-    PyObject *relevance_object, *vectors_object, *out_object;
+    PyObject *scores_object, *vectors_object, *out_object;
     double lam;
-    if (!PyArg_ParseTuple(args, "OOdO", &relevance_object, &vectors_object, &lam,
-                          &out_object)) {
+    if (!PyArg_ParseTuple(args, "OOdO", &scores_object, &vectors_object, &lam, &out_object)) {
         return NULL;
     }
     Py_buffer relevance = {0}, vectors = {0}, out = {0};
     PyObject *result = NULL;
     double *work = NULL;
-    if (buffer_of(relevance_object, &relevance, 'd', 8, 1, 0, "relevance") < 0) {
+    if (PyObject_GetBuffer(scores_object, &relevance, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    const char *format = relevance.format ? relevance.format : "B";
+    char code = format[strlen(format) - 1];
+    if (relevance.ndim != 1 || !((code == 'f' && relevance.itemsize == 4) ||
+                                 (code == 'd' && relevance.itemsize == 8))) {
+        PyErr_SetString(PyExc_TypeError, "scores: expected a C-contiguous 1-d float array");
+        PyBuffer_Release(&relevance);
         return NULL;
     }
     if (buffer_of(vectors_object, &vectors, 'f', 4, 2, 0, "vectors") < 0) {
@@ -68,12 +75,20 @@ mmr(PyObject *self, PyObject *args)
         goto done;
     }
     double *value = work, *closest = work + n;
-    const double *rel = relevance.buf;
     const float *unit = vectors.buf;
     long long *picked_out = out.buf;
     double spread = 1.0 - lam;
+    /* relevance in [0, 1] within the pool, as diversity._rescaled computes it */
+    double low = INFINITY, high = -INFINITY;
     for (Py_ssize_t i = 0; i < n; i++) {
-        value[i] = lam * rel[i];
+        value[i] = code == 'f' ? (double)((const float *)relevance.buf)[i]
+                               : ((const double *)relevance.buf)[i];
+        low = value[i] < low ? value[i] : low;
+        high = value[i] > high ? value[i] : high;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double rescaled = high - low <= 0 ? 1.0 : (value[i] - low) / (high - low);
+        value[i] = lam * rescaled;
         closest[i] = 0.0;
     }
     for (Py_ssize_t pick = 0; pick < k; pick++) {

@@ -48,13 +48,17 @@ def diversify(
     """
     n = len(candidates)
     k = min(k, n)
-    relevance = _rescaled(scores) if n else np.zeros(0)
     use_mmr = vectors is not None and lam < 1.0 and n > 1
     capped = max_per_category is not None and categories is not None
     if use_mmr and not capped and use_kernel and kernel is not None:
         picks = np.empty(k, dtype=np.int64)
-        kernel.mmr(relevance, np.ascontiguousarray(vectors, dtype=np.float32), lam, picks)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        scores = np.asarray(scores)
+        if scores.dtype != np.float32:
+            scores = scores.astype(np.float64, copy=False)
+        kernel.mmr(np.ascontiguousarray(scores), vectors, lam, picks)
         return picks
+    relevance = _rescaled(scores) if n else np.zeros(0)
     # the similarity term already weighted by (1 - lam), in float64: with spread > 0 the
     # weighting commutes exactly with the running maximum, so each pick costs three small
     # array operations (a subtraction, an argmax, a maximum) and picks what the unweighted

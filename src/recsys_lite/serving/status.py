@@ -10,8 +10,10 @@ from recsys_lite.config import Settings
 from recsys_lite.data.store import Store
 from recsys_lite.errors import RecsysError
 from recsys_lite.jobs.training import running_job
+from recsys_lite.models import retrieval
 from recsys_lite.models.artifact import Artifact
 from recsys_lite.online.health import read_worker_health
+from recsys_lite.ranking import diversity, explain
 
 
 def model_section(artifact: Artifact) -> dict[str, Any]:
@@ -25,6 +27,16 @@ def model_section(artifact: Artifact) -> dict[str, Any]:
         "users": len(model.user_map), "items": len(model.item_map),
         "index": index.kind if index is not None else "exact",
     }  # fmt: skip
+
+
+def compiled_kernels() -> dict[str, bool]:
+    """Which per-request loops run compiled: an install without a C compiler answers the
+    same through numpy, only slower, and an operator should be able to see which it got."""
+    return {
+        "explanations": explain.kernel is not None,
+        "diversity": diversity.kernel is not None,
+        "filtered_retrieval": retrieval.kernel is not None,
+    }
 
 
 def status_document(
@@ -48,4 +60,5 @@ def status_document(
         "worker": read_worker_health(settings.worker_status_file),
         "training_job": running_job(settings),
         "store_waits": store_waits,
+        "compiled_kernels": compiled_kernels(),
     }
