@@ -112,6 +112,13 @@ class ServingState:
             self.add_items(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA))
 
 
+def _remember(batches: OrderedDict[str, None], batch_id: str) -> None:
+    """Add a batch id to a bounded record of recent ones (the oldest leave first)."""
+    batches[batch_id] = None
+    while len(batches) > MAX_OWN_BATCHES:
+        batches.popitem(last=False)
+
+
 def _artifact_signature(model_dir: Path) -> str:
     """Changes whenever another artifact is served there (a new one or a rollback)."""
     try:
@@ -143,6 +150,7 @@ class Runtime:
         self.store = Store(settings.db_path, lock_timeout=5.0)
         # batches this process wrote (skipped when the bus echoes them back), bounded
         self._own_batches: OrderedDict[str, None] = OrderedDict()
+        self._applied_from_bus: OrderedDict[str, None] = OrderedDict()  # event batches
         self._validations: Group[pa.Table, pa.Table] = Group(
             self._validate_together, lambda table: table.num_rows, GROUP_MAX_ROWS
         )
@@ -195,17 +203,19 @@ class Runtime:
         same events again.
         """
         batch_id = (await asyncio.to_thread(self.inbox.write, events)).name
-        self._remember_own(batch_id)
-        # a retried request may carry events of a shopper erased since: the tombstone holds
-        self.state.online.apply(self.erased.drop_erased(events), batch_id)
+        # The embedded bus lists the inbox folder from another thread: it can see the file
+        # between the rename and this line, and its poll can be applied before this coroutine
+        # resumes. Applied twice, the shoppers' events would count double.
+        if batch_id not in self._applied_from_bus:
+            self._remember_own(batch_id)
+            # a retried request may carry events of a shopper erased since: the tombstone holds
+            self.state.online.apply(self.erased.drop_erased(events), batch_id)
         observe_request_events(events.num_rows)
         await self._publish(batch_id, events)
         return batch_id
 
     def _remember_own(self, batch_id: str) -> None:
-        self._own_batches[batch_id] = None
-        while len(self._own_batches) > MAX_OWN_BATCHES:  # a bus that never echoes them back
-            self._own_batches.popitem(last=False)
+        _remember(self._own_batches, batch_id)  # bounded: a bus that never echoes them back
 
     async def _publish(self, batch_id: str, table: pa.Table) -> None:
         try:
@@ -293,6 +303,7 @@ class Runtime:
             self.search.add_later(self.state.catalog.merge(table).to_pylist())
         else:
             self.state.online.apply(self.erased.drop_erased(table), batch_id)
+            _remember(self._applied_from_bus, batch_id)
             observe_bus_batch(batch_id, table.num_rows)
 
     def bus_report(self) -> dict[str, Any]:
