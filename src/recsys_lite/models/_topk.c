@@ -2,30 +2,9 @@
  * one pass: numpy needed a partition, a sort, a search for the excluded items and a finiteness
  * mask, each a call with its own overhead, around a product that is itself only a few
  * microseconds. Only the CPython C API and the buffer protocol are used. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <math.h>
-#include <string.h>
+#include "../_arrays.h"
 
-static int
-buffer_of(PyObject *object, Py_buffer *view, char code, Py_ssize_t itemsize, int writable,
-          const char *name)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) < 0) {
-        return -1;
-    }
-    const char *format = view->format ? view->format : "B";
-    char found = format[strlen(format) - 1];
-    int integer = code == 'q' && (found == 'q' || found == 'l');
-    if (view->ndim != 1 || view->itemsize != itemsize || !(found == code || integer)) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous 1-d array of '%c'", name,
-                     code);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
+#include <math.h>
 
 /* a before b in the answer: the higher score, or the earlier position on a tie */
 static inline int
@@ -72,14 +51,13 @@ top_positions(PyObject *self, PyObject *args)
     }
     Py_buffer scores = {0}, indices = {0}, excluded = {0}, out = {0};
     Py_buffer *views[4] = {&scores, &indices, &excluded, &out};
-    const char codes[4] = {'f', 'q', 'q', 'q'};
-    const Py_ssize_t sizes[4] = {4, 8, 8, 8};
+    const int kinds[4] = {ARRAY_F32, ARRAY_I64, ARRAY_I64, ARRAY_I64};
     const char *names[4] = {"scores", "indices", "excluded", "out"};
     int held = 0;
     PyObject *result = NULL;
     for (; held < 4; held++) {
-        if (buffer_of(objects[held], views[held], codes[held], sizes[held], held == 3,
-                      names[held]) < 0) {
+        if (array_buffer(objects[held], views[held], kinds[held], 1, held == 3, names[held]) <
+            0) {
             goto done;
         }
     }

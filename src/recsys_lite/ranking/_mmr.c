@@ -1,30 +1,9 @@
 /* Maximal marginal relevance (ranking/diversity.py) in one call: with numpy, each of the k
  * picks costs a few small array operations, and their overhead, not the arithmetic, was most
  * of diversifying a page. Only the CPython C API and the buffer protocol are used. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <math.h>
-#include <string.h>
+#include "../_arrays.h"
 
-static int
-buffer_of(PyObject *object, Py_buffer *view, char code, Py_ssize_t itemsize, int ndim,
-          int writable, const char *name)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) < 0) {
-        return -1;
-    }
-    const char *format = view->format ? view->format : "B";
-    char found = format[strlen(format) - 1];
-    int integer = code == 'q' && (found == 'q' || found == 'l');
-    if (view->ndim != ndim || view->itemsize != itemsize || !(found == code || integer)) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous %d-d array of '%c'", name,
-                     ndim, code);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
+#include <math.h>
 
 PyDoc_STRVAR(mmr_doc,
 "mmr(scores, vectors, lam, out)\n\n"
@@ -44,22 +23,14 @@ mmr(PyObject *self, PyObject *args)
     Py_buffer relevance = {0}, vectors = {0}, out = {0};
     PyObject *result = NULL;
     double *work = NULL;
-    if (PyObject_GetBuffer(scores_object, &relevance, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+    if (array_buffer(scores_object, &relevance, ARRAY_F32 | ARRAY_F64, 1, 0, "scores") < 0) {
         return NULL;
     }
-    const char *format = relevance.format ? relevance.format : "B";
-    char code = format[strlen(format) - 1];
-    if (relevance.ndim != 1 || !((code == 'f' && relevance.itemsize == 4) ||
-                                 (code == 'd' && relevance.itemsize == 8))) {
-        PyErr_SetString(PyExc_TypeError, "scores: expected a C-contiguous 1-d float array");
+    if (array_buffer(vectors_object, &vectors, ARRAY_F32, 2, 0, "vectors") < 0) {
         PyBuffer_Release(&relevance);
         return NULL;
     }
-    if (buffer_of(vectors_object, &vectors, 'f', 4, 2, 0, "vectors") < 0) {
-        PyBuffer_Release(&relevance);
-        return NULL;
-    }
-    if (buffer_of(out_object, &out, 'q', 8, 1, 1, "out") < 0) {
+    if (array_buffer(out_object, &out, ARRAY_I64, 1, 1, "out") < 0) {
         PyBuffer_Release(&relevance);
         PyBuffer_Release(&vectors);
         return NULL;
@@ -81,8 +52,7 @@ mmr(PyObject *self, PyObject *args)
     /* relevance in [0, 1] within the pool, as diversity._rescaled computes it */
     double low = INFINITY, high = -INFINITY;
     for (Py_ssize_t i = 0; i < n; i++) {
-        value[i] = code == 'f' ? (double)((const float *)relevance.buf)[i]
-                               : ((const double *)relevance.buf)[i];
+        value[i] = array_real(&relevance, i);
         low = value[i] < low ? value[i] : low;
         high = value[i] > high ? value[i] : high;
     }

@@ -6,41 +6,10 @@
  * builds with nothing but a C compiler. explain.py keeps the numpy version of both functions
  * for installs without one, and the tests check that the two agree.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "../_arrays.h"
+
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
-
-/* 'f' (float32), 'd' (float64) or 'i' (int64) */
-static int
-typed_buffer(PyObject *object, Py_buffer *view, char kind, int ndim, int writable,
-             const char *name)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) < 0) {
-        return -1;
-    }
-    const char *format = view->format ? view->format : "B";
-    char code = format[strlen(format) - 1];
-    int ok = view->ndim == ndim;
-    if (kind == 'f') {
-        ok = ok && code == 'f' && view->itemsize == 4;
-    }
-    else if (kind == 'd') {
-        ok = ok && code == 'd' && view->itemsize == 8;
-    }
-    else {
-        ok = ok && (code == 'l' || code == 'q') && view->itemsize == 8;
-    }
-    if (!ok) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous %d-d %s array", name, ndim,
-                     kind == 'f' ? "float32" : kind == 'd' ? "float64" : "int64");
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 static int
 rows_in_range(const Py_buffer *indices, Py_ssize_t rows, const char *name)
@@ -155,14 +124,14 @@ woodbury_contributions(PyObject *self, PyObject *args)
     Py_buffer projected = {0}, factors = {0}, items = {0}, confidence = {0}, targets = {0},
               out = {0};
     Py_buffer *views[6] = {&projected, &factors, &items, &confidence, &targets, &out};
-    const char kinds[6] = {'f', 'f', 'i', 'd', 'i', 'd'};
+    const int kinds[6] = {ARRAY_F32, ARRAY_F32, ARRAY_I64, ARRAY_F64, ARRAY_I64, ARRAY_F64};
     const int dims[6] = {2, 2, 1, 1, 1, 2};
     const char *names[6] = {"projected", "factors", "items", "confidence", "targets", "out"};
     int held = 0;
     PyObject *result = NULL;
     double *work = NULL;
     for (; held < 6; held++) {
-        if (typed_buffer(objects[held], views[held], kinds[held], dims[held], held == 5,
+        if (array_buffer(objects[held], views[held], kinds[held], dims[held], held == 5,
                          names[held]) < 0) {
             goto done;
         }
@@ -283,30 +252,6 @@ append_rounded(Text *text, double value, int decimals)
     return failed;
 }
 
-static double
-read_cell(const Py_buffer *view, Py_ssize_t at)
-{
-    return view->itemsize == 4 ? (double)((const float *)view->buf)[at]
-                               : ((const double *)view->buf)[at];
-}
-
-static int
-float_buffer(PyObject *object, Py_buffer *view, const char *name)
-{
-    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        return -1;
-    }
-    const char *format = view->format ? view->format : "B";
-    char code = format[strlen(format) - 1];
-    if (view->ndim != 2 || !((code == 'f' && view->itemsize == 4) ||
-                             (code == 'd' && view->itemsize == 8))) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous 2-d float array", name);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 PyDoc_STRVAR(because_doc,
 "because_fields(contributions, similarity, items, top_k, fragments, fragment_of)\n\n"
 "For each target (a row of contributions and similarity, one column per past item in\n"
@@ -329,14 +274,15 @@ because_fields(PyObject *self, PyObject *args)
     PyObject *result = NULL;
     Py_ssize_t *chosen = NULL;
     Text text = {NULL, 0, 0};
-    if (float_buffer(contributions_object, &contributions, "contributions") < 0) {
+    const int reals = ARRAY_F32 | ARRAY_F64;
+    if (array_buffer(contributions_object, &contributions, reals, 2, 0, "contributions") < 0) {
         return NULL;
     }
-    if (float_buffer(similarity_object, &similarity, "similarity") < 0) {
+    if (array_buffer(similarity_object, &similarity, reals, 2, 0, "similarity") < 0) {
         PyBuffer_Release(&contributions);
         return NULL;
     }
-    if (typed_buffer(items_object, &items, 'i', 1, 0, "items") < 0) {
+    if (array_buffer(items_object, &items, ARRAY_I64, 1, 0, "items") < 0) {
         PyBuffer_Release(&contributions);
         PyBuffer_Release(&similarity);
         return NULL;
@@ -364,7 +310,7 @@ because_fields(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < t; i++) {
         double total = 0.0;
         for (Py_ssize_t j = 0; j < n; j++) {
-            double value = read_cell(&contributions, i * n + j);
+            double value = array_real(&contributions, i * n + j);
             total += value > 0.0 ? value : 0.0;
         }
         /* selection by repeated maximum: top_k is small, and a strict comparison scanning
@@ -374,7 +320,7 @@ because_fields(PyObject *self, PyObject *args)
             Py_ssize_t best = -1;
             double best_value = 0.0;
             for (Py_ssize_t j = 0; j < n; j++) {
-                double value = read_cell(&contributions, i * n + j);
+                double value = array_real(&contributions, i * n + j);
                 int taken = 0;
                 for (Py_ssize_t q = 0; q < kept; q++) {
                     taken |= chosen[q] == j;
@@ -417,9 +363,9 @@ because_fields(PyObject *self, PyObject *args)
             if (failed_append) {
                 goto failed;
             }
-            double share = 100.0 * read_cell(&contributions, i * n + j) / total;
+            double share = 100.0 * array_real(&contributions, i * n + j) / total;
             if (append(&text, ",\"similarity\":", 14) < 0 ||
-                append_rounded(&text, read_cell(&similarity, i * n + j), 4) < 0 ||
+                append_rounded(&text, array_real(&similarity, i * n + j), 4) < 0 ||
                 append(&text, ",\"contribution_pct\":", 20) < 0 ||
                 append_rounded(&text, share, 1) < 0 || append(&text, "}", 1) < 0) {
                 goto failed;
