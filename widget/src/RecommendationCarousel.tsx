@@ -111,6 +111,13 @@ export function cardsPerView(width: number, minCardWidth: number, max: number): 
  * "N of M" slides, previous/next buttons and arrow keys; it reports impressions (cards
  * actually seen) and clicks with the answer's recommendation id, so the next answer learns.
  */
+function edgesOf(viewport: HTMLElement): { atStart: boolean; atEnd: boolean } {
+  return {
+    atStart: viewport.scrollLeft <= 1,
+    atEnd: viewport.scrollLeft + viewport.clientWidth >= viewport.scrollWidth - 1,
+  };
+}
+
 export function RecommendationCarousel(props: RecommendationCarouselProps) {
   const {
     title, className, containerClassName, cardClassName, onItemClick, renderItem, locale,
@@ -146,8 +153,7 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
   const updateEdges = useCallback(() => {
     const viewport = viewportRef.current;
     if (!viewport) return;
-    const atStart = viewport.scrollLeft <= 1;
-    const atEnd = viewport.scrollLeft + viewport.clientWidth >= viewport.scrollWidth - 1;
+    const { atStart, atEnd } = edgesOf(viewport);
     setEdges((previous) =>
       previous.atStart === atStart && previous.atEnd === atEnd ? previous : { atStart, atEnd },
     );
@@ -183,6 +189,10 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
   const page = (direction: 1 | -1) => {
     const viewport = viewportRef.current;
     if (!viewport) return;
+    // where the row is now, not where it was at the last render: a key that has just
+    // scrolled it to an edge and back may not have re-rendered the buttons yet
+    const { atStart, atEnd } = edgesOf(viewport);
+    if (direction === 1 ? atEnd : atStart) return;
     viewport.scrollBy({ left: direction * viewport.clientWidth });
     // jsdom and some browsers fire no scroll event for a no-op scroll
     window.setTimeout(updateEdges, 400);
@@ -246,14 +256,14 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
             <button
               type="button" className="rl-button rl-previous" aria-label={labels.previous}
               aria-controls={viewportId} aria-disabled={edges.atStart}
-              onClick={() => !edges.atStart && page(-1)}
+              onClick={() => page(-1)}
             >
               <span aria-hidden="true">‹</span>
             </button>
             <button
               type="button" className="rl-button rl-next" aria-label={labels.next}
               aria-controls={viewportId} aria-disabled={edges.atEnd}
-              onClick={() => !edges.atEnd && page(1)}
+              onClick={() => page(1)}
             >
               <span aria-hidden="true">›</span>
             </button>
