@@ -99,7 +99,7 @@ bench: $(STAMP)
 	$(PY) bench/events_load.py
 	$(PY) bench/framework_overhead.py
 	$(PY) bench/page_parts.py
-	$(PY) bench/kernels.py
+	$(PY) bench/compiled_loops.py
 
 clean:
 	rm -rf $(VENV) data artifacts bench/work .pytest_cache .mypy_cache .ruff_cache

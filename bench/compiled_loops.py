@@ -10,7 +10,7 @@ whether the two answered alike.
 
 Each timing is the median of --rounds passes over the same shoppers, per call.
 
-    python bench/kernels.py [--users 2000] [--rounds 5]
+    python bench/compiled_loops.py [--users 2000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from recsys_lite.serving.lists import item_vectors
 from recsys_lite.serving.runtime import ServingState
 from serving_filters import filters
 
-NAME = "kernels"
+NAME = "compiled_loops"
 
 
 def per_call_ms(calls: list[Callable[[], Any]], rounds: int) -> float:
