@@ -198,3 +198,44 @@ def test_topk_kernel_leaves_out_what_cannot_be_ranked(topk_kernel: object) -> No
         rows, np.ones(1, dtype=np.float32), 5, np.arange(5), np.zeros(0, dtype=np.int64)
     )
     assert items.tolist() == [3, 0] and scores.tolist() == [2.0, 1.0]
+
+
+def test_edge_inputs_found_in_review_answer_alike(
+    kernel: object, topk_kernel: object, mmr_kernel: object
+) -> None:
+    # a row total summed in another order moved a share rounded at x.x5 (31.2 against 31.3)
+    both_ways(np.array([[0.2, 0, 0, 0, 0, 0.5, 0.4, 0.5]]), np.zeros((1, 8)), 1)
+    # a similarity too large to scale by 10^4 is null in JSON, not inf
+    with np.errstate(over="ignore"):  # numpy's rounding overflows there, as it should
+        fields = both_ways(np.array([[1.0, 2.0, 0.5]]), np.array([[1e305, 1e16, -1e20]]), 3)
+    assert b"inf" not in fields[0] and b'"similarity":null' in fields[0]
+    # ties at the k-th place go to the earlier item; an item scored +inf is not ranked
+    for rows, k, expected in [
+        ([[0], [0], [1], [1]], 1, [2]),
+        ([[1], [np.inf], [2], [3]], 2, [3, 2]),
+    ]:
+        for use_kernel in (True, False):
+            items, _ = exact_eligible(
+                np.array(rows, dtype=np.float32), np.ones(1, dtype=np.float32), k,
+                np.arange(len(rows)), np.zeros(0, dtype=np.int64), use_kernel=use_kernel,
+            )  # fmt: skip
+            assert items.tolist() == expected
+
+
+def test_the_kernels_refuse_what_they_would_misread(mmr_kernel: object) -> None:
+    picks = np.empty(2, dtype=np.int64)
+    # relevance all -inf (a lambda the API refuses) still picks distinct candidates
+    diversity.kernel.mmr(  # type: ignore[union-attr]
+        np.ones(4, dtype=np.float32), np.eye(4, dtype=np.float32), float("-inf"), picks
+    )
+    assert sorted(set(picks.tolist())) == sorted(picks.tolist())
+    assert all(0 <= p < 4 for p in picks.tolist())
+    with pytest.raises(TypeError):  # big-endian floats would be read as garbage
+        retrieval.kernel.top_positions(  # type: ignore[union-attr]
+            np.ones(5, dtype=">f4"), np.arange(5), np.zeros(0, dtype=np.int64), picks
+        )
+    with pytest.raises(IndexError):
+        explain.kernel.woodbury_contributions(  # type: ignore[union-attr]
+            np.ones((3, 2), dtype=np.float32), np.ones((3, 2), dtype=np.float32),
+            np.array([0, 7]), np.ones(2), np.array([1]), np.empty((1, 2)),
+        )  # fmt: skip

@@ -17,7 +17,14 @@ static int
 array_kind(const Py_buffer *view)
 {
     const char *format = view->format ? view->format : "B";
-    char code = format[strlen(format) - 1];
+    size_t length = strlen(format);
+    /* native byte order only: '>f4' read as floats here would be garbage */
+    int native = length == 1 || (length == 2 && (format[0] == '@' || format[0] == '=' ||
+                                                  (format[0] == '<' && PY_LITTLE_ENDIAN)));
+    if (!native) {
+        return 0;
+    }
+    char code = format[length - 1];
     if (code == 'f' && view->itemsize == 4) {
         return ARRAY_F32;
     }

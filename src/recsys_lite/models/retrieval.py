@@ -152,14 +152,17 @@ def exact_eligible(
         order = positions[:found]
         return indices[order], scores[order]
     excluded = np.unique(excluded)
+    keep = np.isfinite(scores)  # +inf too: an item scored inf cannot be ranked
     if len(excluded) and len(indices):
         at = np.minimum(np.searchsorted(indices, excluded), len(indices) - 1)
-        scores[at[indices[at] == excluded]] = -np.inf
-    part = np.argpartition(-scores, k - 1)[:k] if len(indices) > k else np.arange(len(indices))
-    # by position first, so the stable sort below breaks ties towards the earlier item
-    part.sort()
-    order = part[np.argsort(-scores[part], kind="stable")]
-    order = order[np.isfinite(scores[order])]
+        keep[at[indices[at] == excluded]] = False
+    positions = np.flatnonzero(keep)
+    kept = scores[positions]
+    if 0 < k < len(positions):  # only what ties with the k-th best score or beats it is sorted
+        kth = kept[np.argpartition(-kept, k - 1)[k - 1]]
+        chosen = np.flatnonzero(kept >= kth)
+        positions, kept = positions[chosen], kept[chosen]
+    order = positions[np.lexsort((positions, -kept))[:k]]
     return indices[order], scores[order]
 
 

@@ -40,12 +40,15 @@ mmr(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "mmr: shapes do not match");
         goto done;
     }
-    work = PyMem_Malloc((n ? 2 * n : 1) * sizeof(double));
+    work = PyMem_Malloc((n ? 2 * n : 1) * sizeof(double) + (n ? n : 1));
     if (work == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     double *value = work, *closest = work + n;
+    /* picked apart from the values: a value may be anything, -inf and NaN included */
+    unsigned char *taken = (unsigned char *)(closest + n);
+    memset(taken, 0, n);
     const float *unit = vectors.buf;
     long long *picked_out = out.buf;
     double spread = 1.0 - lam;
@@ -66,16 +69,17 @@ mmr(PyObject *self, PyObject *args)
         double best_value = -INFINITY;
         for (Py_ssize_t i = 0; i < n; i++) {
             double candidate = value[i] - closest[i];
-            if (value[i] != -INFINITY && (best < 0 || candidate > best_value)) {
+            if (!taken[i] && (best < 0 || candidate > best_value)) {
                 best = i;
                 best_value = candidate;
             }
         }
+        /* k <= n: some candidate is always left */
         picked_out[pick] = best;
-        value[best] = -INFINITY;
+        taken[best] = 1;
         const float *chosen = unit + best * f;
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (value[i] == -INFINITY) {
+            if (taken[i]) {
                 continue;
             }
             const float *other = unit + i * f;

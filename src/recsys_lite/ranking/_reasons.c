@@ -197,6 +197,7 @@ woodbury_contributions(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     if (singular) {
+        /* explain.py answers this one through numpy's solver */
         PyErr_SetString(PyExc_ArithmeticError, "woodbury_contributions: singular system");
         goto done;
     }
@@ -238,11 +239,11 @@ append(Text *text, const char *bytes, Py_ssize_t size)
 static int
 append_rounded(Text *text, double value, int decimals)
 {
-    if (!isfinite(value)) {
-        return append(text, "null", 4);
-    }
     double scale = decimals == 4 ? 1e4 : 1e1;
     double rounded = rint(value * scale) / scale;
+    if (!isfinite(rounded)) { /* a huge value overflows when scaled, as in numpy */
+        return append(text, "null", 4);
+    }
     char *repr = PyOS_double_to_string(rounded, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (repr == NULL) {
         return -1;

@@ -104,19 +104,22 @@ def als_contributions(
     to the score of item i. implicit loops over the history in Python per item, milliseconds
     per answer; this is the same arithmetic in a few small products (a test checks it against
     implicit's), and in one call of the compiled kernel when it is built."""
-    factors = model.item_factors
     confidence = model.params.alpha * user.weights.astype(np.float64)
     solved = _solved(model)
+    factors = solved.factors  # the ones ``projected`` was computed from (items may be added)
     if len(user.items) < factors.shape[1]:
         # Woodbury: Y_u W = (I + K D)^-1 Y_u B^-1 with K = Y_u B^-1 Y_u', a system the size of
         # the history instead of the factors
         if use_kernel and kernel is not None and factors.dtype == np.float32:
             written = np.empty((len(targets), len(user.items)))
-            kernel.woodbury_contributions(
-                solved.projected, np.ascontiguousarray(factors),
-                user.items.astype(np.int64), confidence, targets.astype(np.int64), written,
-            )  # fmt: skip
-            return written
+            try:
+                kernel.woodbury_contributions(
+                    solved.projected, np.ascontiguousarray(factors),
+                    user.items.astype(np.int64), confidence, targets.astype(np.int64), written,
+                )  # fmt: skip
+                return written
+            except ArithmeticError:  # singular without pivoting to spare: numpy's LAPACK says
+                pass
         projected = solved.projected[user.items].astype(np.float64)
         k = projected @ factors[user.items].T.astype(np.float64)
         m = projected @ factors[targets].T.astype(np.float64)
@@ -192,7 +195,11 @@ def top_reasons(
     """Each row's top_k columns by positive contribution (ties: the earlier column)."""
     # in float64: a float32 rounded to 4 decimals reads back as 0.8553000092506409 in JSON
     positive = np.maximum(contributions, 0.0).astype(np.float64)
-    totals = positive.sum(axis=1, keepdims=True)
+    # summed left to right, as the compiled kernel does: a pairwise sum can differ in the last
+    # bit and move a share rounded at x.x5
+    totals = (
+        np.cumsum(positive, axis=1)[:, -1:] if positive.shape[1] else np.zeros((len(positive), 1))
+    )
     # one sort and one rounding for the whole answer: per-item Python here cost more than the
     # model's arithmetic
     order = np.argsort(-positive, axis=1, kind="stable")[:, :top_k]
