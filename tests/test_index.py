@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from recsys_lite.config import Settings
+from recsys_lite.models import create_model
+from recsys_lite.models.artifact import load_artifact, save_artifact
 from recsys_lite.models.index import VectorIndex, choose_kind
 
 
@@ -36,3 +41,60 @@ def test_auto_choice_follows_catalog_size() -> None:
     assert choose_kind(1000, settings) == "flat"
     assert choose_kind(1001, settings) == "hnsw"
     assert choose_kind(10, Settings(faiss_index="ivf")) == "ivf"
+
+
+def ood_catalog(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items in clusters, and queries unlike them (a shared offset), as BPR's and two-tower's
+    user vectors are unlike their item vectors: graph search recalls worse there."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, 16))
+    items = centres[rng.integers(0, 40, 6_000)] + 0.3 * rng.normal(size=(6_000, 16))
+    offset = 3 * rng.normal(size=16)
+    sample, fresh = (rng.normal(size=(n, 16)) + offset for n in (256, 300))
+    return items.astype(np.float32), sample.astype(np.float32), fresh.astype(np.float32)
+
+
+def recall_at_10(index: VectorIndex, items: np.ndarray, queries: np.ndarray) -> float:
+    found, _ = index.search(queries, 10)
+    truth = exact_top(items, queries, 10)
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
+
+
+def test_hnsw_keeps_the_smallest_candidate_list_that_reaches_the_target() -> None:
+    items, sample, fresh = ood_catalog(1)
+    plain = VectorIndex.build(items, "hnsw", Settings(faiss_hnsw_m=16))
+    assert plain.calibration is None and plain.index.hnsw.efSearch == 32
+    uncalibrated = recall_at_10(plain, items, fresh)
+    index = VectorIndex.build(items, "hnsw", Settings(faiss_hnsw_m=16), sample)
+    assert index.kind == "hnsw" and index.calibration is not None
+    assert index.calibration.recall_at_10 >= 0.95
+    assert index.index.hnsw.efSearch == index.calibration.ef_search > 32
+    # it holds on queries it was not calibrated on, where the default list fell short
+    assert uncalibrated < 0.95 <= recall_at_10(index, items, fresh) + 0.02
+    # an operator's FAISS_EF_SEARCH still decides
+    index.configure(Settings(faiss_ef_search=16))
+    assert index.index.hnsw.efSearch == 16
+
+
+def test_hnsw_that_cannot_reach_the_target_is_built_exact() -> None:
+    items, sample, fresh = ood_catalog(2)
+    index = VectorIndex.build(
+        items, "hnsw", Settings(faiss_hnsw_m=2, index_recall_target=1.0), sample
+    )
+    assert index.kind == "flat" and index.calibration is not None
+    assert index.calibration.ef_search is None and index.calibration.recall_at_10 < 1.0
+    assert recall_at_10(index, items, fresh) == 1.0
+
+
+def test_the_calibration_travels_with_the_artifact(events: pa.Table, tmp_path: Path) -> None:
+    settings = Settings(exact_search_max_items=10)  # the small shop gets HNSW
+    model = create_model("bpr", {"iterations": 20}).fit(events)
+    model.build_indexes("auto", settings)
+    built = model.user_index
+    assert isinstance(built, VectorIndex) and built.calibration is not None
+    assert built.calibration.queries == min(256, len(model.user_map))
+    save_artifact(model, tmp_path / "model")
+    loaded = load_artifact(tmp_path / "model", settings).model.user_index
+    assert isinstance(loaded, VectorIndex) and loaded.calibration == built.calibration
+    if loaded.kind == "hnsw":
+        assert loaded.index.hnsw.efSearch == built.calibration.ef_search

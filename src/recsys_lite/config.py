@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         50_000, ge=0, description="auto: exact search up to this many items, HNSW above"
     )
     faiss_nprobe: int = Field(32, ge=1, description="IVF lists probed per query")
+    index_recall_target: float = Field(
+        0.95, gt=0, le=1,
+        description="HNSW is calibrated at training to find this share of the exact top 10",
+    )  # fmt: skip
     faiss_ef_search: int = Field(32, ge=1, description="HNSW candidate list size per query")
     faiss_hnsw_m: int = Field(8, ge=2, le=64, description="HNSW links per node (at training)")
     vector_store: VectorStoreKind = Field(

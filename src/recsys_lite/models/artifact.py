@@ -34,7 +34,7 @@ from recsys_lite.config import Settings, get_settings
 from recsys_lite.errors import ArtifactError, InvalidInputError, VectorStoreError
 from recsys_lite.files import file_sha256
 from recsys_lite.models.base import Recommender
-from recsys_lite.models.index import VectorIndex
+from recsys_lite.models.index import Calibration, VectorIndex
 from recsys_lite.models.registry import create_model
 from recsys_lite.models.versions import new_version_id, publish_version, versions_folder
 
@@ -88,7 +88,7 @@ def save_artifact(
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=folder))
     try:
         np.savez(staging / ARRAYS, **model.state())  # type: ignore[arg-type]
-        indexes = {}
+        indexes, calibrations = {}, {}
         for filename, index in ((USER_INDEX, model.user_index), (ITEM_INDEX, model.item_index)):
             if index is not None:
                 if not isinstance(index, VectorIndex):
@@ -97,6 +97,8 @@ def save_artifact(
                     )
                 index.save(staging / filename)
                 indexes[filename] = index.kind
+                if index.calibration is not None:
+                    calibrations[filename] = index.calibration.as_dict()
         (staging / METRICS).write_text(json.dumps(metrics or {}, indent=2))
         for filename, content in (extra_files or {}).items():
             if isinstance(content, bytes):
@@ -113,6 +115,7 @@ def save_artifact(
             "n_users": len(model.user_map),
             "n_items": len(model.item_map),
             "indexes": indexes,
+            "index_calibration": calibrations,
             **(extra or {}),
         }
         manifest["checksums"] = {
@@ -175,10 +178,12 @@ def load_artifact(path: Path, settings: Settings | None = None) -> Artifact:
     if settings.vector_store == "qdrant":
         _open_qdrant(model, manifest, settings)
     else:
-        if USER_INDEX in kinds:
-            model.user_index = VectorIndex.load(path / USER_INDEX, kinds[USER_INDEX], settings)
-        if ITEM_INDEX in kinds:
-            model.item_index = VectorIndex.load(path / ITEM_INDEX, kinds[ITEM_INDEX], settings)
+        calibrations = manifest.get("index_calibration", {})
+        for filename, role in ((USER_INDEX, "user_index"), (ITEM_INDEX, "item_index")):
+            if filename in kinds:
+                calibration = Calibration.from_dict(calibrations.get(filename))
+                index = VectorIndex.load(path / filename, kinds[filename], settings, calibration)
+                setattr(model, role, index)
     metrics = json.loads((path / METRICS).read_text()) if (path / METRICS).is_file() else {}
     return Artifact(model=model, manifest=manifest, metrics=metrics, path=path)
 

@@ -28,6 +28,9 @@ from recsys_lite.models.vector_store import ItemVectorStore
 from recsys_lite.models.vectors import unit_rows
 
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
+# sample queries an HNSW index is calibrated on when it is built (models/index.py)
+CALIBRATION_QUERIES = 256
+CALIBRATION_SEED = 0
 
 
 class Recommender(ABC):
@@ -188,11 +191,21 @@ class Recommender(ABC):
         """Faiss indexes for user→item and item→item retrieval (embedding models only)."""
         self._unit_cache = None
         vectors, unit = self.item_vectors(), self._unit_vectors()
+        # samples of what each index will be asked, to calibrate HNSW on: trained users'
+        # vectors, and items' own unit vectors (similar items)
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        n_users, n_items = len(self.user_map), len(self.item_map)
+        users = rng.choice(n_users, min(CALIBRATION_QUERIES, n_users), replace=False)
+        items = rng.choice(n_items, min(CALIBRATION_QUERIES, n_items), replace=False)
         self.user_index = (
-            VectorIndex.build(vectors, kind, settings) if vectors is not None else None  # type: ignore[arg-type]
+            VectorIndex.build(vectors, kind, settings, self.user_vectors(np.sort(users)))  # type: ignore[arg-type]
+            if vectors is not None
+            else None
         )
         self.item_index = (
-            VectorIndex.build(unit, kind, settings) if unit is not None else None  # type: ignore[arg-type]
+            VectorIndex.build(unit, kind, settings, unit[np.sort(items)])  # type: ignore[arg-type]
+            if unit is not None
+            else None
         )
 
     # ----- new items without retraining --------------------------------------------------------

@@ -12,6 +12,7 @@ from recsys_lite.errors import RecsysError
 from recsys_lite.jobs.training import running_job
 from recsys_lite.models import retrieval
 from recsys_lite.models.artifact import Artifact
+from recsys_lite.models.index import VectorIndex
 from recsys_lite.online.health import read_worker_health
 from recsys_lite.ranking import diversity, explain
 
@@ -26,6 +27,12 @@ def model_section(artifact: Artifact) -> dict[str, Any]:
         "holdout_metrics": artifact.metrics.get("metrics"),
         "users": len(model.user_map), "items": len(model.item_map),
         "index": index.kind if index is not None else "exact",
+        # what HNSW found on sample queries when built (null: not calibrated)
+        "index_calibration": (
+            index.calibration.as_dict()
+            if isinstance(index, VectorIndex) and index.calibration is not None
+            else None
+        ),
     }  # fmt: skip
 
 
