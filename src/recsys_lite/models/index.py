@@ -11,10 +11,12 @@ that its L2 nearest neighbours are its largest inner products (Bachrach et al., 
 
 HNSW's recall depends on the model: ALS's user vectors lie where its item vectors do, and 32
 candidates per query find 98% of the exact top 10 on the 100k benchmark catalog; BPR's,
-LightFM's and two-tower's do not (58%, 68% and 31% there: graph search is known to suffer on
-queries unlike the indexed points). So an HNSW index is calibrated when it is built, on a sample
-of the queries it will serve: the smallest candidate list that finds ``INDEX_RECALL_TARGET``
-of the exact top 10 is kept with it, and when none up to 512 does, the index is built exact.
+LightFM's and two-tower's do not, and graph search suffers on queries unlike the indexed
+points (their fold-in answers kept 63%, 69% and 25% of the exact top 10 there:
+bench/results/fold_in_models_uncalibrated.json). So an HNSW index is calibrated when it is
+built, on a sample of the queries it will serve: the smallest candidate list that finds
+``INDEX_RECALL_TARGET`` of the exact top 10 is kept with it, and when none up to 512 does, the
+index is built exact.
 """
 
 from __future__ import annotations
