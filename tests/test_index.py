@@ -93,8 +93,25 @@ def test_the_calibration_travels_with_the_artifact(events: pa.Table, tmp_path: P
     built = model.user_index
     assert isinstance(built, VectorIndex) and built.calibration is not None
     assert built.calibration.queries == min(256, len(model.user_map))
-    save_artifact(model, tmp_path / "model")
+    # half trained shoppers, half folded in from their histories
+    queries = model.calibration_queries()
+    assert queries is not None and len(queries) == min(256, len(model.user_map))
+    # a caller's stale figures (an erasure re-saving an old manifest) do not replace them
+    stale = {"user.faiss": {"ef_search": 999, "recall_at_10": 0.1, "queries": 1}}
+    save_artifact(model, tmp_path / "model", extra={"index_calibration": stale})
     loaded = load_artifact(tmp_path / "model", settings).model.user_index
     assert isinstance(loaded, VectorIndex) and loaded.calibration == built.calibration
     if loaded.kind == "hnsw":
         assert loaded.index.hnsw.efSearch == built.calibration.ef_search
+
+
+def test_similar_items_calibration_leaves_the_item_itself_out() -> None:
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(500, 8)).astype(np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    own = np.arange(0, 500, 5)
+    index = VectorIndex.build(items, "hnsw", Settings(faiss_hnsw_m=32), items[own], own)
+    # on 500 items a dense graph finds every neighbour; counting an item as its own
+    # neighbour on one side only would cost a tenth of the recall
+    assert index.calibration is not None
+    assert index.calibration.recall_at_10 == 1.0 and index.calibration.ef_search == 32

@@ -239,3 +239,22 @@ def test_the_kernels_refuse_what_they_would_misread(mmr_kernel: object) -> None:
             np.ones((3, 2), dtype=np.float32), np.ones((3, 2), dtype=np.float32),
             np.array([0, 7]), np.ones(2), np.array([1]), np.empty((1, 2)),
         )  # fmt: skip
+
+
+def test_a_singular_woodbury_system_is_answered_through_the_factors_own(
+    kernel: object, events: pa.Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = create_model("als", {"iterations": 6, "factors": 32}).fit(events)
+    past = UserItems.from_model(model, 5)
+    assert 0 < len(past.items) < 32  # the Woodbury side, where the kernel answers
+    targets = model.recommend(str(model.user_map.ids[5]), 5).items
+    reference = als_contributions(model, past, targets, use_kernel=False)
+
+    class Singular:
+        @staticmethod
+        def woodbury_contributions(*args: object) -> None:
+            raise ArithmeticError("woodbury_contributions: singular system")
+
+    monkeypatch.setattr(explain, "kernel", Singular)
+    answered = als_contributions(model, past, targets)
+    assert np.abs(answered - reference).max() <= 1e-5 * np.abs(reference).max()

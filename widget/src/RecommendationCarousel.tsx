@@ -192,7 +192,10 @@ export function RecommendationCarousel(props: RecommendationCarouselProps) {
     // where the row is now, not where it was at the last render: a key that has just
     // scrolled it to an edge and back may not have re-rendered the buttons yet
     const { atStart, atEnd } = edgesOf(viewport);
-    if (direction === 1 ? atEnd : atStart) return;
+    if (direction === 1 ? atEnd : atStart) {
+      updateEdges(); // the buttons' state may be the stale one: correct it
+      return;
+    }
     viewport.scrollBy({ left: direction * viewport.clientWidth });
     // jsdom and some browsers fire no scroll event for a no-op scroll
     window.setTimeout(updateEdges, 400);

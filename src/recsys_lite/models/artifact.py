@@ -114,9 +114,10 @@ def save_artifact(
             "libraries": library_versions(),
             "n_users": len(model.user_map),
             "n_items": len(model.item_map),
+            **(extra or {}),
+            # after the caller's extras: what describes this save's indexes is computed here
             "indexes": indexes,
             "index_calibration": calibrations,
-            **(extra or {}),
         }
         manifest["checksums"] = {
             p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.name != MANIFEST

@@ -191,22 +191,35 @@ class Recommender(ABC):
         """Faiss indexes for user→item and item→item retrieval (embedding models only)."""
         self._unit_cache = None
         vectors, unit = self.item_vectors(), self._unit_vectors()
-        # samples of what each index will be asked, to calibrate HNSW on: trained users'
-        # vectors, and items' own unit vectors (similar items)
-        rng = np.random.default_rng(CALIBRATION_SEED)
-        n_users, n_items = len(self.user_map), len(self.item_map)
-        users = rng.choice(n_users, min(CALIBRATION_QUERIES, n_users), replace=False)
-        items = rng.choice(n_items, min(CALIBRATION_QUERIES, n_items), replace=False)
+        # samples of what each index will be asked, to calibrate HNSW on (models/index.py):
+        # shoppers, and items' own unit vectors (similar items, the item itself left out)
+        n_items = len(self.item_map)
+        rng = np.random.default_rng(CALIBRATION_SEED + 1)
+        items = np.sort(rng.choice(n_items, min(CALIBRATION_QUERIES, n_items), replace=False))
         self.user_index = (
-            VectorIndex.build(vectors, kind, settings, self.user_vectors(np.sort(users)))  # type: ignore[arg-type]
+            VectorIndex.build(vectors, kind, settings, self.calibration_queries())  # type: ignore[arg-type]
             if vectors is not None
             else None
         )
         self.item_index = (
-            VectorIndex.build(unit, kind, settings, unit[np.sort(items)])  # type: ignore[arg-type]
+            VectorIndex.build(unit, kind, settings, unit[items], items)  # type: ignore[arg-type]
             if unit is not None
             else None
         )
+
+    def calibration_queries(self) -> np.ndarray | None:
+        """Sample queries of the user-to-item index: half of them trained shoppers' vectors,
+        half shoppers folded in from their histories (every shopper with events since
+        training is served that way)."""
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        n_users = len(self.user_map)
+        users = np.sort(rng.choice(n_users, min(CALIBRATION_QUERIES, n_users), replace=False))
+        half = len(users) // 2
+        trained = self.user_vectors(users[half:])
+        folded = [self.history_vector(self.history(int(user))) for user in users[:half]]
+        rows = [np.asarray(row, dtype=np.float32) for row in folded if row is not None]
+        parts = [part for part in (trained, np.array(rows) if rows else None) if part is not None]
+        return np.vstack(parts).astype(np.float32) if parts else None
 
     # ----- new items without retraining --------------------------------------------------------
 

@@ -34,6 +34,7 @@ BuiltKind = Literal["flat", "hnsw", "ivf"]
 HNSW_EF_CONSTRUCTION = 200
 CALIBRATION_EF_SEARCH = (32, 64, 128, 256, 512)
 CALIBRATION_K = 10
+CALIBRATION_BLOCK = 32  # queries scored against the whole catalog at a time
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,36 @@ class Calibration:
         return None if values is None else cls(**values)
 
 
-def calibrate(index: Any, vectors: np.ndarray, queries: np.ndarray, target: float) -> Calibration:
+def calibrate(
+    index: Any,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    target: float,
+    own: np.ndarray | None = None,
+) -> Calibration:
     """The smallest efSearch of ``CALIBRATION_EF_SEARCH`` whose top 10 holds ``target`` of the
-    exact top 10 on these queries. Recall counts a found item whose exact score ties the 10th
-    best as found: an index cannot be faulted for choosing among equals."""
-    scores = queries @ vectors.T
-    k = min(CALIBRATION_K, len(vectors))
-    tenth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    exact top 10 on these queries. ``own``: each query's own item (similar-items queries),
+    left out of both lists as the answer leaves it out. A found item whose exact score ties
+    the 10th best counts as found: an index cannot be faulted for choosing among equals."""
+    k = min(CALIBRATION_K, len(vectors) - (own is not None))
+    if k <= 0:
+        return Calibration(None, 0.0, len(queries))
+    tenth = np.empty(len(queries), dtype=np.float32)
+    for start in range(0, len(queries), CALIBRATION_BLOCK):  # a block of queries x the catalog
+        block = queries[start : start + CALIBRATION_BLOCK] @ vectors.T
+        if own is not None:
+            block[np.arange(len(block)), own[start : start + CALIBRATION_BLOCK]] = -np.inf
+        tenth[start : start + len(block)] = -np.partition(-block, k - 1, axis=1)[:, k - 1]
     best = Calibration(None, 0.0, len(queries))
     for ef in CALIBRATION_EF_SEARCH:
         index.hnsw.efSearch = ef
-        _, found = index.search(queries, k)
-        found_scores = np.take_along_axis(scores, np.maximum(found, 0), axis=1)
-        hits = (found >= 0) & (found_scores >= tenth - 1e-6 * np.abs(tenth))
-        recall = round(float(hits.sum()) / (len(queries) * k), 4)
+        _, found = index.search(queries, k + (own is not None))
+        valid = found >= 0
+        if own is not None:
+            valid &= found != own[:, None]
+        found_scores = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(found, 0)])
+        hits = valid & (found_scores >= tenth[:, None] - 1e-6 * np.abs(tenth[:, None]))
+        recall = round(float(np.minimum(hits.sum(axis=1), k).sum()) / (len(queries) * k), 4)
         if recall >= target:
             return Calibration(ef, recall, len(queries))
         best = max(best, Calibration(None, recall, len(queries)), key=lambda c: c.recall_at_10)
@@ -94,8 +111,10 @@ class VectorIndex:
         kind: IndexKind = "auto",
         settings: Settings | None = None,
         queries: np.ndarray | None = None,
+        own: np.ndarray | None = None,
     ) -> VectorIndex:
-        """``queries``: a sample of what the index will be asked, to calibrate HNSW on."""
+        """``queries``: a sample of what the index will be asked, to calibrate HNSW on;
+        ``own``: each query's own item, when the answers leave it out (similar items)."""
         settings = settings or get_settings()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
@@ -112,7 +131,7 @@ class VectorIndex:
             index.add(vectors)
             if queries is not None and len(queries):
                 sample = np.ascontiguousarray(queries, dtype=np.float32)
-                calibration = calibrate(index, vectors, sample, settings.index_recall_target)
+                calibration = calibrate(index, vectors, sample, settings.index_recall_target, own)
                 if calibration.ef_search is None:  # exact search is then the honest index
                     index = faiss.IndexFlatIP(dim)
                     index.add(vectors)

@@ -259,11 +259,14 @@ class Eraser:
         result: dict[str, Any] = {"model": model.name, "user_rows_removed": len(users)}
         if len(users):
             forget_users(model, users, relearn=True)
-            model.build_indexes(artifact.manifest.get("indexes", {}).get(USER_INDEX, "auto"))
+            # the kind chosen again, and HNSW calibrated again: the fewer shoppers may move both
+            built = artifact.manifest.get("indexes", {}).get(USER_INDEX, "auto")
+            model.build_indexes("ivf" if built == "ivf" else "auto", self.settings)
             kept = {
                 key: value for key, value in artifact.manifest.items()
                 if key not in {"format_version", "model_type", "params", "created_at", "version",
-                               "libraries", "n_users", "n_items", "indexes", "checksums"}
+                               "libraries", "n_users", "n_items", "indexes",
+                               "index_calibration", "checksums"}
             }  # fmt: skip
             extra_files = {
                 p.name: p.read_bytes() for p in artifact.path.iterdir()

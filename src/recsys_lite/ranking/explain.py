@@ -14,6 +14,7 @@ computed, not a story told afterwards:
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ def als_contributions(
     confidence = model.params.alpha * user.weights.astype(np.float64)
     solved = _solved(model)
     factors = solved.factors  # the ones ``projected`` was computed from (items may be added)
+    weighted = None
     if len(user.items) < factors.shape[1]:
         # Woodbury: Y_u W = (I + K D)^-1 Y_u B^-1 with K = Y_u B^-1 Y_u', a system the size of
         # the history instead of the factors
@@ -118,20 +120,24 @@ def als_contributions(
                     user.items.astype(np.int64), confidence, targets.astype(np.int64), written,
                 )  # fmt: skip
                 return written
-            except ArithmeticError:  # singular without pivoting to spare: numpy's LAPACK says
+            except ArithmeticError:  # I + D K singular: the factors' own system below is not
                 pass
-        projected = solved.projected[user.items].astype(np.float64)
-        k = projected @ factors[user.items].T.astype(np.float64)
-        m = projected @ factors[targets].T.astype(np.float64)
-        d = (confidence - 1.0)[:, None]
-        system = d * k
-        system.flat[:: len(user.items) + 1] += 1.0  # I + D K, without building I per request
-        weighted = m - k @ np.linalg.solve(system, d * m)
-    else:
+        else:
+            projected = solved.projected[user.items].astype(np.float64)
+            k = projected @ factors[user.items].T.astype(np.float64)
+            m = projected @ factors[targets].T.astype(np.float64)
+            d = (confidence - 1.0)[:, None]
+            system = d * k
+            system.flat[:: len(user.items) + 1] += 1.0  # I + D K, without building I per call
+            with contextlib.suppress(np.linalg.LinAlgError):  # singular: see below
+                weighted = m - k @ np.linalg.solve(system, d * m)
+    if weighted is None:
+        # B + Y_u' D Y_u is Y'Y + lambda I with each of the user's items weighted by its
+        # confidence instead of 1: positive definite for lambda > 0
         observed = factors[user.items].astype(np.float64)
-        d = (confidence - 1.0)[None, :]
+        d_row = (confidence - 1.0)[None, :]
         weighted = observed @ np.linalg.solve(
-            solved.base + (observed.T * d) @ observed, factors[targets].T.astype(np.float64)
+            solved.base + (observed.T * d_row) @ observed, factors[targets].T.astype(np.float64)
         )
     contributions: np.ndarray = weighted.T * confidence
     return contributions

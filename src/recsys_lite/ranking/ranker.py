@@ -229,7 +229,12 @@ class RankerModel(RankerTraining, RankerFeatures):
         own = self._index_settings(settings)
         for model in self.stage.retrievers:
             vectors = model.item_vectors()
-            built = None if vectors is None else VectorIndex.build(vectors, kind, own)  # type: ignore[arg-type]
+            built = (
+                None
+                if vectors is None
+                # calibrated too: a retriever HNSW cannot serve well is scored exactly
+                else VectorIndex.build(vectors, kind, own, model.calibration_queries())  # type: ignore[arg-type]
+            )
             model.user_index = built if built is not None and built.kind != "flat" else None
             model.item_index = None
 

@@ -27,13 +27,17 @@ def model_section(artifact: Artifact) -> dict[str, Any]:
         "holdout_metrics": artifact.metrics.get("metrics"),
         "users": len(model.user_map), "items": len(model.item_map),
         "index": index.kind if index is not None else "exact",
-        # what HNSW found on sample queries when built (null: not calibrated)
-        "index_calibration": (
-            index.calibration.as_dict()
-            if isinstance(index, VectorIndex) and index.calibration is not None
-            else None
-        ),
+        # what HNSW found on sample queries when built, per index (null: not calibrated)
+        "index_calibration": {
+            role: _calibration(getattr(model, f"{role}_index", None)) for role in ("user", "item")
+        },
     }  # fmt: skip
+
+
+def _calibration(index: object) -> dict[str, Any] | None:
+    if isinstance(index, VectorIndex) and index.calibration is not None:
+        return index.calibration.as_dict()
+    return None
 
 
 def compiled_kernels() -> dict[str, bool]:
