@@ -94,8 +94,11 @@ def test_the_calibration_travels_with_the_artifact(events: pa.Table, tmp_path: P
     assert isinstance(built, VectorIndex) and built.calibration is not None
     assert built.calibration.queries == min(256, len(model.user_map))
     # half trained shoppers, half folded in from their histories
-    queries = model.calibration_queries()
-    assert queries is not None and len(queries) == min(256, len(model.user_map))
+    sample = model.calibration_queries()
+    assert sample is not None
+    queries, kinds = sample
+    assert len(queries) == len(kinds) == min(256, len(model.user_map))
+    assert set(kinds.tolist()) == {0, 1}
     # a caller's stale figures (an erasure re-saving an old manifest) do not replace them
     stale = {"user.faiss": {"ef_search": 999, "recall_at_10": 0.1, "queries": 1}}
     save_artifact(model, tmp_path / "model", extra={"index_calibration": stale})
@@ -115,3 +118,22 @@ def test_similar_items_calibration_leaves_the_item_itself_out() -> None:
     # neighbour on one side only would cost a tenth of the recall
     assert index.calibration is not None
     assert index.calibration.recall_at_10 == 1.0 and index.calibration.ef_search == 32
+
+
+def test_every_kind_of_query_must_reach_the_target() -> None:
+    items, sample, _ = ood_catalog(1)
+    rng = np.random.default_rng(4)
+    # queries like the items (found easily) beside the unlike ones
+    like = (items[rng.choice(len(items), 256)] + 0.1 * rng.normal(size=(256, 16))).astype(
+        np.float32
+    )
+    queries = np.vstack([like, sample])
+    kinds = np.repeat([0, 1], [len(like), len(sample)])
+    pooled = VectorIndex.build(items, "hnsw", Settings(faiss_hnsw_m=16), queries)
+    grouped = VectorIndex.build(items, "hnsw", Settings(faiss_hnsw_m=16), queries, groups=kinds)
+    alone = VectorIndex.build(items, "hnsw", Settings(faiss_hnsw_m=16), sample)
+    assert pooled.calibration and grouped.calibration and alone.calibration
+    # the pooled mean lets the easy half carry the hard one; grouped, the hard half decides
+    assert grouped.calibration.ef_search == alone.calibration.ef_search
+    assert pooled.calibration.ef_search is not None and grouped.calibration.ef_search is not None
+    assert pooled.calibration.ef_search < grouped.calibration.ef_search

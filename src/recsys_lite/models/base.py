@@ -196,8 +196,10 @@ class Recommender(ABC):
         n_items = len(self.item_map)
         rng = np.random.default_rng(CALIBRATION_SEED + 1)
         items = np.sort(rng.choice(n_items, min(CALIBRATION_QUERIES, n_items), replace=False))
+        sample = self.calibration_queries() if vectors is not None else None
+        queries, groups = sample if sample is not None else (None, None)
         self.user_index = (
-            VectorIndex.build(vectors, kind, settings, self.calibration_queries())  # type: ignore[arg-type]
+            VectorIndex.build(vectors, kind, settings, queries, groups=groups)  # type: ignore[arg-type]
             if vectors is not None
             else None
         )
@@ -207,10 +209,10 @@ class Recommender(ABC):
             else None
         )
 
-    def calibration_queries(self) -> np.ndarray | None:
-        """Sample queries of the user-to-item index: half of them trained shoppers' vectors,
-        half shoppers folded in from their histories (every shopper with events since
-        training is served that way)."""
+    def calibration_queries(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Sample queries of the user-to-item index and their kind (0: trained shoppers'
+        vectors, 1: shoppers folded in from their histories, as every shopper with events
+        since training is served); the index must serve both kinds."""
         rng = np.random.default_rng(CALIBRATION_SEED)
         n_users = len(self.user_map)
         users = np.sort(rng.choice(n_users, min(CALIBRATION_QUERIES, n_users), replace=False))
@@ -218,8 +220,12 @@ class Recommender(ABC):
         trained = self.user_vectors(users[half:])
         folded = [self.history_vector(self.history(int(user))) for user in users[:half]]
         rows = [np.asarray(row, dtype=np.float32) for row in folded if row is not None]
-        parts = [part for part in (trained, np.array(rows) if rows else None) if part is not None]
-        return np.vstack(parts).astype(np.float32) if parts else None
+        parts, kinds = [], []
+        for kind, part in enumerate((trained, np.array(rows) if rows else None)):
+            if part is not None and len(part):
+                parts.append(np.asarray(part, dtype=np.float32))
+                kinds.append(np.full(len(part), kind))
+        return (np.vstack(parts), np.concatenate(kinds)) if parts else None
 
     # ----- new items without retraining --------------------------------------------------------
 

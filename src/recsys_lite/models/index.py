@@ -59,11 +59,14 @@ def calibrate(
     queries: np.ndarray,
     target: float,
     own: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> Calibration:
     """The smallest efSearch of ``CALIBRATION_EF_SEARCH`` whose top 10 holds ``target`` of the
-    exact top 10 on these queries. ``own``: each query's own item (similar-items queries),
-    left out of both lists as the answer leaves it out. A found item whose exact score ties
-    the 10th best counts as found: an index cannot be faulted for choosing among equals."""
+    exact top 10 on these queries, in each of their ``groups`` (kinds of query, e.g. trained
+    and folded-in shoppers: the recall kept is the lowest group's). ``own``: each query's own
+    item (similar-items queries), left out of both lists as the answer leaves it out. A found
+    item whose exact score ties the 10th best counts as found: an index cannot be faulted for
+    choosing among equals."""
     k = min(CALIBRATION_K, len(vectors) - (own is not None))
     if k <= 0:
         return Calibration(None, 0.0, len(queries))
@@ -82,7 +85,9 @@ def calibrate(
             valid &= found != own[:, None]
         found_scores = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(found, 0)])
         hits = valid & (found_scores >= tenth[:, None] - 1e-6 * np.abs(tenth[:, None]))
-        recall = round(float(np.minimum(hits.sum(axis=1), k).sum()) / (len(queries) * k), 4)
+        per_query = np.minimum(hits.sum(axis=1), k) / k
+        labels = np.zeros(len(queries)) if groups is None else groups
+        recall = round(min(float(per_query[labels == g].mean()) for g in np.unique(labels)), 4)
         if recall >= target:
             return Calibration(ef, recall, len(queries))
         best = max(best, Calibration(None, recall, len(queries)), key=lambda c: c.recall_at_10)
@@ -112,9 +117,11 @@ class VectorIndex:
         settings: Settings | None = None,
         queries: np.ndarray | None = None,
         own: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
     ) -> VectorIndex:
-        """``queries``: a sample of what the index will be asked, to calibrate HNSW on;
-        ``own``: each query's own item, when the answers leave it out (similar items)."""
+        """``queries``: a sample of what the index will be asked, to calibrate HNSW on, with
+        ``own`` (each query's own item, when answers leave it out) and ``groups`` (its kind of
+        query) as ``calibrate`` takes them."""
         settings = settings or get_settings()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
@@ -131,7 +138,9 @@ class VectorIndex:
             index.add(vectors)
             if queries is not None and len(queries):
                 sample = np.ascontiguousarray(queries, dtype=np.float32)
-                calibration = calibrate(index, vectors, sample, settings.index_recall_target, own)
+                calibration = calibrate(
+                    index, vectors, sample, settings.index_recall_target, own, groups
+                )
                 if calibration.ef_search is None:  # exact search is then the honest index
                     index = faiss.IndexFlatIP(dim)
                     index.add(vectors)

@@ -229,11 +229,13 @@ class RankerModel(RankerTraining, RankerFeatures):
         own = self._index_settings(settings)
         for model in self.stage.retrievers:
             vectors = model.item_vectors()
+            # calibrated too: a retriever HNSW cannot serve well is scored exactly
+            sample = model.calibration_queries() if vectors is not None else None
+            queries, groups = sample if sample is not None else (None, None)
             built = (
                 None
                 if vectors is None
-                # calibrated too: a retriever HNSW cannot serve well is scored exactly
-                else VectorIndex.build(vectors, kind, own, model.calibration_queries())  # type: ignore[arg-type]
+                else VectorIndex.build(vectors, kind, own, queries, groups=groups)  # type: ignore[arg-type]
             )
             model.user_index = built if built is not None and built.kind != "flat" else None
             model.item_index = None
