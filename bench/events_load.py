@@ -36,12 +36,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from _common import (
-    WORK,
     console,
     percentiles_ms,
-    prepare_catalog,
     table,
-    warn_if_busy,
     write_results,
 )
 from serving_during_training import copy_shop
@@ -52,9 +49,9 @@ from serving_load import (
     LUA_THREAD_SEED,
     free_port,
     process_cpu_seconds,
-    required_wrk,
     run_wrk,
     running_server,
+    start_load_run,
 )
 
 NAME = "events_load"
@@ -105,14 +102,10 @@ def spooled_events(inbox: Path, prefix: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1_000)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--name", default=NAME)
-    args = parser.parse_args()
-    wrk = required_wrk()
-    start_load = warn_if_busy()
-    catalog = prepare_catalog()
-    folder = WORK / "events_load"
+    setup = start_load_run(__doc__, NAME, duration=10, rounds=3, parser=parser)
+    args, wrk, start_load, catalog, folder = (
+        setup.args, setup.wrk, setup.start_load, setup.catalog, setup.folder
+    )  # fmt: skip
     db, artifact = copy_shop(catalog.db, catalog.artifact, folder)
     with duckdb.connect(str(db), read_only=True) as con:
         items = [r[0] for r in con.execute("SELECT item_id FROM items LIMIT 5000").fetchall()]

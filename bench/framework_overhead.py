@@ -21,7 +21,6 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse
 import contextlib
 import statistics
 import subprocess
@@ -34,15 +33,15 @@ from typing import Any
 import duckdb
 import httpx
 
-from _common import WORK, console, prepare_catalog, table, warn_if_busy, write_results
+from _common import console, table, write_results
 from serving_load import (
     LUA_DONE,
     LUA_RANDOM_USER,
     free_port,
     process_cpu_seconds,
-    required_wrk,
     run_wrk,
     running_server,
+    start_load_run,
     stop,
 )
 
@@ -86,16 +85,10 @@ def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--name", default=NAME)
-    args = parser.parse_args()
-    wrk = required_wrk()
-    start_load = warn_if_busy()
-    catalog = prepare_catalog()
-    folder = WORK / "framework_overhead"
-    folder.mkdir(parents=True, exist_ok=True)
+    setup = start_load_run(__doc__, NAME, duration=8, rounds=3)
+    args, wrk, start_load, catalog, folder = (
+        setup.args, setup.wrk, setup.start_load, setup.catalog, setup.folder
+    )  # fmt: skip
     plain = folder / "plain.lua"
     plain.write_text(LUA_DONE)
     with duckdb.connect(str(catalog.db), read_only=True) as con:

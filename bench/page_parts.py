@@ -16,31 +16,24 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse
 import statistics
 from typing import Any
 
 import duckdb
 
-from _common import WORK, console, prepare_catalog, table, warn_if_busy, write_results
+from _common import console, table, write_results
 from framework_overhead import measure
 from serving_filters import filters
-from serving_load import LUA_DONE, LUA_RANDOM_USER, free_port, required_wrk, running_server
+from serving_load import LUA_DONE, LUA_RANDOM_USER, free_port, running_server, start_load_run
 
 NAME = "page_parts"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--name", default=NAME)
-    args = parser.parse_args()
-    wrk = required_wrk()
-    start_load = warn_if_busy()
-    catalog = prepare_catalog()
-    folder = WORK / "page_parts"
-    folder.mkdir(parents=True, exist_ok=True)
+    setup = start_load_run(__doc__, NAME, duration=6, rounds=3)
+    args, wrk, start_load, catalog, folder = (
+        setup.args, setup.wrk, setup.start_load, setup.catalog, setup.folder
+    )  # fmt: skip
     page, _, _ = filters(catalog.db)
     category = page["category"]
     with duckdb.connect(str(catalog.db), read_only=True) as con:

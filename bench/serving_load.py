@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,35 @@ def required_wrk() -> str:
     if wrk is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
     return wrk
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """What every wrk benchmark on the 100k-item shop starts from."""
+
+    args: argparse.Namespace
+    wrk: str
+    start_load: float
+    catalog: Catalog
+    folder: Path  # its own scratch folder under bench/work
+
+
+def start_load_run(
+    doc: str, name: str, duration: int, rounds: int, parser: argparse.ArgumentParser | None = None
+) -> LoadRun:
+    """Parse ``--duration``, ``--rounds`` and ``--name`` (beside the caller's own options in
+    ``parser``), find wrk, note the load, and prepare the shop and a scratch folder."""
+    parser = parser or argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=duration)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--name", default=name)
+    args = parser.parse_args()
+    wrk = required_wrk()
+    start_load = warn_if_busy()
+    catalog = prepare_catalog()
+    folder = WORK / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return LoadRun(args, wrk, start_load, catalog, folder)
 
 
 def process_cpu_seconds(pid: int) -> float:
