@@ -18,7 +18,7 @@ deps:
 	@scripts/deps.sh
 
 # the C source too: an edited kernel (src/recsys_lite/ranking/_reasons.c) is rebuilt
-$(STAMP): pyproject.toml $(wildcard src/recsys_lite/*/*.c src/recsys_lite/*.h)
+$(STAMP): pyproject.toml setup.py $(wildcard src/recsys_lite/*/*.c src/recsys_lite/*.h)
 	@echo "==> Python environment in $(VENV): the first time takes about 3 minutes (torch, faiss, implicit, ...)"
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
