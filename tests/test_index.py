@@ -11,6 +11,7 @@ import pytest
 from recsys_lite.config import Settings
 from recsys_lite.models import create_model
 from recsys_lite.models.artifact import load_artifact, save_artifact
+from recsys_lite.models.base import CALIBRATION_QUERIES
 from recsys_lite.models.index import VectorIndex, choose_kind
 
 
@@ -92,12 +93,12 @@ def test_the_calibration_travels_with_the_artifact(events: pa.Table, tmp_path: P
     model.build_indexes("auto", settings)
     built = model.user_index
     assert isinstance(built, VectorIndex) and built.calibration is not None
-    assert built.calibration.queries == min(256, len(model.user_map))
+    assert built.calibration.queries == min(CALIBRATION_QUERIES, len(model.user_map))
     # half trained shoppers, half folded in from their histories
     sample = model.calibration_queries()
     assert sample is not None
     queries, kinds = sample
-    assert len(queries) == len(kinds) == min(256, len(model.user_map))
+    assert len(queries) == len(kinds) == min(CALIBRATION_QUERIES, len(model.user_map))
     assert set(kinds.tolist()) == {0, 1}
     # a caller's stale figures (an erasure re-saving an old manifest) do not replace them
     stale = {"user.faiss": {"ef_search": 999, "recall_at_10": 0.1, "queries": 1}}

@@ -29,7 +29,7 @@ from recsys_lite.models.vectors import unit_rows
 
 HISTORY_LENGTH = 50  # most recent events kept per user for sequence models and fold-in
 # sample queries an HNSW index is calibrated on when it is built (models/index.py)
-CALIBRATION_QUERIES = 256
+CALIBRATION_QUERIES = 512
 CALIBRATION_SEED = 0
 
 
@@ -215,7 +215,9 @@ class Recommender(ABC):
         since training is served); the index must serve both kinds."""
         rng = np.random.default_rng(CALIBRATION_SEED)
         n_users = len(self.user_map)
-        users = np.sort(rng.choice(n_users, min(CALIBRATION_QUERIES, n_users), replace=False))
+        # in the sampled order: split after sorting, the folded-in half would be the shoppers
+        # of the lowest indices, those who appear first in the events
+        users = rng.choice(n_users, min(CALIBRATION_QUERIES, n_users), replace=False)
         half = len(users) // 2
         trained = self.user_vectors(users[half:])
         folded = [self.history_vector(self.history(int(user))) for user in users[:half]]
