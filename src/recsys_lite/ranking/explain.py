@@ -70,7 +70,6 @@ class UserItems:
 class _Solved(NamedTuple):
     factors: np.ndarray  # the item factors these were computed from
     base: np.ndarray  # B = Y'Y + lambda I
-    inverse: np.ndarray
     projected: np.ndarray  # Y B^-1, float32: every item's row of the Woodbury form
 
 
@@ -91,7 +90,7 @@ def _solved(model: Any) -> _Solved:
         for start in range(0, len(factors), PROJECTION_BLOCK):
             block = factors[start : start + PROJECTION_BLOCK].astype(np.float64)
             projected[start : start + PROJECTION_BLOCK] = block @ inverse
-        held = _Solved(factors, base, inverse, projected)
+        held = _Solved(factors, base, projected)
         _SOLVED[model] = held
     return held
 
